@@ -1,0 +1,131 @@
+// Command portcullis is a reverse proxy and load balancer for HTTP/1.1,
+// HTTP/2 and HTTP/3 that binds every socket before it drops privileges.
+//
+//	portcullis run [-c FILE]     serve (the embedded quickstart without -c)
+//	portcullis validate -c FILE  check a configuration as run would, without binding
+//	portcullis version           print the version
+//
+// Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/runtime"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `usage:
+  portcullis run [-c FILE] [-log-level LEVEL]   serve; without -c, the embedded quickstart
+  portcullis validate -c FILE                   check FILE exactly as run would, without binding
+  portcullis version                            print the version
+`
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[1] {
+	case "run":
+		return cmdRun(args, stdout, stderr)
+	case "validate":
+		return cmdValidate(args[2:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "portcullis %s\n", versionString())
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "portcullis: unknown command %q\n%s", args[1], usage)
+	return exitUsage
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "configuration `file` (default: the embedded quickstart)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args[2:]); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portcullis run: unexpected argument %q\n%s", fs.Arg(0), usage)
+		return exitUsage
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "portcullis run: -log-level %q: want debug, info, warn or error\n", *level)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	err := runtime.Run(runtime.Options{ConfigPath: *path, Log: log, Stdout: stdout, Argv: args})
+	return report(err, stderr)
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "configuration `file` to check (required)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portcullis validate: give the file with -c FILE\n%s", usage)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g, err := runtime.Validate(runtime.Options{ConfigPath: *path, Log: log})
+	if code := report(err, stderr); code != exitOK {
+		return code
+	}
+	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends, %d sockets)\n", *path, len(g.Frontends), len(g.Backends), len(g.Specs()))
+	return exitOK
+}
+
+// report prints err and maps it to an exit code: configuration problems
+// are 2, everything else 1.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var cerr config.ErrorList
+	if errors.As(err, &cerr) {
+		fmt.Fprintln(stderr, cerr.Error())
+		fmt.Fprintf(stderr, "portcullis: %d problem(s) in the configuration\n", len(cerr))
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "portcullis: %v\n", err)
+	return exitFailure
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}

@@ -1,0 +1,175 @@
+// Package listen owns listening sockets: it binds TCP and UDP addresses,
+// receives sockets passed by systemd (LISTEN_FDS) or by the previous
+// process, and matches each to the bind that needs it. Sockets are acquired
+// once, at startup, before privileges are dropped; nothing here is called to
+// bind afterwards.
+package listen
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+)
+
+// Spec is one socket the configuration needs.
+type Spec struct {
+	// Frontend names the frontend, for messages.
+	Frontend string
+	// Network is "tcp" or "udp".
+	Network string
+	// Address is the canonical bind address: "IP:port", "[IPv6]:port" or
+	// ":port" (every address).
+	Address string
+	// FDName, when set, selects the passed socket with this name.
+	FDName string
+	// Purpose says what the socket serves ("HTTP", "HTTPS", "HTTP/3"), for
+	// messages.
+	Purpose string
+}
+
+func (s Spec) String() string {
+	return fmt.Sprintf("frontend %q: %s %s (%s)", s.Frontend, s.Network, s.Address, s.Purpose)
+}
+
+// Socket is an acquired listening socket. The runtime turns File into a
+// net.Listener or net.PacketConn; File stays open so that it can be handed
+// to a re-executed or upgraded process.
+type Socket struct {
+	Spec
+	File *os.File
+	// Name is the socket's name: the one systemd or the previous process
+	// passed, or "" for a socket bound here.
+	Name string
+	// Source is "bound", "systemd" or "inherited".
+	Source string
+}
+
+// BindError is a socket that could not be had.
+type BindError struct {
+	Spec Spec
+	Err  error
+}
+
+func (e *BindError) Error() string {
+	return fmt.Sprintf("frontend %q: bind %s %s (%s): %v", e.Spec.Frontend, e.Spec.Network, e.Spec.Address, e.Spec.Purpose, e.Err)
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
+
+// Errors is every socket problem found at startup.
+type Errors []error
+
+func (l Errors) Error() string {
+	msgs := make([]string, len(l))
+	for i, e := range l {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Acquire gets a socket for every spec: the passed socket that matches it
+// (by FDName, else by address and type), or, when bind is true, a newly
+// bound one. A passed socket that no spec uses is an error, as is every
+// socket that cannot be had; all problems are returned at once, as Errors,
+// and every acquired socket is closed on error.
+func Acquire(specs []Spec, passed []*Passed, bind bool) ([]*Socket, error) {
+	var errs Errors
+	used := make([]bool, len(passed))
+	out := make([]*Socket, 0, len(specs))
+	for _, spec := range specs {
+		i, err := match(spec, passed, used)
+		if err != nil {
+			errs = append(errs, &BindError{Spec: spec, Err: err})
+			continue
+		}
+		if i >= 0 {
+			used[i] = true
+			out = append(out, &Socket{Spec: spec, File: passed[i].File, Name: passed[i].Name, Source: passed[i].Source})
+			continue
+		}
+		if !bind {
+			errs = append(errs, &BindError{Spec: spec, Err: errors.New("no socket was passed for it and this process may not bind")})
+			continue
+		}
+		f, err := Bind(spec.Network, spec.Address)
+		if err != nil {
+			errs = append(errs, &BindError{Spec: spec, Err: err})
+			continue
+		}
+		out = append(out, &Socket{Spec: spec, File: f, Source: "bound"})
+	}
+	for i, p := range passed {
+		if !used[i] {
+			errs = append(errs, fmt.Errorf("%s passed socket fd %d (name %q, %s %s) but no bind uses it: add a bind with address %s (or fd_name: %s), or remove it from the socket unit",
+				p.Source, p.File.Fd(), p.Name, p.Network, p.Addr, p.Addr, p.Name))
+		}
+	}
+	if len(errs) > 0 {
+		for _, s := range out {
+			if s.Source == "bound" {
+				s.File.Close()
+			}
+		}
+		return nil, errs
+	}
+	return out, nil
+}
+
+// match finds the passed socket for spec: -1 when there is none.
+func match(spec Spec, passed []*Passed, used []bool) (int, error) {
+	if spec.FDName != "" {
+		for i, p := range passed {
+			if !used[i] && p.Name == spec.FDName && p.Network == spec.Network {
+				if !p.matchesAddress(spec.Address) {
+					return -1, fmt.Errorf("the passed socket named %q is %s %s, not %s", p.Name, p.Network, p.Addr, spec.Address)
+				}
+				return i, nil
+			}
+		}
+		return -1, fmt.Errorf("no unused %s socket named %q was passed (LISTEN_FDNAMES); check FileDescriptorName= in the socket unit", spec.Network, spec.FDName)
+	}
+	for i, p := range passed {
+		if !used[i] && p.Network == spec.Network && p.matchesAddress(spec.Address) {
+			return i, nil
+		}
+	}
+	return -1, nil
+}
+
+// Bind binds a listening socket for network ("tcp" or "udp") on address
+// and returns its file. The caller owns the file.
+func Bind(network, address string) (*os.File, error) {
+	switch network {
+	case "tcp":
+		l, err := net.Listen("tcp", address)
+		if err != nil {
+			return nil, unwrapOp(err)
+		}
+		defer l.Close()
+		return l.(*net.TCPListener).File()
+	case "udp":
+		c, err := net.ListenPacket("udp", address)
+		if err != nil {
+			return nil, unwrapOp(err)
+		}
+		defer c.Close()
+		return c.(*net.UDPConn).File()
+	}
+	return nil, fmt.Errorf("unknown network %q", network)
+}
+
+// unwrapOp strips net.OpError's "listen tcp ADDR:" prefix, which the
+// caller's message already says.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		var sys *os.SyscallError
+		if errors.As(op.Err, &sys) {
+			return sys.Err
+		}
+		return op.Err
+	}
+	return err
+}

@@ -1,0 +1,61 @@
+// Package proxy is the HTTP request path: match a route, pick a server,
+// sanitize headers, round-trip to the server and stream the response back.
+// Its types are built once from a compiled configuration and are immutable.
+package proxy
+
+import (
+	"net"
+	"strings"
+)
+
+// Route is one compiled route. The zero Host and PathPrefix match anything.
+type Route struct {
+	// Host is a lower-case name ("example.com") or a suffix pattern
+	// ("*.example.com", matching any name that ends in ".example.com").
+	Host       string
+	PathPrefix string
+	Backend    *Backend
+}
+
+// Router picks the first route that matches a request.
+type Router struct {
+	Routes []Route
+}
+
+// Match returns the backend for host (as sent by the client, port
+// allowed) and path, or nil when no route matches.
+func (r *Router) Match(host, path string) *Backend {
+	host = normalizeHost(host)
+	for i := range r.Routes {
+		rt := &r.Routes[i]
+		if rt.Host != "" && !hostMatches(rt.Host, host) {
+			continue
+		}
+		if !strings.HasPrefix(path, rt.PathPrefix) {
+			continue
+		}
+		return rt.Backend
+	}
+	return nil
+}
+
+func hostMatches(pattern, host string) bool {
+	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
+		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
+	}
+	return pattern == host
+}
+
+// normalizeHost strips the port and a trailing dot and lower-cases.
+func normalizeHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	for i := 0; i < len(host); i++ {
+		if 'A' <= host[i] && host[i] <= 'Z' {
+			return strings.ToLower(host)
+		}
+	}
+	return host
+}

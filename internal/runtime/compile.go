@@ -1,0 +1,176 @@
+// Package runtime turns a configuration into running servers: compile the
+// configuration into an immutable graph, acquire sockets, drop privileges,
+// serve, and stop gracefully.
+package runtime
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/user"
+	"strconv"
+
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/privilege"
+	"github.com/portcullis/portcullis/internal/proxy"
+)
+
+// Graph is a compiled configuration: everything the runtime serves, built
+// once and never changed.
+type Graph struct {
+	Config    *config.Config
+	Frontends []*Frontend
+	Backends  []*proxy.Backend
+	// User is who to become after binding when started as root; nil when
+	// global.user is not set.
+	User *privilege.Target
+}
+
+// Frontend is a compiled frontend.
+type Frontend struct {
+	Name  string
+	Binds []*Bind
+}
+
+// Bind is a compiled bind: its sockets and what serves them.
+type Bind struct {
+	TCP listen.Spec
+	// UDP is the HTTP/3 socket; nil without http3.
+	UDP *listen.Spec
+	// TLS is nil for plain HTTP/1.1 and h2c.
+	TLS     *tls.Config
+	Handler http.Handler
+}
+
+// Compile builds the graph: it reads certificates and keys through
+// readFile and looks up global.user and global.group. Problems are
+// returned as a config.ErrorList pointing into the file.
+func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger) (*Graph, error) {
+	var errs config.ErrorList
+	g := &Graph{Config: cfg}
+	if cfg.Global.User != "" {
+		t, err := lookupUser(cfg)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		g.User = t
+	}
+	backends := map[string]*proxy.Backend{}
+	for _, b := range cfg.Backends {
+		addrs := make([]string, len(b.Servers))
+		for i, s := range b.Servers {
+			addrs[i] = s.Address
+		}
+		pb := proxy.NewBackend(b.Name, addrs, proxy.BackendOptions{}, log.With("backend", b.Name))
+		backends[b.Name] = pb
+		g.Backends = append(g.Backends, pb)
+	}
+	for _, fe := range cfg.Frontends {
+		router := &proxy.Router{}
+		for _, r := range fe.Routes {
+			router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
+		}
+		f := &Frontend{Name: fe.Name}
+		for _, b := range fe.Bind {
+			cb := &Bind{
+				TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
+				Handler: &proxy.Handler{Router: router},
+			}
+			if b.TLS != nil {
+				cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"
+				conf, err := loadTLS(cfg, fe.Name, b.TLS, readFile)
+				if err != nil {
+					errs = append(errs, err...)
+				}
+				cb.TLS = conf
+			}
+			if b.HTTP3 {
+				name := b.FDNameUDP
+				if name == "" {
+					name = b.FDName
+				}
+				cb.UDP = &listen.Spec{Frontend: fe.Name, Network: "udp", Address: b.Address, FDName: name, Purpose: "HTTP/3 over QUIC"}
+				_, port, _ := net.SplitHostPort(b.Address)
+				cb.Handler = &proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port)}
+			}
+			f.Binds = append(f.Binds, cb)
+		}
+		g.Frontends = append(g.Frontends, f)
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Specs lists every socket the graph needs.
+func (g *Graph) Specs() []listen.Spec {
+	var specs []listen.Spec
+	for _, f := range g.Frontends {
+		for _, b := range f.Binds {
+			specs = append(specs, b.TCP)
+			if b.UDP != nil {
+				specs = append(specs, *b.UDP)
+			}
+		}
+	}
+	return specs
+}
+
+func lookupUser(cfg *config.Config) (*privilege.Target, *config.Error) {
+	g := cfg.Global
+	u, err := user.Lookup(g.User)
+	if err != nil {
+		return nil, cfg.Errorf(g.At.Value("user"), "global user: %v (create it, e.g. useradd --system --no-create-home %s)", err, g.User)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if uid == 0 {
+		return nil, cfg.Errorf(g.At.Value("user"), "global user %q is root: choose an unprivileged account", g.User)
+	}
+	if g.Group != "" {
+		grp, err := user.LookupGroup(g.Group)
+		if err != nil {
+			return nil, cfg.Errorf(g.At.Value("group"), "global group: %v", err)
+		}
+		gid, _ = strconv.Atoi(grp.Gid)
+	}
+	return &privilege.Target{Switch: true, UID: uid, GID: gid}, nil
+}
+
+// loadTLS reads every certificate of a bind. The first is the default; the
+// others are chosen by SNI (crypto/tls picks the first certificate whose
+// names match the ClientHello).
+func loadTLS(cfg *config.Config, frontend string, t *config.TLS, readFile config.ReadFileFunc) (*tls.Config, config.ErrorList) {
+	var errs config.ErrorList
+	conf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+	for _, c := range t.Certificates {
+		certPEM, err := readFile(cfg.Path(c.Cert))
+		if err != nil {
+			errs = append(errs, cfg.Errorf(c.At.Value("cert"), "frontend %q: cannot read certificate: %v", frontend, err))
+			continue
+		}
+		keyPEM, err := readFile(cfg.Path(c.Key))
+		if err != nil {
+			errs = append(errs, cfg.Errorf(c.At.Value("key"), "frontend %q: cannot read key: %v", frontend, err))
+			continue
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			errs = append(errs, cfg.Errorf(c.At.Self, "frontend %q: certificate %s with key %s: %v", frontend, c.Cert, c.Key, err))
+			continue
+		}
+		if pair.Leaf == nil {
+			pair.Leaf, _ = x509.ParseCertificate(pair.Certificate[0])
+		}
+		conf.Certificates = append(conf.Certificates, pair)
+	}
+	return conf, errs
+}

@@ -1,0 +1,177 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/privilege"
+	"github.com/portcullis/portcullis/internal/quickstart"
+	"github.com/portcullis/portcullis/internal/systemd"
+)
+
+// Options configure Run and Validate.
+type Options struct {
+	// ConfigPath is the configuration file; empty runs the embedded
+	// quickstart.
+	ConfigPath string
+	// Log receives the process log.
+	Log *slog.Logger
+	// Stdout receives the quickstart's instructions.
+	Stdout io.Writer
+	// Argv is the command line, used to re-execute after dropping
+	// privileges (os.Args).
+	Argv []string
+}
+
+// Validate runs the startup path of Run up to binding: load, validate and
+// compile (certificates, keys, users). Problems with the file are a
+// config.ErrorList.
+func Validate(opt Options) (*Graph, error) {
+	cfg, err := config.Load(opt.ConfigPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(cfg, os.ReadFile, opt.Log)
+}
+
+// Run starts portcullis and serves until SIGTERM or SIGINT, then stops
+// gracefully. The lifecycle (DESIGN.md): load and compile → acquire
+// sockets (handed over, socket-activated, or bound) → drop privileges by
+// re-executing → verify → serve → READY=1.
+func Run(opt Options) error {
+	log := opt.Log
+	notifier := systemd.NewNotifier()
+	// Catch signals before anything is bound: a SIGHUP or SIGTERM during
+	// startup must not kill the process with its default action.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	h, passed, err := takeHandoff()
+	if err != nil {
+		return err
+	}
+	rec := &recorder{files: map[string][]byte{}}
+	readFile := rec.ReadFile
+	if h != nil {
+		readFile = h.ReadFile
+	}
+	var cfg *config.Config
+	var instructions string // printed once serving, for the quickstart
+	if opt.ConfigPath == "" {
+		q, err := quickstart.Start()
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		readFile = q.ReadFile
+		if cfg, err = config.Parse(quickstart.File, "", q.Config); err != nil {
+			return err
+		}
+		instructions = q.Instructions()
+	} else if cfg, err = config.Load(opt.ConfigPath, readFile); err != nil {
+		return err
+	}
+	g, err := Compile(cfg, readFile, log)
+	if err != nil {
+		return err
+	}
+
+	if h == nil {
+		if passed, err = listen.Activated(); err != nil {
+			return &StartupError{Err: err, Thread: self()}
+		}
+	}
+	sockets, err := listen.Acquire(g.Specs(), passed, h == nil)
+	if err != nil {
+		return &StartupError{Err: err, Thread: self()}
+	}
+
+	me := self()
+	if h == nil && (g.User != nil && me.IsRoot() || !me.IsRoot() && me.HasCaps()) {
+		return dropAndExec(g, sockets, rec, opt.Argv, me, log)
+	}
+	dropped := h != nil && h.Dropped
+	if err := privilege.Verify(me.IsRoot() && !dropped, dropped); err != nil {
+		return fmt.Errorf("privileges were not dropped as required; refusing to serve:\n%w", err)
+	}
+	if me.IsRoot() {
+		log.Warn("running as root: set global.user (and global.group) so that portcullis drops to an unprivileged user after binding")
+	}
+
+	srv, err := serve(g, sockets, log)
+	if err != nil {
+		return err
+	}
+	for _, s := range sockets {
+		log.Info("listening", "frontend", s.Frontend, "network", s.Network, "address", s.Address, "serves", s.Purpose, "socket", s.Source)
+	}
+	if instructions != "" {
+		fmt.Fprint(opt.Stdout, instructions)
+	}
+	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
+	if err := notifier.Ready(status); err != nil {
+		log.Warn("cannot notify the service manager", "error", err)
+	}
+	log.Info("ready", "status", status, "pid", os.Getpid())
+
+	var runErr error
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				log.Warn("SIGHUP: configuration reload is not supported yet; restart portcullis to apply a new configuration")
+				continue
+			}
+			log.Info("stopping", "signal", sig.String(), "grace", cfg.Global.Grace)
+			break wait
+		case runErr = <-srv.errs:
+			log.Error("a listener failed; stopping", "error", runErr)
+			break wait
+		}
+	}
+	notifier.Stopping(fmt.Sprintf("stopping: finishing in-flight requests (up to %s)", cfg.Global.Grace))
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.Grace)
+	defer cancel()
+	start := time.Now()
+	if err := srv.shutdown(ctx); err != nil {
+		log.Warn("grace period over; closed the remaining connections", "grace", cfg.Global.Grace, "error", err)
+	} else {
+		log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	}
+	return runErr
+}
+
+func self() privilege.Thread {
+	t, _ := privilege.Self()
+	return t
+}
+
+// dropAndExec hands the sockets and the files read so far to a
+// re-executed, unprivileged image of this binary. It returns only on error.
+func dropAndExec(g *Graph, sockets []*listen.Socket, rec *recorder, argv []string, me privilege.Thread, log *slog.Logger) error {
+	target := privilege.Target{}
+	if g.User != nil && me.IsRoot() {
+		target = *g.User
+	}
+	h := &handoff{Dropped: true, Files: rec.files}
+	env, f, err := h.write(sockets)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	log.Debug("dropping privileges", "uid", target.UID, "gid", target.GID, "switch", target.Switch)
+	err = privilege.ExecDropped(target, argv, append(os.Environ(), env))
+	return errors.Join(err, errors.New("cannot drop privileges"))
+}

@@ -1,0 +1,178 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/portcullis/portcullis/internal/listen"
+)
+
+// Server timeouts toward clients.
+const (
+	readHeaderTimeout = 10 * time.Second  // slow-loris bound for request headers
+	idleTimeout       = 120 * time.Second // keep-alive and HTTP/3 idle connections
+)
+
+// serving is the set of servers running on acquired sockets.
+type serving struct {
+	log   *slog.Logger
+	https []*http.Server
+	h3    []*http3.Server
+	quic  []*quic.Transport
+	wg    sync.WaitGroup
+	errs  chan error
+}
+
+// serve starts a server on every socket of the graph. sockets must hold one
+// socket per spec of g.Specs(), in any order.
+func serve(g *Graph, sockets []*listen.Socket, log *slog.Logger) (*serving, error) {
+	byKey := map[string]*listen.Socket{}
+	for _, s := range sockets {
+		byKey[s.Network+" "+s.Address] = s
+	}
+	s := &serving{log: log, errs: make(chan error, 16)}
+	for _, f := range g.Frontends {
+		for _, b := range f.Binds {
+			sock := byKey["tcp "+b.TCP.Address]
+			if sock == nil {
+				s.close()
+				return nil, fmt.Errorf("internal error: no socket for %s", b.TCP)
+			}
+			if err := s.serveTCP(f.Name, b, sock); err != nil {
+				s.close()
+				return nil, err
+			}
+			if b.UDP != nil {
+				sock := byKey["udp "+b.UDP.Address]
+				if sock == nil {
+					s.close()
+					return nil, fmt.Errorf("internal error: no socket for %s", b.UDP)
+				}
+				if err := s.serveQUIC(f.Name, b, sock); err != nil {
+					s.close()
+					return nil, err
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error {
+	ln, err := net.FileListener(sock.File)
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.TCP, err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	if b.TLS != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	srv := &http.Server{
+		Handler:           b.Handler,
+		TLSConfig:         b.TLS,
+		Protocols:         protocols,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.With("frontend", frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
+	}
+	s.https = append(s.https, srv)
+	s.wg.Go(func() {
+		var err error
+		if b.TLS != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.errs <- fmt.Errorf("%s: %w", b.TCP, err)
+		}
+	})
+	return nil
+}
+
+func (s *serving) serveQUIC(frontend string, b *Bind, sock *listen.Socket) error {
+	pc, err := net.FilePacketConn(sock.File)
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.UDP, err)
+	}
+	udp, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return fmt.Errorf("%s: not a UDP socket", b.UDP)
+	}
+	tr := &quic.Transport{Conn: udp}
+	s.quic = append(s.quic, tr)
+	tlsConf := http3.ConfigureTLSConfig(b.TLS.Clone())
+	ln, err := tr.ListenEarly(tlsConf, &quic.Config{
+		MaxIdleTimeout:  idleTimeout,
+		KeepAlivePeriod: 0,
+		Allow0RTT:       false,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.UDP, err)
+	}
+	srv := &http3.Server{
+		Handler:     b.Handler,
+		IdleTimeout: idleTimeout,
+		Logger:      s.log.With("frontend", frontend, "address", b.UDP.Address),
+	}
+	s.h3 = append(s.h3, srv)
+	s.wg.Go(func() {
+		err := srv.ServeListener(ln)
+		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
+			s.errs <- fmt.Errorf("%s: %w", b.UDP, err)
+		}
+		ln.Close()
+	})
+	return nil
+}
+
+// shutdown stops accepting, sends GOAWAY on HTTP/2 and HTTP/3 connections
+// and waits for in-flight requests until ctx ends; then it closes whatever
+// is left.
+func (s *serving) shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(s.https)+len(s.h3))
+	for _, srv := range s.https {
+		wg.Go(func() { errs <- srv.Shutdown(ctx) })
+	}
+	for _, srv := range s.h3 {
+		wg.Go(func() { errs <- srv.Shutdown(ctx) })
+	}
+	wg.Wait()
+	close(errs)
+	var first error
+	for err := range errs {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	s.close()
+	return first
+}
+
+// close closes every server and transport at once.
+func (s *serving) close() {
+	for _, srv := range s.https {
+		srv.Close()
+	}
+	for _, srv := range s.h3 {
+		srv.Close()
+	}
+	for _, tr := range s.quic {
+		tr.Close()
+	}
+}
+
