@@ -25,7 +25,9 @@ func Load(path string, readFile ReadFileFunc) (*Config, error) {
 	}
 	data, err := readFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read configuration: %w", err)
+		var l ErrorList
+		l.Add(path, Pos{}, "cannot read the configuration: %v", err)
+		return nil, l.Err()
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {

@@ -118,12 +118,12 @@ func (b *Backend) fail(w http.ResponseWriter, r *http.Request, s *server, err er
 	var nerr net.Error
 	switch {
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		b.log.Info("client closed the request", "backend", b.Name, "server", s.address, "method", r.Method, "path", r.URL.Path)
+		b.log.Info("client closed the request", "server", s.address, "method", r.Method, "path", r.URL.Path)
 		return
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
 		status = http.StatusGatewayTimeout
 	}
-	b.log.Warn("proxy error", "status", status, "backend", b.Name, "server", s.address, "method", r.Method, "path", r.URL.Path, "error", err)
+	b.log.Warn("proxy error", "status", status, "server", s.address, "method", r.Method, "path", r.URL.Path, "error", err)
 	Error(w, status)
 }
 

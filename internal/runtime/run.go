@@ -98,7 +98,7 @@ func Run(opt Options) error {
 	}
 
 	me := self()
-	if h == nil && (g.User != nil && me.IsRoot() || !me.IsRoot() && me.HasCaps()) {
+	if h == nil && mustDrop(g, me) {
 		return dropAndExec(g, sockets, rec, opt.Argv, me, log)
 	}
 	dropped := h != nil && h.Dropped
@@ -151,6 +151,17 @@ wait:
 		log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	}
 	return runErr
+}
+
+// mustDrop reports whether the process re-executes itself unprivileged:
+// started as root with global.user, or as another user that holds a
+// capability or lacks no_new_privs. Root without global.user keeps running
+// as root (with a warning).
+func mustDrop(g *Graph, me privilege.Thread) bool {
+	if me.IsRoot() {
+		return g.User != nil
+	}
+	return me.HasCaps() || !me.NoNewPrivs
 }
 
 func self() privilege.Thread {

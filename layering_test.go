@@ -1,0 +1,58 @@
+package portcullis_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// allowed lists, for each internal package, the internal packages it may
+// import (DESIGN.md: cmd → runtime → proxy → config; listen, privilege and
+// systemd are leaves).
+var allowed = map[string][]string{
+	"config":     {},
+	"listen":     {},
+	"privilege":  {},
+	"systemd":    {},
+	"quickstart": {},
+	"proxy":      {},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart"},
+}
+
+func TestLayering(t *testing.T) {
+	const prefix = "github.com/portcullis/portcullis/internal/"
+	out, err := exec.Command("go", "list", "-json", "./internal/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimPrefix(p.ImportPath, prefix)
+		ok, known := allowed[name]
+		if !known {
+			t.Errorf("package %s is not in the layering table of layering_test.go: add it", p.ImportPath)
+			continue
+		}
+		for _, imp := range p.Imports {
+			dep, internal := strings.CutPrefix(imp, prefix)
+			if !internal {
+				continue
+			}
+			if !slices.Contains(ok, dep) {
+				t.Errorf("%s imports %s: the layering in DESIGN.md does not allow it", p.ImportPath, imp)
+			}
+		}
+	}
+}
