@@ -19,6 +19,24 @@ import (
 type decoder struct {
 	file string
 	errs ErrorList
+	// budget is how many more values may be decoded. Aliases (*name) are
+	// expanded, so without a bound a small file of nested aliases would
+	// expand into an enormous configuration and exhaust memory.
+	budget int
+	alias  *yaml.Node // the outermost alias being expanded, if any
+}
+
+// newDecoder returns a decoder for the document root whose budget allows
+// aliases to expand the document tenfold.
+func newDecoder(file string, root *yaml.Node) *decoder {
+	nodes := 0
+	stack := []*yaml.Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = append(stack[:len(stack)-1], n.Content...)
+		nodes++
+	}
+	return &decoder{file: file, budget: 10*nodes + 10000}
 }
 
 var (
@@ -49,6 +67,21 @@ func describe(n *yaml.Node) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
+	if d.budget <= 0 {
+		return
+	}
+	if n.Kind == yaml.AliasNode && d.alias == nil {
+		d.alias = n
+		defer func() { d.alias = nil }()
+	}
+	if d.budget--; d.budget == 0 {
+		at := n
+		if d.alias != nil {
+			at = d.alias
+		}
+		d.errorf(at, "%s: the aliases (*name) expand into too many values; write the repeated parts out", subject(what))
+		return
+	}
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -96,12 +129,20 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 			return
 		}
 		if n.Kind != yaml.SequenceNode {
-			d.errorf(n, "%s: expected a list, got %s", what, describe(n))
+			d.errorf(n, "%s: expected a list (one entry per line, each starting with \"- \"), got %s", what, describe(n))
 			return
 		}
-		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		s := reflect.MakeSlice(v.Type(), 0, len(n.Content))
 		for i, c := range n.Content {
-			d.decode(c, s.Index(i), what)
+			if isNull(c) {
+				// An empty "-" would become a nil entry that validation
+				// and the runtime cannot use.
+				d.errorf(c, "%s: entry %d of the list is empty: fill it in or remove the \"-\"", what, i+1)
+				continue
+			}
+			e := reflect.New(v.Type().Elem()).Elem()
+			d.decode(c, e, what)
+			s = reflect.Append(s, e)
 		}
 		v.Set(s)
 	case reflect.Pointer:
@@ -113,6 +154,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 	default:
 		panic("config: no decoder for " + v.Type().String())
 	}
+}
+
+// isNull reports whether n, or the node it is an alias of, is an empty value.
+func isNull(n *yaml.Node) bool {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
 // isNamedList reports whether t is []*T where T has a Name field filled from
@@ -140,7 +189,7 @@ func (d *decoder) decodeNamed(n *yaml.Node, v reflect.Value, what string) {
 		}
 		seen[k.Value] = k
 		if !validName.MatchString(k.Value) {
-			d.errorf(k, "%s name %q: use letters, digits, '.', '_' and '-' only", singular(what), k.Value)
+			d.errorf(k, "%s name %q: use letters, digits, '.', '_' and '-' only, starting with a letter or digit", singular(what), k.Value)
 		}
 		p := reflect.New(v.Type().Elem().Elem())
 		p.Elem().FieldByName("Name").SetString(k.Value)
@@ -164,10 +213,6 @@ func setSelf(v reflect.Value, p Pos) {
 }
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, what string) {
-	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%s: expected a mapping, got %s", what, describe(n))
-		return
-	}
 	t := v.Type()
 	fields := map[string]int{}
 	for i := 0; i < t.NumField(); i++ {
@@ -175,20 +220,28 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, what string) {
 			fields[tag] = i
 		}
 	}
-	at := Positions{Self: pos(n), keys: map[string]Pos{}, values: map[string]Pos{}}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s: expected a mapping with the keys %s, got %s", subject(what), knownKeys(fields), describe(n))
+		// Validation then points here, on the line that already has an
+		// error, instead of adding messages caused by this one.
+		setSelf(v, pos(n))
+		return
+	}
+	at := Positions{Self: pos(n), keys: map[string]Pos{}, values: map[string]Pos{}, empty: map[string]bool{}}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		idx, ok := fields[k.Value]
 		if !ok {
-			d.errorf(k, "%s: unknown key %q (known keys: %s)", what, k.Value, knownKeys(fields))
+			d.errorf(k, "%s: unknown key %q (known keys: %s)", subject(what), k.Value, knownKeys(fields))
 			continue
 		}
-		if _, dup := at.keys[k.Value]; dup {
-			d.errorf(k, "%s: key %q is set twice", what, k.Value)
+		if first, dup := at.keys[k.Value]; dup {
+			d.errorf(k, "%s: key %q is set twice (first at line %d): keep one", subject(what), k.Value, first.Line)
 			continue
 		}
 		at.keys[k.Value] = pos(k)
 		at.values[k.Value] = pos(val)
+		at.empty[k.Value] = isNull(val)
 		sub := k.Value
 		if what != "" {
 			sub = what + " " + k.Value
@@ -198,6 +251,14 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, what string) {
 	if f := v.FieldByName("At"); f.IsValid() && f.Type() == positionsType {
 		f.Set(reflect.ValueOf(at))
 	}
+}
+
+// subject names what is being decoded at the start of a message.
+func subject(what string) string {
+	if what == "" {
+		return "top level"
+	}
+	return what
 }
 
 func knownKeys(fields map[string]int) string {

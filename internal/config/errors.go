@@ -20,6 +20,7 @@ type Positions struct {
 	Self   Pos
 	keys   map[string]Pos
 	values map[string]Pos
+	empty  map[string]bool // keys written with no value ("grace:")
 }
 
 // Key returns the position of key in the mapping, or the mapping's own
@@ -45,6 +46,9 @@ func (p Positions) Has(key string) bool {
 	_, ok := p.keys[key]
 	return ok
 }
+
+// hasValue reports whether key was written in the mapping with a value.
+func (p Positions) hasValue(key string) bool { return p.Has(key) && !p.empty[key] }
 
 // Error is one problem in a configuration file.
 type Error struct {

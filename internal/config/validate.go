@@ -15,15 +15,15 @@ func (c *Config) validate() error {
 	var errs ErrorList
 	add := func(p Pos, format string, args ...any) { errs.Add(c.File, p, format, args...) }
 
-	if c.Global.Grace < 0 {
-		add(c.Global.At.Value("grace"), "global grace: must not be negative")
+	if c.Global.Grace <= 0 {
+		add(c.Global.At.Value("grace"), "global grace: must be more than zero, e.g. 30s (leave it out for the default, %s)", DefaultGrace)
 	}
 	if c.Global.Group != "" && c.Global.User == "" {
 		add(c.Global.At.Key("group"), "global group: set global user as well (group alone would leave the process running as root)")
 	}
 
 	if len(c.Frontends) == 0 {
-		add(c.At.Key("frontends"), "no frontends: define at least one under frontends:")
+		add(c.At.Value("frontends"), "no frontends: define at least one under frontends:")
 	}
 	backends := map[string]*Backend{}
 	for _, b := range c.Backends {
@@ -37,7 +37,7 @@ func (c *Config) validate() error {
 	for _, fe := range c.Frontends {
 		where := fmt.Sprintf("frontend %q", fe.Name)
 		if len(fe.Bind) == 0 {
-			add(fe.At.Key("bind"), "%s: no bind addresses: add bind: [{address: 127.0.0.1:8080}]", where)
+			add(fe.At.Value("bind"), "%s: no bind addresses: add bind: [{address: 127.0.0.1:8080}]", where)
 		}
 		for _, b := range fe.Bind {
 			addr, err := ListenAddress(b.Address)
@@ -55,7 +55,7 @@ func (c *Config) validate() error {
 				add(b.At.Key("http3"), "%s: http3 needs tls on the same bind (HTTP/3 is always encrypted)", where)
 			}
 			if b.FDNameUDP != "" && !b.HTTP3 {
-				add(b.At.Key("fd_name_udp"), "%s: fd_name_udp is only used with http3: true", where)
+				add(b.At.Key("fd_name_udp"), "%s: fd_name_udp names the HTTP/3 (UDP) socket, but this bind has no http3: true; add it or remove fd_name_udp", where)
 			}
 			if b.TLS != nil {
 				if len(b.TLS.Certificates) == 0 {
@@ -72,7 +72,7 @@ func (c *Config) validate() error {
 			}
 		}
 		if len(fe.Routes) == 0 {
-			add(fe.At.Key("routes"), "%s: no routes: add routes: [{backend: NAME}]", where)
+			add(fe.At.Value("routes"), "%s: no routes: add routes: [{backend: NAME}]", where)
 		}
 		for _, r := range fe.Routes {
 			if r.Host != "" {
@@ -87,7 +87,7 @@ func (c *Config) validate() error {
 			}
 			switch {
 			case r.Backend == "":
-				add(r.At.Self, "%s: route needs backend: NAME", where)
+				add(r.At.Self, "%s: route needs backend: NAME (defined: %s)", where, backendNames(c.Backends))
 			case backends[r.Backend] == nil:
 				add(r.At.Value("backend"), "%s: route refers to unknown backend %q (defined: %s)", where, r.Backend, backendNames(c.Backends))
 			}
@@ -96,7 +96,7 @@ func (c *Config) validate() error {
 	for _, b := range c.Backends {
 		where := fmt.Sprintf("backend %q", b.Name)
 		if len(b.Servers) == 0 {
-			add(b.At.Key("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)
+			add(b.At.Value("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)
 		}
 		for _, s := range b.Servers {
 			if err := serverAddress(s.Address); err != nil {
@@ -123,7 +123,7 @@ func backendNames(bs []*Backend) string {
 // refused: a listening address must not depend on DNS at startup.
 func ListenAddress(s string) (string, error) {
 	if s == "" {
-		return "", fmt.Errorf("bind needs address: HOST:PORT, e.g. 127.0.0.1:443 or :443")
+		return "", fmt.Errorf("bind needs address: IP:PORT or :PORT, e.g. 127.0.0.1:443 or :443")
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -147,11 +147,11 @@ func ListenAddress(s string) (string, error) {
 // address or a DNS name.
 func serverAddress(s string) error {
 	if s == "" {
-		return fmt.Errorf("server needs address: HOST:PORT")
+		return fmt.Errorf("server needs address: HOST:PORT, e.g. 10.0.0.5:8080 or app.internal:8080")
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("bad server address %q: want HOST:PORT", s)
+		return fmt.Errorf("bad server address %q: want HOST:PORT, e.g. 10.0.0.5:8080 or app.internal:8080", s)
 	}
 	if host == "" {
 		return fmt.Errorf("bad server address %q: the host is missing", s)

@@ -69,6 +69,9 @@ func (l Errors) Error() string {
 	return strings.Join(msgs, "\n")
 }
 
+// Unwrap returns the problems, for errors.Is and errors.As.
+func (l Errors) Unwrap() []error { return l }
+
 // Acquire gets a socket for every spec: the passed socket that matches it
 // (by FDName, else by address and type), or, when bind is true, a newly
 // bound one. A passed socket that no spec uses is an error, as is every

@@ -24,7 +24,7 @@ type Passed struct {
 // wildcard address for ":port".
 func (p *Passed) matchesAddress(address string) bool {
 	if port, ok := strings.CutPrefix(address, ":"); ok {
-		return p.Addr.Addr().IsUnspecified() && strconv.Itoa(int(p.Addr.Port())) == port
+		return p.Addr.Addr().Unmap().IsUnspecified() && strconv.Itoa(int(p.Addr.Port())) == port
 	}
 	want, err := netip.ParseAddrPort(address)
 	if err != nil {

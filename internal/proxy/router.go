@@ -4,7 +4,6 @@
 package proxy
 
 import (
-	"net"
 	"strings"
 )
 
@@ -47,10 +46,23 @@ func hostMatches(pattern, host string) bool {
 }
 
 // normalizeHost strips the port and a trailing dot and lower-cases.
-func normalizeHost(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+// stripPort removes ":port" from "host:port" and "[v6]:port", and the
+// brackets from "[v6]". It does not allocate.
+func stripPort(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i > 0 {
+			return host[1:i]
+		}
+		return host
 	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
+		return host[:i]
+	}
+	return host
+}
+
+func normalizeHost(host string) string {
+	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")
 	for i := 0; i < len(host); i++ {
 		if 'A' <= host[i] && host[i] <= 'Z' {

@@ -89,7 +89,7 @@ self-signed certificate for localhost, 127.0.0.1, ::1 (made now, valid 7 days)
 try:
   curl http://127.0.0.1:8080/
   curl --http2-prior-knowledge http://127.0.0.1:8080/
-  curl -k %s https://127.0.0.1:8443/
+  curl -k %s --http1.1 https://127.0.0.1:8443/
   curl -k %s --http2 https://127.0.0.1:8443/
   curl -k %s --http3-only https://127.0.0.1:8443/    (needs a curl built with HTTP/3)
 repeat a request to see round robin between demo-1 and demo-2; Ctrl-C stops

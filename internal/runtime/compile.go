@@ -152,6 +152,9 @@ func loadTLS(cfg *config.Config, frontend string, t *config.TLS, readFile config
 		NextProtos: []string{"h2", "http/1.1"},
 	}
 	for _, c := range t.Certificates {
+		if c.Cert == "" || c.Key == "" {
+			continue // validation reported it
+		}
 		certPEM, err := readFile(cfg.Path(c.Cert))
 		if err != nil {
 			errs = append(errs, cfg.Errorf(c.At.Value("cert"), "frontend %q: cannot read certificate: %v", frontend, err))

@@ -38,10 +38,21 @@ type Options struct {
 // config.ErrorList.
 func Validate(opt Options) (*Graph, error) {
 	cfg, err := config.Load(opt.ConfigPath, nil)
-	if err != nil {
+	return compileAll(cfg, err, os.ReadFile, opt.Log)
+}
+
+// compileAll compiles what config.Load or config.Parse returned and
+// reports the problems of both at once: a file with a typo and a missing
+// key file gets both messages.
+func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log *slog.Logger) (*Graph, error) {
+	if cfg == nil {
 		return nil, err
 	}
-	return Compile(cfg, os.ReadFile, opt.Log)
+	g, cerr := Compile(cfg, readFile, log)
+	if err := config.Join(err, cerr); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // Run starts portcullis and serves until SIGTERM or SIGINT, then stops
@@ -75,14 +86,15 @@ func Run(opt Options) error {
 		}
 		defer q.Close()
 		readFile = q.ReadFile
-		if cfg, err = config.Parse(quickstart.File, "", q.Config); err != nil {
+		instructions = q.Instructions()
+		cfg, err = config.Parse(quickstart.File, "", q.Config)
+		if err != nil {
 			return err
 		}
-		instructions = q.Instructions()
-	} else if cfg, err = config.Load(opt.ConfigPath, readFile); err != nil {
-		return err
+	} else {
+		cfg, err = config.Load(opt.ConfigPath, readFile)
 	}
-	g, err := Compile(cfg, readFile, log)
+	g, err := compileAll(cfg, err, readFile, log)
 	if err != nil {
 		return err
 	}
@@ -95,6 +107,13 @@ func Run(opt Options) error {
 	sockets, err := listen.Acquire(g.Specs(), passed, h == nil)
 	if err != nil {
 		return &StartupError{Err: err, Thread: self()}
+	}
+
+	// Still privileged: size the QUIC sockets' buffers now, which needs
+	// CAP_NET_ADMIN beyond the sysctl limits and cannot be done later. One
+	// warning is enough: every socket meets the same limit.
+	if h == nil {
+		sizeUDPBuffers(sockets, log)
 	}
 
 	me := self()
@@ -151,6 +170,18 @@ wait:
 		log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	}
 	return runErr
+}
+
+func sizeUDPBuffers(sockets []*listen.Socket, log *slog.Logger) {
+	for _, s := range sockets {
+		if s.Network != "udp" {
+			continue
+		}
+		if err := listen.SizeBuffers(s.File, listen.UDPBufferSize); err != nil {
+			log.Warn("QUIC socket buffers", "frontend", s.Frontend, "address", s.Address, "warning", err)
+			return
+		}
+	}
 }
 
 // mustDrop reports whether the process re-executes itself unprivileged:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -30,6 +31,12 @@ type serving struct {
 	quic  []*quic.Transport
 	wg    sync.WaitGroup
 	errs  chan error
+	// files are the TCP sockets' own descriptors (listen.Socket.File). A
+	// net.Listener made from one is a duplicate, so closing the listener
+	// alone leaves the socket listening: the kernel would go on completing
+	// connections that nobody accepts. shutdown closes them too, so that new
+	// connections are refused.
+	files []*os.File
 }
 
 // serve starts a server on every socket of the graph. sockets must hold one
@@ -72,6 +79,7 @@ func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error 
 	if err != nil {
 		return fmt.Errorf("%s: %w", b.TCP, err)
 	}
+	s.files = append(s.files, sock.File)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	if b.TLS != nil {
@@ -143,6 +151,9 @@ func (s *serving) serveQUIC(frontend string, b *Bind, sock *listen.Socket) error
 // and waits for in-flight requests until ctx ends; then it closes whatever
 // is left.
 func (s *serving) shutdown(ctx context.Context) error {
+	for _, f := range s.files {
+		f.Close()
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(s.https)+len(s.h3))
 	for _, srv := range s.https {
@@ -165,6 +176,9 @@ func (s *serving) shutdown(ctx context.Context) error {
 
 // close closes every server and transport at once.
 func (s *serving) close() {
+	for _, f := range s.files {
+		f.Close()
+	}
 	for _, srv := range s.https {
 		srv.Close()
 	}
@@ -175,4 +189,3 @@ func (s *serving) close() {
 		tr.Close()
 	}
 }
-
