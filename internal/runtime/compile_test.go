@@ -1,0 +1,153 @@
+package runtime
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/config"
+)
+
+// writeCert writes a self-signed certificate for names into dir as
+// NAME.pem and NAME.key, named after the first name.
+func writeCert(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: names[0]},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     names,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, names[0]+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(filepath.Join(dir, names[0]+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+}
+
+func compileFile(t *testing.T, dir, yaml string) (*Graph, error) {
+	t.Helper()
+	path := filepath.Join(dir, "portcullis.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Validate(Options{ConfigPath: path, Log: slog.New(slog.DiscardHandler)})
+}
+
+const twoCerts = `frontends:
+  web:
+    bind:
+      - address: 127.0.0.1:8443
+        http3: true
+        tls:
+          certificates:
+            - cert: default.test.pem
+              key: default.test.key
+            - cert: other.test.pem
+              key: other.test.key
+    routes:
+      - backend: app
+backends:
+  app:
+    servers:
+      - address: 127.0.0.1:9001
+`
+
+// handshake completes a TLS handshake against conf with the given SNI and
+// returns the server certificate's first name and the negotiated protocol.
+func handshake(t *testing.T, conf *tls.Config, sni string, alpn ...string) (string, string) {
+	t.Helper()
+	c, s := net.Pipe()
+	defer c.Close()
+	defer s.Close()
+	go tls.Server(s, conf).Handshake()
+	client := tls.Client(c, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: alpn})
+	if err := client.Handshake(); err != nil {
+		t.Fatalf("handshake with SNI %q: %v", sni, err)
+	}
+	st := client.ConnectionState()
+	return st.PeerCertificates[0].DNSNames[0], st.NegotiatedProtocol
+}
+
+func TestCertificateChosenBySNI(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "default.test")
+	writeCert(t, dir, "other.test", "*.other.test")
+	g, err := compileFile(t, dir, twoCerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := g.Frontends[0].Binds[0]
+	for sni, want := range map[string]string{
+		"default.test":   "default.test",
+		"other.test":     "other.test",
+		"www.other.test": "other.test",
+		"unknown.test":   "default.test", // the first certificate is the default
+		"":               "default.test",
+	} {
+		if got, _ := handshake(t, b.TLS, sni); got != want {
+			t.Errorf("SNI %q got the certificate of %q, want %q", sni, got, want)
+		}
+	}
+	if _, proto := handshake(t, b.TLS, "other.test", "h2", "http/1.1"); proto != "h2" {
+		t.Errorf("ALPN h2 offered first: negotiated %q", proto)
+	}
+	if _, proto := handshake(t, b.TLS, "other.test", "http/1.1"); proto != "http/1.1" {
+		t.Errorf("ALPN http/1.1: negotiated %q", proto)
+	}
+	if b.UDP == nil || b.UDP.Network != "udp" || b.UDP.Address != "127.0.0.1:8443" {
+		t.Errorf("http3 bind: UDP spec %+v, want udp 127.0.0.1:8443", b.UDP)
+	}
+	if specs := g.Specs(); len(specs) != 2 {
+		t.Errorf("specs = %v, want tcp and udp", specs)
+	}
+}
+
+func TestCompileReportsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "default.test")
+	yaml := strings.Replace(twoCerts, "backend: app", "backend: nosuch", 1)
+	yaml = "global:\n  user: no-such-user-here\n" + yaml
+	_, err := compileFile(t, dir, yaml)
+	var list config.ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("want a config.ErrorList, got %v", err)
+	}
+	want := []string{
+		"portcullis.yaml:2:9: global user:",                                // lookup, at compile time
+		"portcullis.yaml:12:21: frontend \"web\": cannot read certificate", // other.test.pem is missing
+		"portcullis.yaml:15:18: frontend \"web\": route refers to unknown backend \"nosuch\"",
+	}
+	got := err.Error()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("errors lack %q:\n%s", w, got)
+		}
+	}
+	if len(list) != len(want) {
+		t.Errorf("%d problems, want %d:\n%s", len(list), len(want), got)
+	}
+}
