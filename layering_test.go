@@ -18,8 +18,10 @@ var allowed = map[string][]string{
 	"privilege":  {},
 	"systemd":    {},
 	"quickstart": {},
-	"proxy":      {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart"},
+	"balance":    {},
+	"health":     {"balance"},
+	"proxy":      {"balance"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health"},
 }
 
 func TestLayering(t *testing.T) {

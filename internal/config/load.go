@@ -182,4 +182,7 @@ func (c *Config) setDefaults() {
 	if !c.Global.At.hasValue("grace") {
 		c.Global.Grace = DefaultGrace
 	}
+	for _, b := range c.Backends {
+		b.setDefaults()
+	}
 }

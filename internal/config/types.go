@@ -102,18 +102,146 @@ type Route struct {
 	At Positions `yaml:"-"`
 }
 
-// Backend is a pool of servers.
+// Backend is a pool of servers and how to balance, check and reach them.
 type Backend struct {
-	Name    string    `yaml:"-"` // the mapping key
-	Servers []*Server `yaml:"servers"`
+	Name string `yaml:"-"` // the mapping key
+	// Balance is the algorithm: round_robin (smooth weighted; default),
+	// least_conn, random (power of two choices) or hash.
+	Balance string `yaml:"balance"`
+	// HashKey is what hash balancing hashes: source (the client address),
+	// uri (path and query), header:NAME or cookie:NAME. Required with
+	// balance: hash, refused otherwise.
+	HashKey string `yaml:"hash_key"`
+	// Sticky pins a client to the server that answered it first, by cookie.
+	// Nil: no stickiness.
+	Sticky *Sticky `yaml:"sticky"`
+	// Protocol to the servers: http1 (HTTP/1.1), h2c (HTTP/2 without TLS,
+	// prior knowledge), h2 (HTTP/2 over TLS only) or auto (over TLS: HTTP/2
+	// when the server offers it by ALPN, else HTTP/1.1). Default: http1
+	// without tls, auto with tls.
+	Protocol string `yaml:"protocol"`
+	// TLS connects to the servers over TLS. Nil: plain TCP.
+	TLS *BackendTLS `yaml:"tls"`
+	// Timeouts toward the servers.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Retries is how many more servers a request may try after the first
+	// failed: always for a request that never reached a server (connect
+	// refused or timed out), and for an idempotent request without a body
+	// that failed before any response byte. Default 2; 0 disables.
+	Retries *int `yaml:"retries"`
+	// RetryBudget caps retries at this percentage of the backend's
+	// requests over the last 10 seconds (at least 3 retries per second are
+	// always allowed), so that retries cannot multiply load on a failing
+	// fleet. Default 20.
+	RetryBudget *int `yaml:"retry_budget"`
+	// QueueTimeout is how long a request waits for a server below its
+	// max_conns before it gets 503. Default 5s.
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// HealthCheck is the active check. Nil: none (passive checks only).
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// PassiveHealth marks servers down from real traffic. Default: on,
+	// 3 consecutive failures, 10s cooldown.
+	PassiveHealth *PassiveHealth `yaml:"passive_health"`
+	Servers       []*Server      `yaml:"servers"`
+
+	At Positions `yaml:"-"`
+}
+
+// Sticky is cookie-based session affinity.
+type Sticky struct {
+	// Cookie is the cookie's name. Default "portcullis_server".
+	Cookie string `yaml:"cookie"`
+	// MaxAge is the cookie's lifetime; 0 (default) makes a session cookie.
+	MaxAge time.Duration `yaml:"max_age"`
+
+	At Positions `yaml:"-"`
+}
+
+// BackendTLS is TLS toward the servers.
+type BackendTLS struct {
+	// ServerName is sent as SNI and verified. Default: the server's host.
+	ServerName string `yaml:"server_name"`
+	// CA is a PEM file of the authorities to trust. Default: the system's.
+	CA string `yaml:"ca"`
+	// Verify checks the server's certificate. Default true; false is for
+	// tests only and is logged as a warning.
+	Verify *bool `yaml:"verify"`
+
+	At Positions `yaml:"-"`
+}
+
+// Timeouts toward the servers of a backend.
+type Timeouts struct {
+	// Connect bounds establishing a connection (and its TLS handshake).
+	// Default 5s.
+	Connect time.Duration `yaml:"connect"`
+	// Server bounds the wait for the response headers once the request is
+	// sent; past it the client gets 504. Default 60s.
+	Server time.Duration `yaml:"server"`
+	// Idle closes pooled keep-alive connections unused this long. Default
+	// 90s.
+	Idle time.Duration `yaml:"idle"`
+
+	At Positions `yaml:"-"`
+}
+
+// HealthCheck is an active health check of every server of a backend.
+type HealthCheck struct {
+	// Type is http (GET Path) or tcp (connect only). Default http when path
+	// is set, else tcp.
+	Type string `yaml:"type"`
+	// Path is the HTTP path to GET, e.g. /healthz.
+	Path string `yaml:"path"`
+	// Host is the Host header of HTTP checks. Default: the server address.
+	Host string `yaml:"host"`
+	// ExpectStatus is the accepted status, "200" or a range "200-399".
+	// Default 200-399.
+	ExpectStatus string `yaml:"expect_status"`
+	// Interval between checks. Default 2s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one check; less than Interval. Default 1s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rise consecutive good checks bring a server up. Default 2.
+	Rise int `yaml:"rise"`
+	// Fall consecutive failed checks take a server down. Default 3.
+	Fall int `yaml:"fall"`
+
+	At Positions `yaml:"-"`
+}
+
+// PassiveHealth marks servers down from the results of real requests.
+type PassiveHealth struct {
+	// Failures is how many consecutive failed requests (connect errors,
+	// timeouts, resets) mark a server down. Default 3; 0 disables passive
+	// checks.
+	Failures *int `yaml:"failures"`
+	// Count5xx also counts 5xx responses as failures. Default false.
+	Count5xx bool `yaml:"count_5xx"`
+	// Cooldown is how long a server stays down without an active check to
+	// bring it back. Default 10s.
+	Cooldown time.Duration `yaml:"cooldown"`
 
 	At Positions `yaml:"-"`
 }
 
 // Server is one upstream server of a backend.
 type Server struct {
-	// Address is "host:port" of the server, plain HTTP/1.1. Required.
+	// Address is "host:port" of the server. Required; unique in a backend.
 	Address string `yaml:"address"`
+	// Weight is the server's share relative to the others, 1 to 1000.
+	// Default 1.
+	Weight int `yaml:"weight"`
+	// MaxConns limits concurrent requests at the server; excess requests
+	// wait in the backend's queue (queue_timeout). 0 (default): no limit.
+	MaxConns int `yaml:"max_conns"`
+	// Backup servers take requests only when no other server is up.
+	Backup bool `yaml:"backup"`
+	// SlowStart ramps the weight up over this long after the server comes
+	// up. 0 (default): full weight at once.
+	SlowStart time.Duration `yaml:"slow_start"`
+	// State is active (default), drain (no new requests; in-flight ones
+	// finish) or disabled (no requests).
+	State string `yaml:"state"`
 
 	At Positions `yaml:"-"`
 }

@@ -94,15 +94,7 @@ func (c *Config) validate() error {
 		}
 	}
 	for _, b := range c.Backends {
-		where := fmt.Sprintf("backend %q", b.Name)
-		if len(b.Servers) == 0 {
-			add(b.At.Value("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)
-		}
-		for _, s := range b.Servers {
-			if err := serverAddress(s.Address); err != nil {
-				add(s.At.Value("address"), "%s: %v", where, err)
-			}
-		}
+		b.validate(add)
 	}
 	return errs.Err()
 }

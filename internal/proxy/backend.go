@@ -1,96 +1,123 @@
 package proxy
 
 import (
-	"context"
-	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
-	"sync/atomic"
+	"strconv"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/balance"
 )
 
-// Backend is a pool of servers balanced round robin over one pooled
-// keep-alive HTTP/1.1 transport.
+// Server is one server of a backend as the proxy sees it: the balancer's
+// member and the passive health observer that learns from each request.
+type Server struct {
+	Member *balance.Member
+	// Observe, when set, is told the outcome of every request at the
+	// server (passive health checks). It must be cheap.
+	Observe func(ok bool)
+}
+
+// BackendOptions configure a backend. Zero values take the defaults.
+type BackendOptions struct {
+	Upstream Upstream
+	// Algorithm is the balance algorithm (see balance.NewPool).
+	Algorithm string
+	// HashKey is source, uri, header:NAME or cookie:NAME (with hash).
+	HashKey string
+	// StickyCookie, when set, pins clients to a server with this cookie.
+	StickyCookie string
+	// StickyMaxAge is the sticky cookie's lifetime; 0: a session cookie.
+	StickyMaxAge time.Duration
+	// Retries is how many more servers a request may try. Default 0.
+	Retries int
+	// RetryBudget is the percentage of requests that may be retries.
+	// Default 20.
+	RetryBudget int
+	// QueueTimeout is how long a request waits for a server below
+	// max_conns. Default 5s.
+	QueueTimeout time.Duration
+	// Count5xx makes 5xx responses count as failures for passive health.
+	Count5xx bool
+}
+
+// Backend is a compiled, immutable backend: its servers, balancer,
+// connection pool and retry policy. The live state it uses (in-flight
+// counts, health) belongs to the servers' balance.State and outlives it.
 type Backend struct {
-	Name    string
-	servers []*server
-	next    atomic.Uint64
-	log     *slog.Logger
-	// Transport is the shared connection pool; the runtime closes its idle
-	// connections when the backend is retired.
+	Name      string
+	pool      *balance.Pool
+	servers   map[*balance.Member]*Server
+	byID      map[string]*balance.Member
+	hashKey   func(*http.Request) uint64
+	opt       BackendOptions
+	budget    *retryBudget
+	queue     *queue
+	proxy     *httputil.ReverseProxy
+	log       *slog.Logger
 	Transport *http.Transport
 }
 
-type server struct {
-	address string
-	proxy   *httputil.ReverseProxy
-}
-
-// BackendOptions tunes a backend. Zero values take the defaults.
-type BackendOptions struct {
-	// ConnectTimeout bounds dialing a server. Default 5s.
-	ConnectTimeout time.Duration
-	// MaxIdlePerServer is how many idle keep-alive connections are kept per
-	// server. Default 256.
-	MaxIdlePerServer int
-	// IdleTimeout closes pooled connections idle this long. Default 90s.
-	IdleTimeout time.Duration
-}
-
-// NewBackend builds a backend for server addresses ("host:port").
-func NewBackend(name string, addresses []string, opt BackendOptions, log *slog.Logger) *Backend {
-	if opt.ConnectTimeout <= 0 {
-		opt.ConnectTimeout = 5 * time.Second
+// NewBackend builds a backend.
+func NewBackend(name string, servers []*Server, opt BackendOptions, log *slog.Logger) (*Backend, error) {
+	opt.Upstream.setDefaults()
+	if opt.RetryBudget == 0 {
+		opt.RetryBudget = 20
 	}
-	if opt.MaxIdlePerServer <= 0 {
-		opt.MaxIdlePerServer = 256
+	if opt.QueueTimeout <= 0 {
+		opt.QueueTimeout = 5 * time.Second
 	}
-	if opt.IdleTimeout <= 0 {
-		opt.IdleTimeout = 90 * time.Second
-	}
+	members := make([]*balance.Member, len(servers))
 	b := &Backend{
-		Name: name,
-		log:  log,
-		Transport: &http.Transport{
-			Proxy:               nil, // never take HTTP_PROXY from the environment
-			DialContext:         (&net.Dialer{Timeout: opt.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        0,
-			MaxIdleConnsPerHost: opt.MaxIdlePerServer,
-			IdleConnTimeout:     opt.IdleTimeout,
-			DisableCompression:  true, // pass Accept-Encoding through untouched
-			ForceAttemptHTTP2:   false,
-		},
+		Name:      name,
+		servers:   make(map[*balance.Member]*Server, len(servers)),
+		byID:      make(map[string]*balance.Member, len(servers)),
+		opt:       opt,
+		budget:    newRetryBudget(opt.RetryBudget),
+		queue:     newQueue(),
+		log:       log,
+		Transport: newTransport(opt.Upstream),
 	}
-	for _, addr := range addresses {
-		b.servers = append(b.servers, b.newServer(addr))
+	for i, s := range servers {
+		members[i] = s.Member
+		b.servers[s.Member] = s
+		b.byID[s.Member.ID] = s.Member
 	}
-	return b
-}
-
-func (b *Backend) newServer(addr string) *server {
-	s := &server{address: addr}
-	target := &url.URL{Scheme: "http", Host: addr}
-	s.proxy = &httputil.ReverseProxy{
+	pool, err := balance.NewPool(opt.Algorithm, members, balance.Options{})
+	if err != nil {
+		return nil, err
+	}
+	b.pool = pool
+	b.hashKey = hashKeyFunc(opt.HashKey)
+	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = target.Scheme
-			pr.Out.URL.Host = target.Host
-			pr.Out.Host = pr.In.Host // the server sees the client's Host
+			pr.Out.URL.Scheme = "http"
+			if opt.Upstream.TLS != nil {
+				pr.Out.URL.Scheme = "https"
+			}
+			pr.Out.URL.Host = name // replaced by the server's address in RoundTrip
+			pr.Out.Host = pr.In.Host
 			sanitize(pr.Out.Header, pr.In, scheme(pr.In))
 		},
-		Transport: b.Transport,
+		Transport: (*roundTripper)(b),
 		ModifyResponse: func(resp *http.Response) error {
 			addVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor)
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			b.fail(w, r, s, err)
-		},
-		ErrorLog: slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
+		ErrorHandler: b.fail,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return s
+	return b, nil
+}
+
+// Servers lists the backend's servers.
+func (b *Backend) Servers() []*Server {
+	out := make([]*Server, 0, len(b.servers))
+	for _, m := range b.pool.Members() {
+		out = append(out, b.servers[m])
+	}
+	return out
 }
 
 func scheme(r *http.Request) string {
@@ -100,39 +127,29 @@ func scheme(r *http.Request) string {
 	return "http"
 }
 
-// ServeHTTP proxies r to the next server.
+// ServeHTTP proxies r to a server of the backend.
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(b.servers) == 0 {
-		Error(w, http.StatusServiceUnavailable)
-		return
-	}
-	s := b.servers[(b.next.Add(1)-1)%uint64(len(b.servers))]
-	s.proxy.ServeHTTP(w, r)
+	b.proxy.ServeHTTP(w, r)
 }
 
-// fail is the one error path of a proxied request: it maps the failure to
-// 502 or 504, logs it once and writes a short body. When the client went
-// away there is nobody to answer.
-func (b *Backend) fail(w http.ResponseWriter, r *http.Request, s *server, err error) {
-	status := http.StatusBadGateway
-	var nerr net.Error
-	switch {
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		b.log.Info("client closed the request", "server", s.address, "method", r.Method, "path", r.URL.Path)
+// fail is the one error path of a proxied request: the status for the
+// failure (502, 503 or 504), one log line saying why, and a short body.
+// When the client went away first there is nobody to answer.
+func (b *Backend) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		b.log.Info("client closed the request", "method", r.Method, "path", r.URL.Path, "error", err)
 		return
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
-		status = http.StatusGatewayTimeout
 	}
-	b.log.Warn("proxy error", "status", status, "server", s.address, "method", r.Method, "path", r.URL.Path, "error", err)
+	status := statusFor(err)
+	attrs := []any{"status", status, "reason", reason(err), "method", r.Method, "host", r.Host, "path", r.URL.Path, "client", r.RemoteAddr}
+	var re *roundTripError
+	if asRoundTripError(err, &re) {
+		attrs = append(attrs, "server", re.server, "attempts", re.attempts)
+	}
+	attrs = append(attrs, "error", err)
+	b.log.Warn("request failed", attrs...)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(1))
+	}
 	Error(w, status)
-}
-
-// Error writes a short plain-text error response.
-func Error(w http.ResponseWriter, status int) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write([]byte(http.StatusText(status) + "\n"))
 }

@@ -124,7 +124,7 @@ func (u *upstream) request(t *testing.T) *http.Request {
 func startProxy(t *testing.T, altSvc string, servers ...string) (string, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	b := NewBackend("app", servers, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
+	b := newTestBackend("app", servers, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
 	t.Cleanup(b.Transport.CloseIdleConnections)
 	h := &Handler{Router: &Router{Routes: []Route{{Backend: b}}}, AltSvc: altSvc}
 	return serve(t, h), logs

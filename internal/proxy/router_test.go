@@ -5,10 +5,25 @@ import (
 	"log/slog"
 	"net/http"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/balance"
 )
 
 func testBackend(name string) *Backend {
-	return NewBackend(name, nil, BackendOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return newTestBackend(name, nil, BackendOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newTestBackend builds a backend of fresh servers at addrs.
+func newTestBackend(name string, addrs []string, opt BackendOptions, log *slog.Logger) *Backend {
+	servers := make([]*Server, len(addrs))
+	for i, a := range addrs {
+		servers[i] = &Server{Member: &balance.Member{State: balance.NewState(a), Weight: 1, ID: a}}
+	}
+	b, err := NewBackend(name, servers, opt, log)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func TestRouterMatch(t *testing.T) {

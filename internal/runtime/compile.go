@@ -28,6 +28,10 @@ type Graph struct {
 	// User is who to become after binding when started as root; nil when
 	// global.user is not set.
 	User *privilege.Target
+	// servers is the live state and health settings of every server.
+	servers []serverPlan
+	// binds maps a bind's address to it.
+	binds map[string]*Bind
 }
 
 // Frontend is a compiled frontend.
@@ -46,12 +50,16 @@ type Bind struct {
 	Handler http.Handler
 }
 
-// Compile builds the graph: it reads certificates and keys through
+// compile builds the graph: it reads certificates and keys through
 // readFile and looks up global.user and global.group. Problems are
 // returned as a config.ErrorList pointing into the file.
-func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger) (*Graph, error) {
+//
+// reg supplies the live state of servers the running configuration
+// already has; nil (for validate) makes fresh state. Compile changes no
+// live state: see registry.commit.
+func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
 	var errs config.ErrorList
-	g := &Graph{Config: cfg}
+	g := &Graph{Config: cfg, binds: map[string]*Bind{}}
 	if cfg.Global.User != "" {
 		t, err := lookupUser(cfg)
 		if err != nil {
@@ -61,13 +69,14 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger)
 	}
 	backends := map[string]*proxy.Backend{}
 	for _, b := range cfg.Backends {
-		addrs := make([]string, len(b.Servers))
-		for i, s := range b.Servers {
-			addrs[i] = s.Address
+		pb, plans, err := compileBackend(cfg, b, readFile, reg, log.With("backend", b.Name))
+		if err != nil {
+			errs = append(errs, err...)
+			continue
 		}
-		pb := proxy.NewBackend(b.Name, addrs, proxy.BackendOptions{}, log.With("backend", b.Name))
 		backends[b.Name] = pb
 		g.Backends = append(g.Backends, pb)
+		g.servers = append(g.servers, plans...)
 	}
 	for _, fe := range cfg.Frontends {
 		router := &proxy.Router{}
@@ -98,6 +107,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger)
 				cb.Handler = &proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port)}
 			}
 			f.Binds = append(f.Binds, cb)
+			g.binds[b.Address] = cb
 		}
 		g.Frontends = append(g.Frontends, f)
 	}

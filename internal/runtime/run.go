@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -38,17 +36,17 @@ type Options struct {
 // config.ErrorList.
 func Validate(opt Options) (*Graph, error) {
 	cfg, err := config.Load(opt.ConfigPath, nil)
-	return compileAll(cfg, err, os.ReadFile, opt.Log)
+	return compileAll(cfg, err, os.ReadFile, opt.Log, nil)
 }
 
 // compileAll compiles what config.Load or config.Parse returned and
 // reports the problems of both at once: a file with a typo and a missing
 // key file gets both messages.
-func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log *slog.Logger) (*Graph, error) {
+func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
 	if cfg == nil {
 		return nil, err
 	}
-	g, cerr := Compile(cfg, readFile, log)
+	g, cerr := compile(cfg, readFile, log, reg)
 	if err := config.Join(err, cerr); err != nil {
 		return nil, err
 	}
@@ -68,6 +66,7 @@ func Run(opt Options) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	reg := newRegistry(log)
 	h, passed, err := takeHandoff()
 	if err != nil {
 		return err
@@ -94,7 +93,7 @@ func Run(opt Options) error {
 	} else {
 		cfg, err = config.Load(opt.ConfigPath, readFile)
 	}
-	g, err := compileAll(cfg, err, readFile, log)
+	g, err := compileAll(cfg, err, readFile, log, reg)
 	if err != nil {
 		return err
 	}
@@ -132,6 +131,8 @@ func Run(opt Options) error {
 	if err != nil {
 		return err
 	}
+	reg.commit(g.servers)
+	defer reg.stop()
 	for _, s := range sockets {
 		log.Info("listening", "frontend", s.Frontend, "network", s.Network, "address", s.Address, "serves", s.Purpose, "socket", s.Source)
 	}
@@ -143,33 +144,7 @@ func Run(opt Options) error {
 		log.Warn("cannot notify the service manager", "error", err)
 	}
 	log.Info("ready", "status", status, "pid", os.Getpid())
-
-	var runErr error
-wait:
-	for {
-		select {
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				log.Warn("SIGHUP: configuration reload is not supported yet; restart portcullis to apply a new configuration")
-				continue
-			}
-			log.Info("stopping", "signal", sig.String(), "grace", cfg.Global.Grace)
-			break wait
-		case runErr = <-srv.errs:
-			log.Error("a listener failed; stopping", "error", runErr)
-			break wait
-		}
-	}
-	notifier.Stopping(fmt.Sprintf("stopping: finishing in-flight requests (up to %s)", cfg.Global.Grace))
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.Grace)
-	defer cancel()
-	start := time.Now()
-	if err := srv.shutdown(ctx); err != nil {
-		log.Warn("grace period over; closed the remaining connections", "grace", cfg.Global.Grace, "error", err)
-	} else {
-		log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
-	}
-	return runErr
+	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
 }
 
 func sizeUDPBuffers(sockets []*listen.Socket, log *slog.Logger) {

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -23,9 +25,12 @@ const (
 	idleTimeout       = 120 * time.Second // keep-alive and HTTP/3 idle connections
 )
 
-// serving is the set of servers running on acquired sockets.
+// serving is the set of servers running on acquired sockets. The servers
+// stay; what they serve is the current graph, swapped atomically by a
+// reload.
 type serving struct {
 	log   *slog.Logger
+	graph atomic.Pointer[Graph]
 	https []*http.Server
 	h3    []*http3.Server
 	quic  []*quic.Transport
@@ -47,6 +52,7 @@ func serve(g *Graph, sockets []*listen.Socket, log *slog.Logger) (*serving, erro
 		byKey[s.Network+" "+s.Address] = s
 	}
 	s := &serving{log: log, errs: make(chan error, 16)}
+	s.graph.Store(g)
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
 			sock := byKey["tcp "+b.TCP.Address]
@@ -74,6 +80,26 @@ func serve(g *Graph, sockets []*listen.Socket, log *slog.Logger) (*serving, erro
 	return s, nil
 }
 
+// current returns what the bind at address serves now.
+func (s *serving) current(address string) *Bind { return s.graph.Load().binds[address] }
+
+// handler serves a request with the current graph's handler of a bind.
+func (s *serving) handler(address string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.current(address).Handler.ServeHTTP(w, r)
+	})
+}
+
+// tlsConfig hands each new TLS handshake the current graph's certificates
+// for a bind, so that a reload takes effect for new connections.
+func (s *serving) tlsConfig(address string) *tls.Config {
+	return &tls.Config{
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.current(address).TLS, nil
+		},
+	}
+}
+
 func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error {
 	ln, err := net.FileListener(sock.File)
 	if err != nil {
@@ -82,14 +108,16 @@ func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error 
 	s.files = append(s.files, sock.File)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
+	var tlsConf *tls.Config
 	if b.TLS != nil {
 		protocols.SetHTTP2(true)
+		tlsConf = s.tlsConfig(b.TCP.Address)
 	} else {
 		protocols.SetUnencryptedHTTP2(true)
 	}
 	srv := &http.Server{
-		Handler:           b.Handler,
-		TLSConfig:         b.TLS,
+		Handler:           s.handler(b.TCP.Address),
+		TLSConfig:         tlsConf,
 		Protocols:         protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -98,7 +126,7 @@ func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error 
 	s.https = append(s.https, srv)
 	s.wg.Go(func() {
 		var err error
-		if b.TLS != nil {
+		if tlsConf != nil {
 			err = srv.ServeTLS(ln, "", "")
 		} else {
 			err = srv.Serve(ln)
@@ -122,17 +150,15 @@ func (s *serving) serveQUIC(frontend string, b *Bind, sock *listen.Socket) error
 	}
 	tr := &quic.Transport{Conn: udp}
 	s.quic = append(s.quic, tr)
-	tlsConf := http3.ConfigureTLSConfig(b.TLS.Clone())
-	ln, err := tr.ListenEarly(tlsConf, &quic.Config{
-		MaxIdleTimeout:  idleTimeout,
-		KeepAlivePeriod: 0,
-		Allow0RTT:       false,
+	ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(s.tlsConfig(b.TCP.Address)), &quic.Config{
+		MaxIdleTimeout: idleTimeout,
+		Allow0RTT:      false,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", b.UDP, err)
 	}
 	srv := &http3.Server{
-		Handler:     b.Handler,
+		Handler:     s.handler(b.TCP.Address),
 		IdleTimeout: idleTimeout,
 		Logger:      s.log.With("frontend", frontend, "address", b.UDP.Address),
 	}

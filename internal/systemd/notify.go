@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Notifier sends state changes to the service manager. The zero value (no
@@ -51,6 +53,16 @@ func (n *Notifier) Notify(state string) error {
 // Ready says startup is complete.
 func (n *Notifier) Ready(status string) error {
 	return n.Notify("READY=1\nSTATUS=" + status)
+}
+
+// Reloading says a configuration reload has begun (Type=notify-reload
+// needs MONOTONIC_USEC, the CLOCK_MONOTONIC time in microseconds).
+func (n *Notifier) Reloading() error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return err
+	}
+	return n.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
 }
 
 // Stopping says a graceful stop has begun.

@@ -109,7 +109,8 @@ func TestGracefulStop(t *testing.T) {
 	bin := defaultBinary(t)
 	st := &streamer{finished: map[string]time.Time{}}
 	up := startUpstream(t, "stream", st)
-	s := newSite(t, siteOptions{User: true, App: [2]string{up.addr, up.addr}, API: up.addr, Grace: "5s"})
+	up2 := startUpstream(t, "stream-2", st)
+	s := newSite(t, siteOptions{User: true, App: [2]string{up.addr, up2.addr}, API: up.addr, Grace: "5s"})
 	const grace = 5 * time.Second
 	p := start(t, asRoot(bin, s.config), startOptions{})
 	p.waitReady()

@@ -1,0 +1,301 @@
+package config
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Backend defaults.
+const (
+	DefaultRetries         = 2
+	DefaultRetryBudget     = 20 // percent
+	DefaultQueueTimeout    = 5 * time.Second
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultServerTimeout   = 60 * time.Second
+	DefaultIdleTimeout     = 90 * time.Second
+	DefaultCheckInterval   = 2 * time.Second
+	DefaultCheckTimeout    = time.Second
+	DefaultRise            = 2
+	DefaultFall            = 3
+	DefaultPassiveFailures = 3
+	DefaultPassiveCooldown = 10 * time.Second
+	DefaultStickyCookie    = "portcullis_server"
+	DefaultExpectStatus    = "200-399"
+	maxWeight              = 1000
+	maxRetries             = 10
+	defaultBalance         = "round_robin"
+	protocolHTTP1          = "http1"
+	protocolAuto           = "auto"
+)
+
+var (
+	balanceNames  = []string{"round_robin", "least_conn", "random", "hash"}
+	protocolNames = []string{"http1", "h2c", "h2", "auto"}
+	stateNames    = []string{"active", "drain", "disabled"}
+)
+
+// setDefaults fills what the file left out: a written zero is kept, so that
+// validation can refuse it with its position.
+func (b *Backend) setDefaults() {
+	if b.Balance == "" {
+		b.Balance = defaultBalance
+	}
+	if b.Protocol == "" {
+		b.Protocol = protocolHTTP1
+		if b.TLS != nil {
+			b.Protocol = protocolAuto
+		}
+	}
+	if b.Sticky != nil && b.Sticky.Cookie == "" {
+		b.Sticky.Cookie = DefaultStickyCookie
+	}
+	t := &b.Timeouts
+	defaultDuration(&t.Connect, t.At, "connect", DefaultConnectTimeout)
+	defaultDuration(&t.Server, t.At, "server", DefaultServerTimeout)
+	defaultDuration(&t.Idle, t.At, "idle", DefaultIdleTimeout)
+	defaultDuration(&b.QueueTimeout, b.At, "queue_timeout", DefaultQueueTimeout)
+	if b.Retries == nil {
+		b.Retries = intPtr(DefaultRetries)
+	}
+	if b.RetryBudget == nil {
+		b.RetryBudget = intPtr(DefaultRetryBudget)
+	}
+	if hc := b.HealthCheck; hc != nil {
+		if hc.Type == "" {
+			hc.Type = "tcp"
+			if hc.Path != "" {
+				hc.Type = "http"
+			}
+		}
+		if hc.Type == "http" && hc.Path == "" && !hc.At.hasValue("path") {
+			hc.Path = "/"
+		}
+		if hc.ExpectStatus == "" {
+			hc.ExpectStatus = DefaultExpectStatus
+		}
+		defaultDuration(&hc.Interval, hc.At, "interval", DefaultCheckInterval)
+		defaultDuration(&hc.Timeout, hc.At, "timeout", DefaultCheckTimeout)
+		if !hc.At.hasValue("rise") {
+			hc.Rise = DefaultRise
+		}
+		if !hc.At.hasValue("fall") {
+			hc.Fall = DefaultFall
+		}
+	}
+	if b.PassiveHealth == nil {
+		b.PassiveHealth = &PassiveHealth{}
+	}
+	if p := b.PassiveHealth; p.Failures == nil {
+		p.Failures = intPtr(DefaultPassiveFailures)
+	}
+	defaultDuration(&b.PassiveHealth.Cooldown, b.PassiveHealth.At, "cooldown", DefaultPassiveCooldown)
+	for _, s := range b.Servers {
+		if s == nil {
+			continue
+		}
+		if !s.At.hasValue("weight") {
+			s.Weight = 1
+		}
+		if s.State == "" {
+			s.State = "active"
+		}
+	}
+}
+
+func defaultDuration(d *time.Duration, at Positions, key string, def time.Duration) {
+	if !at.hasValue(key) {
+		*d = def
+	}
+}
+
+func intPtr(i int) *int { return &i }
+
+// validateBackend checks one backend; add records a problem.
+func (b *Backend) validate(add func(Pos, string, ...any)) {
+	where := fmt.Sprintf("backend %q", b.Name)
+	oneOf := func(key, value string, valid []string) {
+		for _, v := range valid {
+			if v == value {
+				return
+			}
+		}
+		add(b.At.Value(key), "%s: %s %q: want one of %s", where, key, value, strings.Join(valid, ", "))
+	}
+	oneOf("balance", b.Balance, balanceNames)
+	oneOf("protocol", b.Protocol, protocolNames)
+	switch {
+	case b.Balance == "hash" && b.HashKey == "":
+		add(b.At.Value("balance"), "%s: balance hash needs hash_key: source, uri, header:NAME or cookie:NAME", where)
+	case b.Balance != "hash" && b.HashKey != "":
+		add(b.At.Key("hash_key"), "%s: hash_key is only used with balance: hash", where)
+	case b.HashKey != "":
+		if err := checkHashKey(b.HashKey); err != nil {
+			add(b.At.Value("hash_key"), "%s: hash_key %q: %v", where, b.HashKey, err)
+		}
+	}
+	if s := b.Sticky; s != nil && !validToken(s.Cookie) {
+		add(s.At.Value("cookie"), "%s: sticky cookie %q is not a valid cookie name (letters, digits, - and _)", where, s.Cookie)
+	}
+	if b.Sticky != nil && b.Sticky.MaxAge < 0 {
+		add(b.Sticky.At.Value("max_age"), "%s: sticky max_age must not be negative", where)
+	}
+	switch {
+	case b.Protocol == "h2c" && b.TLS != nil:
+		add(b.At.Value("protocol"), "%s: protocol h2c is HTTP/2 without TLS, but tls is set: use h2 (or auto) with tls", where)
+	case (b.Protocol == "h2" || b.Protocol == protocolAuto) && b.TLS == nil:
+		add(b.At.Value("protocol"), "%s: protocol %s needs tls: (use h2c for HTTP/2 without TLS)", where, b.Protocol)
+	}
+	t := b.Timeouts
+	positive(add, t.At, "connect", t.Connect, where+": timeouts connect")
+	positive(add, t.At, "server", t.Server, where+": timeouts server")
+	positive(add, t.At, "idle", t.Idle, where+": timeouts idle")
+	positive(add, b.At, "queue_timeout", b.QueueTimeout, where+": queue_timeout")
+	if r := *b.Retries; r < 0 || r > maxRetries {
+		add(b.At.Value("retries"), "%s: retries %d: want 0 to %d", where, r, maxRetries)
+	}
+	if r := *b.RetryBudget; r < 0 || r > 100 {
+		add(b.At.Value("retry_budget"), "%s: retry_budget %d: want a percentage from 0 to 100", where, r)
+	}
+	if hc := b.HealthCheck; hc != nil {
+		b.validateCheck(hc, where, add)
+	}
+	if p := b.PassiveHealth; *p.Failures < 0 {
+		add(p.At.Value("failures"), "%s: passive_health failures must be 0 (off) or more", where)
+	}
+	positive(add, b.PassiveHealth.At, "cooldown", b.PassiveHealth.Cooldown, where+": passive_health cooldown")
+
+	if len(b.Servers) == 0 {
+		add(b.At.Value("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)
+	}
+	seen := map[string]Pos{}
+	primaries := 0
+	for _, s := range b.Servers {
+		if err := serverAddress(s.Address); err != nil {
+			add(s.At.Value("address"), "%s: %v", where, err)
+		} else if first, dup := seen[s.Address]; dup {
+			add(s.At.Value("address"), "%s: server %s is listed twice (first at line %d): give it a larger weight instead", where, s.Address, first.Line)
+		} else {
+			seen[s.Address] = s.At.Value("address")
+		}
+		if s.Weight < 1 || s.Weight > maxWeight {
+			add(s.At.Value("weight"), "%s: weight %d: want 1 to %d (to take a server out, use state: disabled)", where, s.Weight, maxWeight)
+		}
+		if s.MaxConns < 0 {
+			add(s.At.Value("max_conns"), "%s: max_conns must be 0 (no limit) or more", where)
+		}
+		if s.SlowStart < 0 {
+			add(s.At.Value("slow_start"), "%s: slow_start must not be negative", where)
+		}
+		if !contains(stateNames, s.State) {
+			add(s.At.Value("state"), "%s: state %q: want one of %s", where, s.State, strings.Join(stateNames, ", "))
+		}
+		if !s.Backup {
+			primaries++
+		}
+	}
+	if len(b.Servers) > 0 && primaries == 0 {
+		add(b.At.Value("servers"), "%s: every server is a backup: at least one must not be", where)
+	}
+}
+
+func (b *Backend) validateCheck(hc *HealthCheck, where string, add func(Pos, string, ...any)) {
+	where += ": health_check"
+	switch hc.Type {
+	case "http":
+		if !strings.HasPrefix(hc.Path, "/") {
+			add(hc.At.Value("path"), "%s path %q must start with /", where, hc.Path)
+		}
+	case "tcp":
+		if hc.Path != "" {
+			add(hc.At.Key("path"), "%s: path is only used by type: http", where)
+		}
+	default:
+		add(hc.At.Value("type"), "%s type %q: want http or tcp", where, hc.Type)
+	}
+	if _, _, err := ParseStatusRange(hc.ExpectStatus); err != nil {
+		add(hc.At.Value("expect_status"), "%s expect_status: %v", where, err)
+	}
+	positive(add, hc.At, "interval", hc.Interval, where+" interval")
+	positive(add, hc.At, "timeout", hc.Timeout, where+" timeout")
+	if hc.Timeout >= hc.Interval && hc.Interval > 0 {
+		add(hc.At.Value("timeout"), "%s timeout %s must be shorter than interval %s", where, hc.Timeout, hc.Interval)
+	}
+	if hc.Rise < 1 {
+		add(hc.At.Value("rise"), "%s rise must be 1 or more", where)
+	}
+	if hc.Fall < 1 {
+		add(hc.At.Value("fall"), "%s fall must be 1 or more", where)
+	}
+}
+
+func positive(add func(Pos, string, ...any), at Positions, key string, d time.Duration, what string) {
+	if d <= 0 {
+		add(at.Value(key), "%s must be longer than 0", what)
+	}
+}
+
+// ParseStatusRange parses "200" or "200-399".
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi = lo
+	var err2 error
+	if isRange {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("%q: want a status such as 200 or a range such as 200-399", s)
+	}
+	return lo, hi, nil
+}
+
+// checkHashKey checks source, uri, header:NAME or cookie:NAME.
+func checkHashKey(k string) error {
+	switch {
+	case k == "source", k == "uri":
+		return nil
+	case strings.HasPrefix(k, "header:"):
+		if name := strings.TrimPrefix(k, "header:"); name == "" || !validToken(name) {
+			return fmt.Errorf("header:NAME needs a valid header name")
+		}
+		return nil
+	case strings.HasPrefix(k, "cookie:"):
+		if name := strings.TrimPrefix(k, "cookie:"); name == "" || !validToken(name) {
+			return fmt.Errorf("cookie:NAME needs a valid cookie name")
+		}
+		return nil
+	}
+	return fmt.Errorf("want source, uri, header:NAME or cookie:NAME")
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return http.CanonicalHeaderKey(s) != ""
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

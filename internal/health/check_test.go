@@ -1,0 +1,280 @@
+package health
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/balance"
+)
+
+// An operator sees a server go down after exactly Fall failed checks and
+// come back after exactly Rise good ones, with one log line each.
+func TestHTTPCheckFallAndRise(t *testing.T) {
+	t.Parallel()
+	const rise, fall = 2, 3
+	cs := newCheckServer(t, http.StatusOK)
+	log, logs := newLog()
+	monitorOf(t, cs.st, fastCheck(rise, fall), Passive{}, log)
+
+	waitFor(t, scaled(2*time.Second), "good checks", func() bool { return cs.count(200) >= 2 })
+	if !cs.st.Healthy() {
+		t.Fatal("server down while its checks pass")
+	}
+
+	cs.setStatus(http.StatusServiceUnavailable)
+	waitFor(t, scaled(2*time.Second), "failed checks", func() bool { return cs.count(503) >= fall+2 })
+	if cs.st.Healthy() {
+		t.Fatalf("server up after %d failed checks", cs.count(503))
+	}
+	// The check after the Fall-th failure is the first to see it down.
+	if n, ended := run(cs.healthSeen(503), true); n != fall || !ended {
+		t.Fatalf("server went down after %d failed checks (ended %v), want %d", n, ended, fall)
+	}
+
+	cs.setStatus(http.StatusOK)
+	waitFor(t, scaled(2*time.Second), "good checks", func() bool {
+		_, ended := run(cs.healthSeen(200)[2:], false)
+		return ended
+	})
+	if n, _ := run(cs.healthSeen(200)[2:], false); n != rise {
+		t.Fatalf("server came up after %d good checks, want %d", n, rise)
+	}
+	// A few more good checks: nothing more is logged.
+	n := cs.count(200)
+	waitFor(t, scaled(2*time.Second), "more good checks", func() bool { return cs.count(200) >= n+2 })
+	logs.expectLogged(t, "server down", 1, "reason=\"health check: GET /healthz: status 503\"")
+	logs.expectLogged(t, "server up", 1, "2 consecutive successful health checks")
+	logs.expectLogged(t, "server down", 1, "server=b/"+cs.addr)
+
+	for _, r := range cs.requests() {
+		if r.host != cs.addr || r.path != "/healthz" || r.userAgent != userAgent {
+			t.Fatalf("check request Host %q path %q User-Agent %q; want %q /healthz %q", r.host, r.path, r.userAgent, cs.addr, userAgent)
+		}
+	}
+}
+
+// The accepted statuses are StatusMin..StatusMax, 200..399 by default;
+// redirects count as answers and are not followed.
+func TestHTTPCheckStatusRange(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		status   int
+		min, max int
+		ok       bool
+	}{
+		{status: 200, ok: true},
+		{status: 204, ok: true},
+		{status: 302, ok: true},
+		{status: 399, ok: true},
+		{status: 404, ok: false},
+		{status: 500, ok: false},
+		{status: 302, min: 200, max: 299, ok: false},
+		{status: 404, min: 200, max: 404, ok: true},
+	} {
+		t.Run(http.StatusText(tc.status)+"/"+strings.Repeat("custom", min(tc.max, 1)), func(t *testing.T) {
+			t.Parallel()
+			cs := newCheckServer(t, tc.status)
+			a := fastCheck(1, 1)
+			a.StatusMin, a.StatusMax = tc.min, tc.max
+			// Start from the state the status must change.
+			cs.st.SetHealthy(!tc.ok)
+			monitorOf(t, cs.st, a, Passive{}, nil)
+			waitFor(t, scaled(2*time.Second), "three checks", func() bool { return cs.count(tc.status) >= 3 })
+			if got := cs.st.Healthy(); got != tc.ok {
+				t.Fatalf("status %d with range %d..%d: healthy %v, want %v", tc.status, tc.min, tc.max, got, tc.ok)
+			}
+			for _, r := range cs.requests() {
+				if r.path != "/healthz" {
+					t.Fatalf("the check requested %s: it followed a redirect", r.path)
+				}
+			}
+		})
+	}
+}
+
+// Host sets the Host header of the check.
+func TestHTTPCheckHost(t *testing.T) {
+	t.Parallel()
+	cs := newCheckServer(t, http.StatusOK)
+	a := fastCheck(1, 1)
+	a.Host = "svc.example:8080"
+	monitorOf(t, cs.st, a, Passive{}, nil)
+	cs.waitArrival(t)
+	if r := cs.requests()[0]; r.host != "svc.example:8080" {
+		t.Fatalf("Host %q, want svc.example:8080", r.host)
+	}
+}
+
+// With TLS the check is HTTPS; a plain check against a TLS server fails.
+func TestHTTPSCheck(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.EnableHTTP2 = true // the check must still speak HTTP/1.1 and pass
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	roots := srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	addr := l.Addr().String()
+
+	tlsState := balance.NewState(addr)
+	tlsState.SetHealthy(false)
+	a := fastCheck(1, 1)
+	a.TLS = &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}}
+	monitorOf(t, tlsState, a, Passive{}, nil)
+
+	plainState := balance.NewState(addr)
+	log, logs := newLog()
+	monitorOf(t, plainState, fastCheck(1, 1), Passive{}, log)
+
+	waitFor(t, scaled(2*time.Second), "the HTTPS check to pass", tlsState.Healthy)
+	waitFor(t, scaled(2*time.Second), "the plain check to fail", func() bool { return !plainState.Healthy() })
+	logs.expectLogged(t, "server down", 1, "status 400")
+}
+
+// tcpServer accepts and closes connections on l, counting them.
+func tcpServer(t *testing.T, l net.Listener) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
+	return &wg
+}
+
+// A TCP check takes a server down when its port closes and brings it back
+// when it opens again.
+func TestTCPCheck(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	accepted := tcpServer(t, l)
+
+	st := balance.NewState(addr)
+	log, logs := newLog()
+	a := &Active{Interval: scaled(30 * time.Millisecond), Timeout: scaled(25 * time.Millisecond), Rise: 2, Fall: 2}
+	monitorOf(t, st, a, Passive{}, log)
+
+	time.Sleep(3 * a.Interval)
+	if !st.Healthy() {
+		t.Fatal("server down while its port is open")
+	}
+	l.Close()
+	accepted.Wait()
+	waitFor(t, scaled(2*time.Second), "server down", func() bool { return !st.Healthy() })
+	logs.expectLogged(t, "server down", 1, `reason="health check: connect: connection refused"`)
+
+	var l2 net.Listener
+	waitFor(t, scaled(2*time.Second), "listening on "+addr+" again", func() bool {
+		l2, err = net.Listen("tcp", addr)
+		return err == nil
+	})
+	defer l2.Close()
+	tcpServer(t, l2)
+	waitFor(t, scaled(2*time.Second), "server up", st.Healthy)
+	logs.expectLogged(t, "server up", 1, "2 consecutive successful health checks")
+}
+
+// hangServer accepts connections and never answers. For each connection it
+// reports how long the client kept it open.
+func hangServer(t *testing.T) (addr string, held <-chan time.Duration) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan time.Duration, 100)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				start := time.Now()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						break
+					}
+				}
+				select {
+				case ch <- time.Since(start):
+				default:
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), ch
+}
+
+// A server that accepts and never answers fails the check within Timeout.
+func TestHTTPCheckTimeout(t *testing.T) {
+	t.Parallel()
+	addr, held := hangServer(t)
+	st := balance.NewState(addr)
+	log, logs := newLog()
+	const timeout = 50 * time.Millisecond
+	a := &Active{Path: "/healthz", Interval: max(scaled(100*time.Millisecond), 2*timeout), Timeout: timeout, Fall: 1}
+	monitorOf(t, st, a, Passive{}, log)
+
+	select {
+	case d := <-held:
+		if d < timeout*8/10 || d > timeout+scaled(100*time.Millisecond) {
+			t.Fatalf("the check held the connection %v, want about %v", d, timeout)
+		}
+	case <-time.After(scaled(2 * time.Second)):
+		t.Fatal("the check never gave up")
+	}
+	waitFor(t, scaled(time.Second), "server down", func() bool { return !st.Healthy() })
+	logs.expectLogged(t, "server down", 1, `reason="health check: GET /healthz: timeout after 50ms"`)
+}
+
+// Stop abandons a check in flight at once, and the abandoned check does
+// not count.
+func TestStopAbandonsCheck(t *testing.T) {
+	t.Parallel()
+	addr, held := hangServer(t)
+	st := balance.NewState(addr)
+	m := NewMonitor("b/"+addr, st, &Active{Path: "/", Interval: time.Hour, Timeout: 30 * time.Minute, Fall: 1}, Passive{}, nil)
+	m.Start()
+	// The first check comes within a tenth of the interval: too long to
+	// wait for here, so restart with a short interval and a long timeout.
+	m.Update(&Active{Path: "/", Interval: 100 * time.Millisecond, Timeout: 90 * time.Millisecond, Fall: 1}, Passive{})
+	m.Update(&Active{Path: "/", Interval: time.Hour, Timeout: 30 * time.Minute, Fall: 1}, Passive{})
+	_ = held
+	m.Stop()
+	if !st.Healthy() {
+		t.Fatal("server down after Stop abandoned its check")
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	t.Parallel()
+	if got := describe(errors.New("x"), time.Second); got != "x" {
+		t.Errorf("describe: %q", got)
+	}
+}

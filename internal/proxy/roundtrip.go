@@ -1,0 +1,273 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/balance"
+)
+
+// roundTripper is a Backend seen as the http.RoundTripper under its
+// ReverseProxy: it picks a server, waits in the queue when every server
+// is at max_conns, sends the request, retries on another server when that
+// is safe, and feeds passive health checks.
+type roundTripper Backend
+
+// roundTripError is a request that got no response from any server.
+type roundTripError struct {
+	err      error
+	server   string // the last server tried, if any
+	attempts int
+}
+
+func (e *roundTripError) Error() string { return e.err.Error() }
+func (e *roundTripError) Unwrap() error { return e.err }
+
+func asRoundTripError(err error, target **roundTripError) bool { return errors.As(err, target) }
+
+func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := (*Backend)(rt)
+	b.budget.request()
+	var hash uint64
+	if b.hashKey != nil {
+		hash = b.hashKey(req)
+	}
+	body := newReplayBody(req)
+	var triedArr [4]*balance.Member
+	tried := triedArr[:0]
+	var lastErr error
+	var lastServer string
+	for attempt := 1; ; attempt++ {
+		m, err := b.acquire(req, hash, tried)
+		if err != nil {
+			if lastErr != nil && errors.Is(err, errNoServer) {
+				err = lastErr // every server was tried: report why the last failed
+			}
+			body.finish()
+			return nil, &roundTripError{err: err, server: lastServer, attempts: attempt - 1}
+		}
+		resp, err := b.send(req, m, body)
+		if err == nil {
+			body.finish()
+			return resp, nil
+		}
+		lastErr, lastServer = err, m.State.Address
+		tried = append(tried, m)
+		if !b.retriable(req, err, body, attempt) {
+			body.finish()
+			return nil, &roundTripError{err: err, server: lastServer, attempts: attempt}
+		}
+		b.log.Info("retrying on another server", "server", lastServer, "attempt", attempt, "method", req.Method, "path", req.URL.Path, "error", err)
+	}
+}
+
+// acquire returns a server that has counted the request as in flight: the
+// sticky one if it can take it, else the balancer's pick, waiting in the
+// queue while every usable server is at max_conns.
+func (b *Backend) acquire(req *http.Request, hash uint64, tried []*balance.Member) (*balance.Member, error) {
+	if b.opt.StickyCookie != "" {
+		if c, err := req.Cookie(b.opt.StickyCookie); err == nil {
+			if m := b.byID[c.Value]; m != nil && m.Eligible(tried) && m.State.TryAcquire(m.MaxConns) {
+				return m, nil
+			}
+		}
+	}
+	var deadline time.Time
+	for {
+		m, busy := b.pool.Pick(hash, tried)
+		if m != nil {
+			if m.State.TryAcquire(m.MaxConns) {
+				return m, nil
+			}
+			continue // it filled up since the pick
+		}
+		if !busy {
+			return nil, errNoServer
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(b.opt.QueueTimeout)
+		}
+		if err := b.queue.wait(req.Context(), deadline); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// send makes one attempt at server m, which has counted the request.
+func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (*http.Response, error) {
+	out := req.WithContext(req.Context())
+	u := *req.URL
+	u.Host = m.State.Address
+	out.URL = &u
+	if body != nil {
+		body.rearm()
+		out.Body = body
+	}
+	srv := b.servers[m]
+	resp, err := b.Transport.RoundTrip(out)
+	if err != nil {
+		b.release(m)
+		srv.observe(false)
+		return nil, err
+	}
+	srv.observe(!(b.opt.Count5xx && resp.StatusCode >= 500))
+	release := sync.OnceFunc(func() { b.release(m) })
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &releaseReadWriteCloser{rwc, release}
+	} else {
+		resp.Body = &releaseBody{resp.Body, release}
+	}
+	if b.opt.StickyCookie != "" {
+		if c, err := req.Cookie(b.opt.StickyCookie); err != nil || c.Value != m.ID {
+			ck := &http.Cookie{Name: b.opt.StickyCookie, Value: m.ID, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
+			if b.opt.StickyMaxAge > 0 {
+				ck.MaxAge = int(b.opt.StickyMaxAge / time.Second)
+			}
+			resp.Header.Add("Set-Cookie", ck.String())
+		}
+	}
+	return resp, nil
+}
+
+func (s *Server) observe(ok bool) {
+	if s != nil && s.Observe != nil {
+		s.Observe(ok)
+	}
+}
+
+func (b *Backend) release(m *balance.Member) {
+	m.State.Release()
+	b.queue.signal()
+}
+
+// retriable reports whether a failed attempt may go to another server: the
+// request never reached the server (whatever its method, if its body was
+// not read), or it is idempotent, has no body and failed before any
+// response byte without timing out. Retries are bounded by Retries and by
+// the retry budget.
+func (b *Backend) retriable(req *http.Request, err error, body *replayBody, attempt int) bool {
+	if attempt > b.opt.Retries || req.Context().Err() != nil {
+		return false
+	}
+	var de *dialError
+	var nerr net.Error
+	switch {
+	case errors.As(err, &de):
+		if body != nil && body.consumed() {
+			return false
+		}
+	case body == nil && idempotent(req) && !(errors.As(err, &nerr) && nerr.Timeout()):
+	default:
+		return false
+	}
+	return b.budget.allow()
+}
+
+// idempotent reports whether repeating req is safe (RFC 9110 §9.2.2).
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != ""
+}
+
+// replayBody lets a request body be offered to a second server when the
+// first was never reached. http.Transport closes the body even when it
+// fails to connect, so Close is deferred while an attempt is in doubt.
+type replayBody struct {
+	rc   io.ReadCloser
+	read atomic.Bool
+
+	mu             sync.Mutex
+	final          bool // no more attempts: Close closes
+	closeRequested bool
+	closed         bool
+}
+
+func newReplayBody(req *http.Request) *replayBody {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	return &replayBody{rc: req.Body}
+}
+
+func (r *replayBody) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	if n > 0 {
+		r.read.Store(true)
+	}
+	return n, err
+}
+
+func (r *replayBody) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.final {
+		r.closeRequested = true
+		return nil
+	}
+	return r.closeLocked()
+}
+
+func (r *replayBody) closeLocked() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	return r.rc.Close()
+}
+
+// consumed reports whether any byte went to a server.
+func (r *replayBody) consumed() bool { return r.read.Load() }
+
+// rearm forgets a Close from a failed attempt.
+func (r *replayBody) rearm() {
+	r.mu.Lock()
+	r.closeRequested = false
+	r.mu.Unlock()
+}
+
+// finish ends the attempts: a pending Close happens now, later ones at once.
+func (r *replayBody) finish() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.final = true
+	if r.closeRequested {
+		r.closeLocked()
+	}
+}
+
+// releaseBody ends the server's in-flight count when the response body is
+// closed.
+type releaseBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+// releaseReadWriteCloser is releaseBody for an upgraded connection
+// (WebSocket), which ReverseProxy needs to be writable.
+type releaseReadWriteCloser struct {
+	io.ReadWriteCloser
+	release func()
+}
+
+func (b *releaseReadWriteCloser) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.release()
+	return err
+}
