@@ -1,9 +1,9 @@
 package balance
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,11 +57,7 @@ func newPool(algorithm string, members []*Member, opt Options, now func() time.T
 	if algorithm == "" {
 		algorithm = RoundRobin
 	}
-	known := false
-	for _, a := range algorithms {
-		known = known || a == algorithm
-	}
-	if !known {
+	if !slices.Contains(algorithms, algorithm) {
 		return nil, fmt.Errorf("balance: unknown algorithm %q: use one of %s", algorithm, strings.Join(algorithms, ", "))
 	}
 	p := &Pool{members: append([]*Member(nil), members...)}
@@ -104,8 +100,6 @@ func newPool(algorithm string, members []*Member, opt Options, now func() time.T
 			}
 		case Hash:
 			t.bal = newRendezvous(t.members, clock)
-		default:
-			return nil, errors.New("balance: unreachable: algorithm list and switch disagree")
 		}
 	}
 	return p, nil
@@ -164,16 +158,7 @@ func (t *tier) pick(hash uint64, tried []*Member) *Member {
 // open reports whether some member of t is usable and not in tried.
 func (t *tier) open(tried []*Member) bool {
 	for _, m := range t.members {
-		if m.State.Usable() && !contains(tried, m) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(ms []*Member, m *Member) bool {
-	for _, x := range ms {
-		if x == m {
+		if m.State.Usable() && !slices.Contains(tried, m) {
 			return true
 		}
 	}

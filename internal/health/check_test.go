@@ -2,11 +2,10 @@ package health
 
 import (
 	"crypto/tls"
-	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,10 +39,10 @@ func TestHTTPCheckFallAndRise(t *testing.T) {
 
 	cs.setStatus(http.StatusOK)
 	waitFor(t, scaled(2*time.Second), "good checks", func() bool {
-		_, ended := run(cs.healthSeen(200)[2:], false)
+		_, ended := run(cs.healthSeen(200), false)
 		return ended
 	})
-	if n, _ := run(cs.healthSeen(200)[2:], false); n != rise {
+	if n, _ := run(cs.healthSeen(200), false); n != rise {
 		t.Fatalf("server came up after %d good checks, want %d", n, rise)
 	}
 	// A few more good checks: nothing more is logged.
@@ -78,7 +77,7 @@ func TestHTTPCheckStatusRange(t *testing.T) {
 		{status: 302, min: 200, max: 299, ok: false},
 		{status: 404, min: 200, max: 404, ok: true},
 	} {
-		t.Run(http.StatusText(tc.status)+"/"+strings.Repeat("custom", min(tc.max, 1)), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d_in_%d-%d", tc.status, tc.min, tc.max), func(t *testing.T) {
 			t.Parallel()
 			cs := newCheckServer(t, tc.status)
 			a := fastCheck(1, 1)
@@ -196,15 +195,16 @@ func TestTCPCheck(t *testing.T) {
 	logs.expectLogged(t, "server up", 1, "2 consecutive successful health checks")
 }
 
-// hangServer accepts connections and never answers. For each connection it
-// reports how long the client kept it open.
-func hangServer(t *testing.T) (addr string, held <-chan time.Duration) {
+// hangServer accepts connections and never answers. It reports each
+// connection when accepted, and how long the client kept it open.
+func hangServer(t *testing.T) (addr string, accepted <-chan struct{}, held <-chan time.Duration) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
+	acc := make(chan struct{}, 100)
 	ch := make(chan time.Duration, 100)
 	go func() {
 		for {
@@ -212,29 +212,27 @@ func hangServer(t *testing.T) (addr string, held <-chan time.Duration) {
 			if err != nil {
 				return
 			}
+			start := time.Now()
+			acc <- struct{}{}
 			go func() {
 				defer c.Close()
-				start := time.Now()
 				buf := make([]byte, 4096)
 				for {
 					if _, err := c.Read(buf); err != nil {
 						break
 					}
 				}
-				select {
-				case ch <- time.Since(start):
-				default:
-				}
+				ch <- time.Since(start)
 			}()
 		}
 	}()
-	return l.Addr().String(), ch
+	return l.Addr().String(), acc, ch
 }
 
 // A server that accepts and never answers fails the check within Timeout.
 func TestHTTPCheckTimeout(t *testing.T) {
 	t.Parallel()
-	addr, held := hangServer(t)
+	addr, _, held := hangServer(t)
 	st := balance.NewState(addr)
 	log, logs := newLog()
 	const timeout = 50 * time.Millisecond
@@ -257,24 +255,28 @@ func TestHTTPCheckTimeout(t *testing.T) {
 // not count.
 func TestStopAbandonsCheck(t *testing.T) {
 	t.Parallel()
-	addr, held := hangServer(t)
+	addr, accepted, held := hangServer(t)
 	st := balance.NewState(addr)
-	m := NewMonitor("b/"+addr, st, &Active{Path: "/", Interval: time.Hour, Timeout: 30 * time.Minute, Fall: 1}, Passive{}, nil)
+	a := &Active{Path: "/", Interval: time.Second, Timeout: 900 * time.Millisecond, Fall: 1}
+	m := NewMonitor("b/"+addr, st, a, Passive{}, nil)
 	m.Start()
-	// The first check comes within a tenth of the interval: too long to
-	// wait for here, so restart with a short interval and a long timeout.
-	m.Update(&Active{Path: "/", Interval: 100 * time.Millisecond, Timeout: 90 * time.Millisecond, Fall: 1}, Passive{})
-	m.Update(&Active{Path: "/", Interval: time.Hour, Timeout: 30 * time.Minute, Fall: 1}, Passive{})
-	_ = held
-	m.Stop()
-	if !st.Healthy() {
-		t.Fatal("server down after Stop abandoned its check")
+	select {
+	case <-accepted:
+	case <-time.After(scaled(2 * time.Second)):
+		m.Stop()
+		t.Fatal("no check arrived")
 	}
-}
-
-func TestDescribe(t *testing.T) {
-	t.Parallel()
-	if got := describe(errors.New("x"), time.Second); got != "x" {
-		t.Errorf("describe: %q", got)
+	start := time.Now()
+	m.Stop()
+	if d := time.Since(start); d > scaled(300*time.Millisecond) {
+		t.Fatalf("Stop took %v with a check in flight, want it abandoned at once", d)
+	}
+	select {
+	case <-held:
+	case <-time.After(scaled(time.Second)):
+		t.Fatal("the abandoned check kept its connection open")
+	}
+	if !st.Healthy() {
+		t.Fatal("server down: the abandoned check counted as a failure")
 	}
 }

@@ -41,7 +41,8 @@ type Monitor struct {
 	epoch      uint64
 	oks, fails int // consecutive active check results
 	cooldown   *time.Timer
-	upAt       time.Time // when the cooldown ends; zero: none pending
+	coolFrom   time.Time // when the pending cooldown began; zero: none
+	upAt       time.Time // when it ends
 }
 
 // loop is one run of the check loop goroutine.
@@ -96,7 +97,6 @@ func (m *Monitor) Stop() {
 	if !m.stopped {
 		m.stopped = true
 		m.stopLoop()
-		m.stopCooldown()
 	}
 	p := m.probe
 	m.mu.Unlock()
@@ -120,26 +120,26 @@ func (m *Monitor) Update(active *Active, passive Passive) {
 	passive = passive.withDefaults()
 
 	m.mu.Lock()
-	old, oldCooldown := m.probe, m.passive.Cooldown
+	old := m.probe
 	m.probe = next
 	m.setPassive(passive)
 	var stale *loop
 	if m.started && !m.stopped {
 		switch {
-		case old != nil && next == nil:
-			stale = m.stopLoop()
-			m.oks, m.fails = 0, 0
+		case next == nil:
+			if old != nil {
+				stale = m.stopLoop()
+				m.oks, m.fails = 0, 0
+			}
 			m.recoverWithoutActive()
-		case old == nil && next != nil:
+		case old == nil:
 			// The active check decides from now on.
 			m.stopCooldown()
 			m.oks, m.fails = 0, 0
 			m.startLoop()
-		case next != nil && old.cfg.Interval != next.cfg.Interval:
+		case old.cfg.Interval != next.cfg.Interval:
 			stale = m.stopLoop()
 			m.startLoop()
-		case next == nil && !m.upAt.IsZero() && passive.Cooldown != oldCooldown:
-			m.armCooldown(m.upAt.Add(passive.Cooldown - oldCooldown))
 		}
 	}
 	m.mu.Unlock()
@@ -199,13 +199,14 @@ func (m *Monitor) tripPassive() {
 	m.epoch++
 	m.oks = 0
 	if m.probe == nil {
-		m.armCooldown(time.Now().Add(m.passive.Cooldown))
+		m.armCooldown(time.Now())
 	}
 }
 
 // recoverWithoutActive brings back a down server that has no active
-// check: after Cooldown, or at once when passive checks are off. m.mu is
-// held.
+// check: when Cooldown has passed since it went down (or since now, if
+// no cooldown is pending), or at once when passive checks are off. m.mu
+// is held and the monitor is not stopped.
 func (m *Monitor) recoverWithoutActive() {
 	if m.st.Healthy() {
 		return
@@ -214,7 +215,13 @@ func (m *Monitor) recoverWithoutActive() {
 		m.up("no active or passive health check")
 		return
 	}
-	m.armCooldown(time.Now().Add(m.passive.Cooldown))
+	from := m.coolFrom
+	if from.IsZero() {
+		from = time.Now()
+	}
+	if !m.upAt.Equal(from.Add(m.passive.Cooldown)) {
+		m.armCooldown(from)
+	}
 }
 
 // up and down set the health and log a change; they report whether the
@@ -238,11 +245,12 @@ func (m *Monitor) down(reason string) bool {
 	return true
 }
 
-// armCooldown brings the server up at the time at, unless an active check
-// is added first. m.mu is held and the monitor is not stopped.
-func (m *Monitor) armCooldown(at time.Time) {
-	m.upAt = at
-	d := time.Until(at)
+// armCooldown brings the server up when Cooldown has passed since from,
+// unless an active check is added first. m.mu is held and the monitor is
+// not stopped.
+func (m *Monitor) armCooldown(from time.Time) {
+	m.coolFrom, m.upAt = from, from.Add(m.passive.Cooldown)
+	d := time.Until(m.upAt)
 	if m.cooldown == nil {
 		m.wg.Add(1)
 		m.cooldown = time.AfterFunc(d, m.cooledDown)
@@ -256,7 +264,7 @@ func (m *Monitor) armCooldown(at time.Time) {
 
 // stopCooldown cancels a pending cooldown. m.mu is held.
 func (m *Monitor) stopCooldown() {
-	m.upAt = time.Time{}
+	m.coolFrom, m.upAt = time.Time{}, time.Time{}
 	if m.cooldown != nil && m.cooldown.Stop() {
 		m.wg.Done()
 	}
@@ -269,7 +277,7 @@ func (m *Monitor) cooledDown() {
 	if m.stopped || m.probe != nil || m.upAt.IsZero() || time.Now().Before(m.upAt) {
 		return // cancelled, or re-armed for later
 	}
-	m.upAt = time.Time{}
+	m.coolFrom, m.upAt = time.Time{}, time.Time{}
 	m.up(fmt.Sprintf("cooldown of %v elapsed", m.passive.Cooldown))
 }
 

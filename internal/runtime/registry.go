@@ -53,7 +53,7 @@ func (r *registry) lookup(key serverKey, active *health.Active, passive health.P
 		}
 	}
 	st := balance.NewState(key.address)
-	return &liveServer{state: st, monitor: health.NewMonitor(key.backend+"/"+key.address, st, active, passive, log)}
+	return &liveServer{state: st, monitor: health.NewMonitor(key.address, st, active, passive, log)}
 }
 
 // commit makes plans the live set: new servers start their checks,
