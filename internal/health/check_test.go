@@ -3,6 +3,8 @@ package health
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -56,6 +58,9 @@ func TestHTTPCheckFallAndRise(t *testing.T) {
 		if r.host != cs.addr || r.path != "/healthz" || r.userAgent != userAgent {
 			t.Fatalf("check request Host %q path %q User-Agent %q; want %q /healthz %q", r.host, r.path, r.userAgent, cs.addr, userAgent)
 		}
+		if !r.close {
+			t.Fatal("check request without Connection: close: checks must not keep connections alive")
+		}
 	}
 }
 
@@ -84,7 +89,7 @@ func TestHTTPCheckStatusRange(t *testing.T) {
 			a.StatusMin, a.StatusMax = tc.min, tc.max
 			// Start from the state the status must change.
 			cs.st.SetHealthy(!tc.ok)
-			monitorOf(t, cs.st, a, Passive{}, nil)
+			monitorOf(t, cs.st, a, Passive{}, quiet)
 			waitFor(t, scaled(2*time.Second), "three checks", func() bool { return cs.count(tc.status) >= 3 })
 			if got := cs.st.Healthy(); got != tc.ok {
 				t.Fatalf("status %d with range %d..%d: healthy %v, want %v", tc.status, tc.min, tc.max, got, tc.ok)
@@ -104,7 +109,7 @@ func TestHTTPCheckHost(t *testing.T) {
 	cs := newCheckServer(t, http.StatusOK)
 	a := fastCheck(1, 1)
 	a.Host = "svc.example:8080"
-	monitorOf(t, cs.st, a, Passive{}, nil)
+	monitorOf(t, cs.st, a, Passive{}, quiet)
 	cs.waitArrival(t)
 	if r := cs.requests()[0]; r.host != "svc.example:8080" {
 		t.Fatalf("Host %q, want svc.example:8080", r.host)
@@ -123,7 +128,10 @@ func TestHTTPSCheck(t *testing.T) {
 	}))
 	srv.Listener.Close()
 	srv.Listener = l
-	srv.EnableHTTP2 = true // the check must still speak HTTP/1.1 and pass
+	// Quiet about the plain check's requests.
+	srv.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
+	// The server prefers h2: the check must still speak HTTP/1.1 and pass.
+	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	roots := srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
@@ -133,7 +141,7 @@ func TestHTTPSCheck(t *testing.T) {
 	tlsState.SetHealthy(false)
 	a := fastCheck(1, 1)
 	a.TLS = &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}}
-	monitorOf(t, tlsState, a, Passive{}, nil)
+	monitorOf(t, tlsState, a, Passive{}, quiet)
 
 	plainState := balance.NewState(addr)
 	log, logs := newLog()
@@ -258,7 +266,7 @@ func TestStopAbandonsCheck(t *testing.T) {
 	addr, accepted, held := hangServer(t)
 	st := balance.NewState(addr)
 	a := &Active{Path: "/", Interval: time.Second, Timeout: 900 * time.Millisecond, Fall: 1}
-	m := NewMonitor("b/"+addr, st, a, Passive{}, nil)
+	m := NewMonitor("b/"+addr, st, a, Passive{}, quiet)
 	m.Start()
 	select {
 	case <-accepted:

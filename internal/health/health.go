@@ -29,7 +29,10 @@
 //     current health or the consecutive counts. If the active check is
 //     removed while the server is down, it comes back after Cooldown (at
 //     once when passive checks are off too), since nothing else would
-//     bring it back.
+//     bring it back. A new Monitor for a State that is down (rather than
+//     Update) likewise needs Rise good checks, or the Cooldown.
+//   - Stop abandons a check in flight (it does not count), cancels a
+//     pending cooldown and leaves the health as it is.
 package health
 
 import (
@@ -75,7 +78,8 @@ type Active struct {
 	// consecutive failed ones take it down. Default 2 and 3.
 	Rise, Fall int
 	// TLS, when not nil, makes HTTP checks HTTPS with this configuration
-	// (a backend with tls). TCP checks only connect.
+	// (a backend with tls); checks offer only HTTP/1.1 in ALPN. TCP checks
+	// only connect.
 	TLS *tls.Config
 }
 

@@ -65,9 +65,14 @@ func (s *logSink) lines(msg string) []string {
 }
 
 // expectLogged fails unless exactly n lines with msg were logged, each
-// containing want.
+// containing want. It waits a little for the n-th line: a change of health
+// is visible before its log line is written.
 func (s *logSink) expectLogged(t *testing.T, msg string, n int, want string) {
 	t.Helper()
+	deadline := time.Now().Add(scaled(time.Second))
+	for len(s.lines(msg)) < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	got := s.lines(msg)
 	if len(got) != n {
 		t.Fatalf("%d %q lines logged, want %d:\n%s", len(got), msg, n, strings.Join(got, "\n"))
@@ -106,7 +111,10 @@ type checkServer struct {
 }
 
 // request is what a check request carried.
-type request struct{ host, path, userAgent string }
+type request struct {
+	host, path, userAgent string
+	close                 bool // Connection: close
+}
 
 func newCheckServer(t *testing.T, status int) *checkServer {
 	t.Helper()
@@ -129,7 +137,7 @@ func (cs *checkServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status := int(cs.status.Load())
 	cs.mu.Lock()
 	cs.seen = append(cs.seen, arrival{status, cs.st.Healthy()})
-	cs.reqs = append(cs.reqs, request{r.Host, r.URL.Path, r.UserAgent()})
+	cs.reqs = append(cs.reqs, request{r.Host, r.URL.Path, r.UserAgent(), r.Close})
 	cs.mu.Unlock()
 	select {
 	case cs.arrived <- struct{}{}:
@@ -227,3 +235,6 @@ func run(flags []bool, v bool) (n int, ended bool) {
 	}
 	return n, i < len(flags)
 }
+
+// quiet is the logger of tests that do not look at the log.
+var quiet = slog.New(slog.DiscardHandler)

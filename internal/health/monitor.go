@@ -97,6 +97,7 @@ func (m *Monitor) Stop() {
 	if !m.stopped {
 		m.stopped = true
 		m.stopLoop()
+		m.stopCooldown()
 	}
 	p := m.probe
 	m.mu.Unlock()
@@ -107,11 +108,13 @@ func (m *Monitor) Stop() {
 }
 
 // Update takes new settings, on reload, without changing the server's
-// health or its consecutive counts. The check loop restarts when the
+// health or its consecutive counts (the active counts restart when the
+// active check is added or removed). The check loop restarts when the
 // interval changed (a check in flight then does not count), starts when an
 // active check was added and stops when it was removed; other changes take
-// effect from the next check. A down server whose active check is removed
-// comes back after Cooldown, at once if passive checks are off too.
+// effect from the next check. Without an active check, a down server comes
+// back when the new Cooldown has passed since it went down (or since the
+// active check was removed), at once if passive checks are off too.
 func (m *Monitor) Update(active *Active, passive Passive) {
 	var next *prober
 	if cfg := active.withDefaults(); cfg != nil {

@@ -91,7 +91,7 @@ func TestPassiveWithActiveCheck(t *testing.T) {
 func TestPassiveOff(t *testing.T) {
 	t.Parallel()
 	st := balance.NewState("127.0.0.1:1")
-	m := monitorOf(t, st, nil, Passive{}, nil)
+	m := monitorOf(t, st, nil, Passive{}, quiet)
 	for range 100 {
 		m.Observe(false)
 	}
@@ -103,8 +103,8 @@ func TestPassiveOff(t *testing.T) {
 func TestResponseOK(t *testing.T) {
 	t.Parallel()
 	st := balance.NewState("127.0.0.1:1")
-	plain := NewMonitor("b/x", st, nil, Passive{Failures: 3}, nil)
-	strict := NewMonitor("b/x", st, nil, Passive{Failures: 3, Count5xx: true}, nil)
+	plain := NewMonitor("b/x", st, nil, Passive{Failures: 3}, quiet)
+	strict := NewMonitor("b/x", st, nil, Passive{Failures: 3, Count5xx: true}, quiet)
 	for _, tc := range []struct {
 		status        int
 		plain, strict bool
@@ -120,7 +120,7 @@ func TestResponseOK(t *testing.T) {
 
 // Observe is on the request path: it must not allocate.
 func TestObserveDoesNotAllocate(t *testing.T) {
-	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 1 << 30}, nil)
+	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 1 << 30}, quiet)
 	if n := testing.AllocsPerRun(1000, func() { m.Observe(true) }); n != 0 {
 		t.Errorf("Observe(true) allocates %v times", n)
 	}
@@ -130,7 +130,7 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkObserve(b *testing.B) {
-	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 3}, nil)
+	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 3}, quiet)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			m.Observe(true)
@@ -156,17 +156,17 @@ func monitorGoroutines() []string {
 // idempotent. Not parallel: it looks at every goroutine.
 func TestStopLeavesNoGoroutine(t *testing.T) {
 	cs := newCheckServer(t, http.StatusOK)
-	active := NewMonitor("b/active", cs.st, fastCheck(2, 2), Passive{Failures: 1}, nil)
+	active := NewMonitor("b/active", cs.st, fastCheck(2, 2), Passive{Failures: 1}, quiet)
 	active.Start()
 	cs.waitArrival(t)
 	cs.waitArrival(t)
 	active.Observe(false) // down, waiting for good checks
 
-	cooling := NewMonitor("b/cooling", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 1, Cooldown: time.Hour}, nil)
+	cooling := NewMonitor("b/cooling", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 1, Cooldown: time.Hour}, quiet)
 	cooling.Start()
 	cooling.Observe(false) // down, a cooldown timer armed
 
-	idle := NewMonitor("b/idle", balance.NewState("127.0.0.1:1"), fastCheck(2, 2), Passive{}, nil)
+	idle := NewMonitor("b/idle", balance.NewState("127.0.0.1:1"), fastCheck(2, 2), Passive{}, quiet)
 
 	if len(monitorGoroutines()) == 0 {
 		t.Fatal("no monitor goroutine found while one runs: the check below would prove nothing")
@@ -176,7 +176,13 @@ func TestStopLeavesNoGoroutine(t *testing.T) {
 		wg.Go(m.Stop)
 		wg.Go(m.Stop)
 	}
-	wg.Wait()
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(scaled(2 * time.Second)):
+		t.Fatal("Stop did not return")
+	}
 	waitFor(t, scaled(time.Second), "monitor goroutines to end", func() bool { return len(monitorGoroutines()) == 0 })
 
 	active.Stop()
@@ -288,7 +294,7 @@ func TestNewMonitorKeepsHealth(t *testing.T) {
 	t.Parallel()
 	cs := newCheckServer(t, http.StatusOK)
 	cs.st.SetHealthy(false)
-	monitorOf(t, cs.st, fastCheck(2, 2), Passive{}, nil)
+	monitorOf(t, cs.st, fastCheck(2, 2), Passive{}, quiet)
 	waitFor(t, scaled(2*time.Second), "server up", cs.st.Healthy)
 	if n, _ := run(cs.healthSeen(200), false); n != 2 {
 		t.Fatalf("server came up after %d good checks, want 2", n)

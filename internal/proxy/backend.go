@@ -129,6 +129,7 @@ func scheme(r *http.Request) string {
 
 // ServeHTTP proxies r to a server of the backend.
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	probeBody(r)
 	b.proxy.ServeHTTP(w, r)
 }
 

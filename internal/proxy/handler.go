@@ -16,6 +16,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.AltSvc != "" && r.ProtoMajor < 3 {
 		w.Header().Set("Alt-Svc", h.AltSvc)
 	}
+	if r.Method == http.MethodConnect {
+		// A reverse proxy does not tunnel. Plain CONNECT (RFC 9110
+		// §9.3.6) is for forward proxies; extended CONNECT (RFC 8441,
+		// RFC 9220: WebSocket over HTTP/2 and HTTP/3) would have to be
+		// turned into an HTTP/1.1 Upgrade toward the server. Forwarded
+		// as it is, either would reach the server as a malformed
+		// "CONNECT /path HTTP/1.1".
+		Error(w, http.StatusNotImplemented)
+		return
+	}
 	b := h.Router.Match(r.Host, r.URL.Path)
 	if b == nil {
 		Error(w, http.StatusNotFound)

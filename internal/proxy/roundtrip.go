@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,6 +52,16 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			body.finish()
 			return nil, &roundTripError{err: err, server: lastServer, attempts: attempt - 1}
 		}
+		if attempt > 1 {
+			// Only now is there another server to retry on: spend the
+			// budget and say so.
+			if !b.budget.allow() {
+				b.release(m)
+				body.finish()
+				return nil, &roundTripError{err: fmt.Errorf("%w (no retry: the backend's retry budget is spent)", lastErr), server: lastServer, attempts: attempt - 1}
+			}
+			b.log.Info("retrying on another server", "failed", lastServer, "server", m.State.Address, "attempt", attempt, "method", req.Method, "path", req.URL.Path, "error", lastErr)
+		}
 		resp, err := b.send(req, m, body)
 		if err == nil {
 			body.finish()
@@ -62,7 +73,6 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			body.finish()
 			return nil, &roundTripError{err: err, server: lastServer, attempts: attempt}
 		}
-		b.log.Info("retrying on another server", "server", lastServer, "attempt", attempt, "method", req.Method, "path", req.URL.Path, "error", err)
 	}
 }
 
@@ -148,8 +158,8 @@ func (b *Backend) release(m *balance.Member) {
 // retriable reports whether a failed attempt may go to another server: the
 // request never reached the server (whatever its method, if its body was
 // not read), or it is idempotent, has no body and failed before any
-// response byte without timing out. Retries are bounded by Retries and by
-// the retry budget.
+// response byte without timing out. Retries are bounded by Retries here
+// and by the retry budget once another server is found.
 func (b *Backend) retriable(req *http.Request, err error, body *replayBody, attempt int) bool {
 	if attempt > b.opt.Retries || req.Context().Err() != nil {
 		return false
@@ -165,7 +175,7 @@ func (b *Backend) retriable(req *http.Request, err error, body *replayBody, atte
 	default:
 		return false
 	}
-	return b.budget.allow()
+	return true
 }
 
 // idempotent reports whether repeating req is safe (RFC 9110 §9.2.2).
