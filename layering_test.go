@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"health":     {"balance"},
 	"proxy":      {"balance"},
 	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health"},
+	"testutil":   {},
 }
 
 func TestLayering(t *testing.T) {

@@ -6,13 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 
 	"github.com/portcullis/portcullis/internal/balance"
 )
@@ -20,12 +20,7 @@ import (
 // scaled multiplies d by PORTCULLIS_TEST_TIMEOUT_SCALE (default 1), for
 // slow machines. It scales check intervals and the time tests wait; no
 // test waits for a timeout to pass.
-func scaled(d time.Duration) time.Duration {
-	if s, err := strconv.ParseFloat(os.Getenv("PORTCULLIS_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
-		return time.Duration(float64(d) * s)
-	}
-	return d
-}
+var scaled = testutil.Scaled
 
 // waitFor polls cond until it holds or within has passed.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {

@@ -5,23 +5,19 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
 
 // scaled multiplies d by PORTCULLIS_TEST_TIMEOUT_SCALE (default 1), for
 // slow machines. Deadlines only turn a hang into a failure.
-func scaled(d time.Duration) time.Duration {
-	if s, err := strconv.ParseFloat(os.Getenv("PORTCULLIS_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
-		return time.Duration(float64(d) * s)
-	}
-	return d
-}
+var scaled = testutil.Scaled
 
 // listenerOf turns a bound TCP socket file into a listener, closed at the
 // end of the test.

@@ -2,30 +2,24 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // scaled multiplies d by PORTCULLIS_TEST_TIMEOUT_SCALE (default 1), for
 // slow machines. Timeouts only turn a hang into a failure; no test waits
 // for them to pass.
-func scaled(d time.Duration) time.Duration {
-	if s, err := strconv.ParseFloat(os.Getenv("PORTCULLIS_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
-		return time.Duration(float64(d) * s)
-	}
-	return d
-}
+var scaled = testutil.Scaled
 
 // serve starts h on 127.0.0.1:0 and returns its base URL.
 func serve(t *testing.T, h http.Handler) string {
@@ -69,22 +63,7 @@ func readBody(t *testing.T, resp *http.Response) string {
 }
 
 // logBuffer collects a backend's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = testutil.Buffer
 
 // upstream is a real HTTP server standing in for a backend server. It
 // records the last request it received.

@@ -5,20 +5,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // scaled multiplies d by PORTCULLIS_TEST_TIMEOUT_SCALE (default 1), for
 // slow machines. Deadlines only turn a hang into a failure.
-func scaled(d time.Duration) time.Duration {
-	if s, err := strconv.ParseFloat(os.Getenv("PORTCULLIS_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
-		return time.Duration(float64(d) * s)
-	}
-	return d
-}
+var scaled = testutil.Scaled
 
 // listen opens the service manager's end: a unixgram socket at name
 // ("/path", or "@name" for the abstract namespace).

@@ -1,28 +1,23 @@
 package integration
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // scaled multiplies d by PORTCULLIS_TEST_TIMEOUT_SCALE (default 1).
-func scaled(d time.Duration) time.Duration {
-	if s, err := strconv.ParseFloat(os.Getenv("PORTCULLIS_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
-		return time.Duration(float64(d) * s)
-	}
-	return d
-}
+var scaled = testutil.Scaled
 
 // sharedDir makes a directory that the unprivileged portcullis can
 // traverse (mode 0755) and removes it when the test ends.
@@ -51,22 +46,7 @@ func writeFile(t *testing.T, path, content string, perm os.FileMode) {
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.Buffer
 
 // notifySocket is a stand-in for systemd's $NOTIFY_SOCKET: a unixgram
 // socket that anybody may send to.

@@ -206,6 +206,8 @@ func TestProtoWebSocketExtendedConnect(t *testing.T) {
 
 		var buf bytes.Buffer
 		enc := hpack.NewEncoder(&buf)
+		// request sends HEADERS; a GET ends its stream, a CONNECT keeps
+		// it open for the tunnel's data.
 		request := func(stream uint32, fields ...string) {
 			buf.Reset()
 			for i := 0; i < len(fields); i += 2 {

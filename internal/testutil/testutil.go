@@ -1,0 +1,42 @@
+// Package testutil holds what the tests of several packages share: time
+// bounds that scale on slow machines and a log buffer safe for concurrent
+// writers. Production code never imports it.
+package testutil
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Scaled multiplies d by $PORTCULLIS_TEST_TIMEOUT_SCALE (a positive float,
+// default 1). Bounds in tests only turn a hang into a failure; no test waits
+// for one to pass.
+func Scaled(d time.Duration) time.Duration {
+	if s, err := strconv.ParseFloat(os.Getenv("PORTCULLIS_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
+		return time.Duration(float64(d) * s)
+	}
+	return d
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers (a slog handler, a
+// process's stderr) and readers.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
