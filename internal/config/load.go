@@ -185,4 +185,11 @@ func (c *Config) setDefaults() {
 	for _, b := range c.Backends {
 		b.setDefaults()
 	}
+	for _, fe := range c.Frontends {
+		for _, b := range fe.Bind {
+			if b != nil && b.QUIC != nil {
+				b.QUIC.setDefaults()
+			}
+		}
+	}
 }

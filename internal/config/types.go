@@ -65,6 +65,37 @@ type Bind struct {
 	// HTTP3 also binds UDP on the same address at startup and serves HTTP/3
 	// there. Requires TLS. Default false.
 	HTTP3 bool `yaml:"http3"`
+	// QUIC tunes HTTP/3 on this bind. Only with http3.
+	QUIC *QUIC `yaml:"quic"`
+
+	At Positions `yaml:"-"`
+}
+
+// QUIC tunes the HTTP/3 sockets of a bind (docs/quic.md).
+type QUIC struct {
+	// Shards is how many UDP sockets (SO_REUSEPORT, one quic.Transport
+	// each) serve the address, steered by connection ID. 0 (default): the
+	// number of CPUs, at most 8. More than one needs the steering program,
+	// which needs CAP_BPF or CAP_SYS_ADMIN at startup; without it portcullis
+	// runs one shard and says why.
+	Shards int `yaml:"shards"`
+	// ServerID is this instance's server ID in connection IDs, as hex (1 to
+	// 15 bytes), for QUIC-LB-aware load balancers in front. Empty (default):
+	// connection IDs say "unroutable" to such balancers.
+	ServerID string `yaml:"server_id"`
+	// StatelessResetKeyFile holds 32 bytes (raw or 64 hex digits) shared by
+	// instances and restarts. Empty (default): a random key per start.
+	StatelessResetKeyFile string `yaml:"stateless_reset_key_file"`
+	// TokenKeyFile holds 32 bytes (raw or hex) for Retry and resumption
+	// tokens. Empty (default): a random key per start.
+	TokenKeyFile string `yaml:"token_key_file"`
+	// Retry is address validation: auto (default: only under a handshake
+	// flood), always or never.
+	Retry string `yaml:"retry"`
+	// RcvBuf and SndBuf are the sockets' buffer sizes in bytes, set before
+	// privileges are dropped. Default 7340032 (7 MiB).
+	RcvBuf int `yaml:"rcvbuf"`
+	SndBuf int `yaml:"sndbuf"`
 
 	At Positions `yaml:"-"`
 }

@@ -54,6 +54,9 @@ func (c *Config) validate() error {
 			if b.HTTP3 && b.TLS == nil {
 				add(b.At.Key("http3"), "%s: http3 needs tls on the same bind (HTTP/3 is always encrypted)", where)
 			}
+			if b.QUIC != nil {
+				b.QUIC.validate(b.HTTP3, b.At.Key("quic"), where, add)
+			}
 			if b.FDNameUDP != "" && !b.HTTP3 {
 				add(b.At.Key("fd_name_udp"), "%s: fd_name_udp names the HTTP/3 (UDP) socket, but this bind has no http3: true; add it or remove fd_name_udp", where)
 			}

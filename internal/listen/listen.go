@@ -6,11 +6,16 @@
 package listen
 
 import (
+	"context"
+	"syscall"
+
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec is one socket the configuration needs.
@@ -27,9 +32,16 @@ type Spec struct {
 	// Purpose says what the socket serves ("HTTP", "HTTPS", "HTTP/3"), for
 	// messages.
 	Purpose string
+	// Shard is this socket's index among Shards sockets bound to the same
+	// UDP address with SO_REUSEPORT (QUIC shards). Shards ≤ 1: a single
+	// socket.
+	Shard, Shards int
 }
 
 func (s Spec) String() string {
+	if s.Shards > 1 {
+		return fmt.Sprintf("frontend %q: %s %s (%s, shard %d of %d)", s.Frontend, s.Network, s.Address, s.Purpose, s.Shard, s.Shards)
+	}
 	return fmt.Sprintf("frontend %q: %s %s (%s)", s.Frontend, s.Network, s.Address, s.Purpose)
 }
 
@@ -96,7 +108,12 @@ func Acquire(specs []Spec, passed []*Passed, bind bool) ([]*Socket, error) {
 			errs = append(errs, &BindError{Spec: spec, Err: errors.New("no socket was passed for it and this process may not bind")})
 			continue
 		}
-		f, err := Bind(spec.Network, spec.Address)
+		var f *os.File
+		if spec.Network == "udp" {
+			f, err = bindUDP(spec.Address, spec.Shards > 1)
+		} else {
+			f, err = Bind(spec.Network, spec.Address)
+		}
 		if err != nil {
 			errs = append(errs, &BindError{Spec: spec, Err: err})
 			continue
@@ -153,14 +170,32 @@ func Bind(network, address string) (*os.File, error) {
 		defer l.Close()
 		return l.(*net.TCPListener).File()
 	case "udp":
-		c, err := net.ListenPacket("udp", address)
-		if err != nil {
-			return nil, unwrapOp(err)
-		}
-		defer c.Close()
-		return c.(*net.UDPConn).File()
+		return bindUDP(address, false)
 	}
 	return nil, fmt.Errorf("unknown network %q", network)
+}
+
+// bindUDP binds a UDP socket, with SO_REUSEPORT when it is one of
+// several shards of one address.
+func bindUDP(address string, reusePort bool) (*os.File, error) {
+	lc := net.ListenConfig{}
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	c, err := lc.ListenPacket(context.Background(), "udp", address)
+	if err != nil {
+		return nil, unwrapOp(err)
+	}
+	defer c.Close()
+	return c.(*net.UDPConn).File()
 }
 
 // unwrapOp strips net.OpError's "listen tcp ADDR:" prefix, which the
