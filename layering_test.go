@@ -21,7 +21,8 @@ var allowed = map[string][]string{
 	"balance":    {},
 	"health":     {"balance"},
 	"proxy":      {"balance"},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health"},
+	"quic":       {},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic"},
 	"testutil":   {},
 }
 

@@ -33,8 +33,8 @@ func (q *QUIC) validate(http3 bool, key Pos, where string, add func(Pos, string,
 	}
 	if q.ServerID != "" {
 		id, err := hex.DecodeString(strings.TrimPrefix(q.ServerID, "0x"))
-		if err != nil || len(id) < 1 || len(id) > 15 {
-			add(q.At.Value("server_id"), "%s: quic server_id %q: want 1 to 15 bytes as hex, e.g. 0a1b", where, q.ServerID)
+		if err != nil || len(id) < 1 || len(id) > 10 {
+			add(q.At.Value("server_id"), "%s: quic server_id %q: want 1 to 10 bytes as hex, e.g. 0a1b", where, q.ServerID)
 		}
 	}
 	if !contains([]string{"auto", "always", "never"}, q.Retry) {

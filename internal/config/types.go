@@ -80,7 +80,7 @@ type QUIC struct {
 	// runs one shard and says why.
 	Shards int `yaml:"shards"`
 	// ServerID is this instance's server ID in connection IDs, as hex (1 to
-	// 15 bytes), for QUIC-LB-aware load balancers in front. Empty (default):
+	// 10 bytes), for QUIC-LB-aware load balancers in front. Empty (default):
 	// connection IDs say "unroutable" to such balancers.
 	ServerID string `yaml:"server_id"`
 	// StatelessResetKeyFile holds 32 bytes (raw or 64 hex digits) shared by

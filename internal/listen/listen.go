@@ -142,7 +142,7 @@ func match(spec Spec, passed []*Passed, used []bool) (int, error) {
 	if spec.FDName != "" {
 		for i, p := range passed {
 			if !used[i] && p.Name == spec.FDName && p.Network == spec.Network {
-				if !p.matchesAddress(spec.Address) {
+				if !p.MatchesAddress(spec.Address) {
 					return -1, fmt.Errorf("the passed socket named %q is %s %s, not %s", p.Name, p.Network, p.Addr, spec.Address)
 				}
 				return i, nil
@@ -151,7 +151,7 @@ func match(spec Spec, passed []*Passed, used []bool) (int, error) {
 		return -1, fmt.Errorf("no unused %s socket named %q was passed (LISTEN_FDNAMES); check FileDescriptorName= in the socket unit", spec.Network, spec.FDName)
 	}
 	for i, p := range passed {
-		if !used[i] && p.Network == spec.Network && p.matchesAddress(spec.Address) {
+		if !used[i] && p.Network == spec.Network && p.MatchesAddress(spec.Address) {
 			return i, nil
 		}
 	}

@@ -19,10 +19,10 @@ type Passed struct {
 	Source  string // "systemd" or "inherited"
 }
 
-// matchesAddress reports whether the socket is bound to the canonical bind
+// MatchesAddress reports whether the socket is bound to the canonical bind
 // address: the same IP (IPv4-mapped IPv6 counts as IPv4) and port, or any
 // wildcard address for ":port".
-func (p *Passed) matchesAddress(address string) bool {
+func (p *Passed) MatchesAddress(address string) bool {
 	if port, ok := strings.CutPrefix(address, ":"); ok {
 		return p.Addr.Addr().Unmap().IsUnspecified() && strconv.Itoa(int(p.Addr.Port())) == port
 	}

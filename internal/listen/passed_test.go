@@ -229,7 +229,7 @@ func TestMatchesAddress(t *testing.T) {
 	}
 	for _, tt := range tests {
 		p := &Passed{Addr: netip.MustParseAddrPort(tt.passed)}
-		if got := p.matchesAddress(tt.spec); got != tt.want {
+		if got := p.MatchesAddress(tt.spec); got != tt.want {
 			t.Errorf("socket on %s matches bind %s = %v, want %v", tt.passed, tt.spec, got, tt.want)
 		}
 	}

@@ -26,8 +26,42 @@ import (
 type Steering struct {
 	prog    *ebpf.Program
 	sockets *ebpf.Map
-	shards  int
+	// Counters counts the packets steered to each shard; it outlives Close.
+	Counters *Counters
+	shards   int
 }
+
+// Counters is the steering program's per-shard packet counts. Reading it
+// needs no privilege, so it works after the drop through the handed-over
+// file descriptor.
+type Counters struct {
+	m *ebpf.Map
+}
+
+// OpenCounters takes the counter map at fd (handed over by the process
+// that loaded the program).
+func OpenCounters(fd int) (*Counters, error) {
+	m, err := ebpf.NewMapFromFD(fd)
+	if err != nil {
+		return nil, fmt.Errorf("steering counters (fd %d): %w", fd, err)
+	}
+	return &Counters{m: m}, nil
+}
+
+// FD is the map's file descriptor, to hand over.
+func (c *Counters) FD() int { return c.m.FD() }
+
+// Read returns the packets steered to each of n shards so far.
+func (c *Counters) Read(n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		c.m.Lookup(uint32(i), &out[i])
+	}
+	return out
+}
+
+// Close releases the map.
+func (c *Counters) Close() error { return c.m.Close() }
 
 // udpHeaderLen is where the QUIC packet starts in the reuseport context's
 // data, which begins at the UDP header.
@@ -50,47 +84,77 @@ func LoadSteering(shards, shardOffset int) (*Steering, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create the reuseport socket map: %w", err)
 	}
+	counters, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "pc_counts",
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  8,
+		MaxEntries: uint32(shards),
+	})
+	if err != nil {
+		sockets.Close()
+		return nil, fmt.Errorf("create the steering counter map: %w", err)
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "pc_steer",
 		Type:         ebpf.SkReuseport,
 		AttachType:   ebpf.AttachSkReuseportSelect,
 		License:      "Apache-2.0",
-		Instructions: program(sockets.FD(), shards, shardOffset),
+		Instructions: program(sockets.FD(), counters.FD(), shards, shardOffset),
 	})
 	if err != nil {
 		sockets.Close()
+		counters.Close()
 		return nil, fmt.Errorf("load the reuseport program: %w", err)
 	}
-	return &Steering{prog: prog, sockets: sockets, shards: shards}, nil
+	return &Steering{prog: prog, sockets: sockets, Counters: &Counters{m: counters}, shards: shards}, nil
 }
 
-// program is the steering program. Registers: R6 the context, R2/R3 the
-// packet's data and end, R7 the shard byte.
-func program(mapFD, shards, off int) asm.Instructions {
+// program is the steering program. Registers: R6 the context, R7 the
+// shard byte, then the shard. Bytes are read with bpf_skb_load_bytes rather
+// than through data/data_end: a datagram that arrived in pieces (GRO, or
+// GSO over loopback) has little or nothing of its payload in the linear
+// part that direct access sees, and a bounds check failing there would
+// hand the packet to the kernel's hash, that is to a random shard.
+func program(mapFD, countFD, shards, off int) asm.Instructions {
 	short := int32(udpHeaderLen + 1 + off) // DCID byte in a short header
 	long := int32(udpHeaderLen + 6 + off)  // DCID byte in a long header
-	return asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), // sk_reuseport_md.data
-		asm.LoadMem(asm.R3, asm.R1, 8, asm.DWord), // sk_reuseport_md.data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, short+1),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, udpHeaderLen, asm.Byte), // first byte
-		asm.JSet.Imm(asm.R5, 0x80, "long"),
-		asm.LoadMem(asm.R7, asm.R2, int16(short), asm.Byte),
-		asm.Ja.Label("select"),
-
-		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("long"),
-		asm.Add.Imm(asm.R4, long+1),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, udpHeaderLen+5, asm.Byte), // DCID length
-		asm.JLE.Imm(asm.R5, int32(off), "pass"),
-		asm.LoadMem(asm.R7, asm.R2, int16(long), asm.Byte),
-
+	// load reads the byte at offset into dst, or goes to pass.
+	load := func(dst asm.Register, offset int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Imm(asm.R2, offset),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, -8),
+			asm.Mov.Imm(asm.R4, 1),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, "pass"),
+			asm.LoadMem(dst, asm.RFP, -8, asm.Byte),
+		}
+	}
+	var insns asm.Instructions
+	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R1))
+	insns = append(insns, load(asm.R7, udpHeaderLen)...) // first byte
+	insns = append(insns, asm.JSet.Imm(asm.R7, 0x80, "long"))
+	insns = append(insns, load(asm.R7, short)...)
+	insns = append(insns, asm.Ja.Label("select"))
+	dcidLen := load(asm.R7, udpHeaderLen+5)
+	dcidLen[0] = dcidLen[0].WithSymbol("long")
+	insns = append(insns, dcidLen...)
+	insns = append(insns, asm.JLE.Imm(asm.R7, int32(off), "pass"))
+	insns = append(insns, load(asm.R7, long)...)
+	insns = append(insns,
 		asm.Mod.Imm(asm.R7, int32(shards)).WithSymbol("select"),
 		asm.StoreMem(asm.RFP, -4, asm.R7, asm.Word),
-		asm.Mov.Reg(asm.R1, asm.R6),
+		// counts[shard]++
+		asm.LoadMapPtr(asm.R1, countFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "steer"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("steer"),
 		asm.LoadMapPtr(asm.R2, mapFD),
 		asm.Mov.Reg(asm.R3, asm.RFP),
 		asm.Add.Imm(asm.R3, -4),
@@ -99,7 +163,8 @@ func program(mapFD, shards, off int) asm.Instructions {
 
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("pass"), // SK_PASS: selected, or the kernel's hash
 		asm.Return(),
-	}
+	)
+	return insns
 }
 
 // Attach puts the sockets (shard i at index i, all bound with SO_REUSEPORT
@@ -119,8 +184,9 @@ func (s *Steering) Attach(fds []int) error {
 	return nil
 }
 
-// Close releases this process's handles. An attached program stays in the
-// kernel with its sockets.
+// Close releases this process's handles on the program and the socket
+// map (not Counters). An attached program stays in the kernel with its
+// sockets.
 func (s *Steering) Close() error {
 	return errors.Join(s.prog.Close(), s.sockets.Close())
 }

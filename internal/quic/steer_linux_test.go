@@ -114,4 +114,9 @@ func TestSteeringByConnectionID(t *testing.T) {
 		}
 		client.Close()
 	}
+	for i, n := range st.Counters.Read(shards) {
+		if n != 8*2 {
+			t.Errorf("shard %d: the steering counter says %d packets, want 16", i, n)
+		}
+	}
 }

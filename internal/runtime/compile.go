@@ -32,6 +32,8 @@ type Graph struct {
 	servers []serverPlan
 	// binds maps a bind's address to it.
 	binds map[string]*Bind
+	// notes are said once when the graph goes live (random QUIC keys).
+	notes []string
 }
 
 // Frontend is a compiled frontend.
@@ -43,8 +45,11 @@ type Frontend struct {
 // Bind is a compiled bind: its sockets and what serves them.
 type Bind struct {
 	TCP listen.Spec
-	// UDP is the HTTP/3 socket; nil without http3.
+	// UDP is the template of the HTTP/3 sockets (one per shard); nil
+	// without http3.
 	UDP *listen.Spec
+	// QUIC is the HTTP/3 configuration; nil without http3.
+	QUIC *quicBind
 	// TLS is nil for plain HTTP/1.1 and h2c.
 	TLS     *tls.Config
 	Handler http.Handler
@@ -103,6 +108,10 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 					name = b.FDName
 				}
 				cb.UDP = &listen.Spec{Frontend: fe.Name, Network: "udp", Address: b.Address, FDName: name, Purpose: "HTTP/3 over QUIC"}
+				qb, notes, qerrs := compileQUIC(cfg, fe.Name, b, readFile)
+				errs = append(errs, qerrs...)
+				cb.QUIC = qb
+				g.notes = append(g.notes, notes...)
 				_, port, _ := net.SplitHostPort(b.Address)
 				cb.Handler = &proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port)}
 			}
@@ -123,9 +132,7 @@ func (g *Graph) Specs() []listen.Spec {
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
 			specs = append(specs, b.TCP)
-			if b.UDP != nil {
-				specs = append(specs, *b.UDP)
-			}
+			specs = append(specs, b.udpSpecs()...)
 		}
 	}
 	return specs

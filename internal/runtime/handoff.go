@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/listen"
+	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
 // handoffEnv names the file descriptor of the handoff a privileged process
@@ -26,6 +27,12 @@ type handoff struct {
 	Dropped bool
 	Files   map[string][]byte
 	Sockets []handoffSocket
+	// Shards is the number of QUIC shards of each HTTP/3 bind, by address,
+	// as decided while privileged (steering loaded, or one shard).
+	Shards map[string]int
+	// Counters are the file descriptors of the steering programs' packet
+	// counter maps, by address.
+	Counters map[string]int
 }
 
 type handoffSocket struct {
@@ -60,7 +67,14 @@ var _ config.ReadFileFunc = (*handoff)(nil).ReadFile
 // write stores h in an anonymous memory file and marks it and every socket
 // to survive exec. It returns the environment entry to pass and the file,
 // which the caller keeps referenced until the exec.
-func (h *handoff) write(sockets []*listen.Socket) (string, *os.File, error) {
+func (h *handoff) write(sockets []*listen.Socket, counters map[string]*pquic.Counters) (string, *os.File, error) {
+	h.Counters = map[string]int{}
+	for addr, c := range counters {
+		if _, err := unix.FcntlInt(uintptr(c.FD()), unix.F_SETFD, 0); err != nil {
+			return "", nil, fmt.Errorf("keep the steering counters of %s open across exec: %w", addr, err)
+		}
+		h.Counters[addr] = c.FD()
+	}
 	for _, s := range sockets {
 		fd := int(s.File.Fd())
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -86,6 +100,20 @@ func (h *handoff) write(sockets []*listen.Socket) (string, *os.File, error) {
 		return "", nil, fmt.Errorf("write handoff: %w", err)
 	}
 	return handoffEnv + "=" + strconv.Itoa(fd), f, nil
+}
+
+// counters opens the handed-over steering counter maps.
+func (h *handoff) counters() (map[string]*pquic.Counters, error) {
+	out := map[string]*pquic.Counters{}
+	for addr, fd := range h.Counters {
+		unix.CloseOnExec(fd)
+		c, err := pquic.OpenCounters(fd)
+		if err != nil {
+			return nil, fmt.Errorf("handoff: %w", err)
+		}
+		out[addr] = c
+	}
+	return out, nil
 }
 
 // takeHandoff reads the handoff named by the environment, if any, and

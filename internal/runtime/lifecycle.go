@@ -70,6 +70,7 @@ func (s *serving) reload(path string, reg *registry) error {
 		return err
 	}
 	old := s.graph.Load()
+	g.setShardCounts(old.shardCounts())
 	if err := sameSockets(old, g); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
+	pquic "github.com/portcullis/portcullis/internal/quic"
 	"github.com/portcullis/portcullis/internal/quickstart"
 	"github.com/portcullis/portcullis/internal/systemd"
 )
@@ -98,26 +99,35 @@ func Run(opt Options) error {
 		return err
 	}
 
+	// Still privileged: load the QUIC steering programs (which decides how
+	// many shards each HTTP/3 bind gets), bind, attach the programs and
+	// size the UDP buffers. None of it can be done after the drop.
+	var steer map[string]*pquic.Steering
 	if h == nil {
 		if passed, err = listen.Activated(); err != nil {
 			return &StartupError{Err: err, Thread: self()}
 		}
+		steer = steering(g, passed, log)
+	} else {
+		g.setShardCounts(h.Shards)
 	}
 	sockets, err := listen.Acquire(g.Specs(), passed, h == nil)
 	if err != nil {
 		return &StartupError{Err: err, Thread: self()}
 	}
-
-	// Still privileged: size the QUIC sockets' buffers now, which needs
-	// CAP_NET_ADMIN beyond the sysctl limits and cannot be done later. One
-	// warning is enough: every socket meets the same limit.
+	var counters map[string]*pquic.Counters
 	if h == nil {
-		sizeUDPBuffers(sockets, log)
+		if counters, err = attachSteering(steer, sockets); err != nil {
+			return err
+		}
+		sizeUDPBuffers(g, sockets, log)
+	} else if counters, err = h.counters(); err != nil {
+		return err
 	}
 
 	me := self()
 	if h == nil && mustDrop(g, me) {
-		return dropAndExec(g, sockets, rec, opt.Argv, me, log)
+		return dropAndExec(g, sockets, counters, rec, opt.Argv, me, log)
 	}
 	dropped := h != nil && h.Dropped
 	if err := privilege.Verify(me.IsRoot() && !dropped, dropped); err != nil {
@@ -127,14 +137,24 @@ func Run(opt Options) error {
 		log.Warn("running as root: set global.user (and global.group) so that portcullis drops to an unprivileged user after binding")
 	}
 
-	srv, err := serve(g, sockets, log)
+	srv, err := serve(g, sockets, counters, log)
 	if err != nil {
 		return err
 	}
 	reg.commit(g.servers)
 	defer reg.stop()
+	for _, n := range g.notes {
+		log.Info(n)
+	}
 	for _, s := range sockets {
-		log.Info("listening", "frontend", s.Frontend, "network", s.Network, "address", s.Address, "serves", s.Purpose, "socket", s.Source)
+		if s.Shards > 1 && s.Shard > 0 {
+			continue // said with shard 0
+		}
+		attrs := []any{"frontend", s.Frontend, "network", s.Network, "address", s.Address, "serves", s.Purpose, "socket", s.Source}
+		if s.Shards > 1 {
+			attrs = append(attrs, "shards", s.Shards, "steering", "by connection ID (reuseport eBPF)")
+		}
+		log.Info("listening", attrs...)
 	}
 	if instructions != "" {
 		fmt.Fprint(opt.Stdout, instructions)
@@ -147,12 +167,15 @@ func Run(opt Options) error {
 	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
 }
 
-func sizeUDPBuffers(sockets []*listen.Socket, log *slog.Logger) {
+// sizeUDPBuffers sets each QUIC socket's buffers to its bind's rcvbuf and
+// sndbuf. One warning is enough: every socket meets the same limit.
+func sizeUDPBuffers(g *Graph, sockets []*listen.Socket, log *slog.Logger) {
 	for _, s := range sockets {
-		if s.Network != "udp" {
+		b := g.binds[s.Address]
+		if s.Network != "udp" || b == nil || b.QUIC == nil {
 			continue
 		}
-		if err := listen.SizeBuffers(s.File, listen.UDPBufferSize); err != nil {
+		if err := listen.SizeBuffers(s.File, b.QUIC.rcvbuf, b.QUIC.sndbuf); err != nil {
 			log.Warn("QUIC socket buffers", "frontend", s.Frontend, "address", s.Address, "warning", err)
 			return
 		}
@@ -177,13 +200,13 @@ func self() privilege.Thread {
 
 // dropAndExec hands the sockets and the files read so far to a
 // re-executed, unprivileged image of this binary. It returns only on error.
-func dropAndExec(g *Graph, sockets []*listen.Socket, rec *recorder, argv []string, me privilege.Thread, log *slog.Logger) error {
+func dropAndExec(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counters, rec *recorder, argv []string, me privilege.Thread, log *slog.Logger) error {
 	target := privilege.Target{}
 	if g.User != nil && me.IsRoot() {
 		target = *g.User
 	}
-	h := &handoff{Dropped: true, Files: rec.files}
-	env, f, err := h.write(sockets)
+	h := &handoff{Dropped: true, Files: rec.files, Shards: g.shardCounts()}
+	env, f, err := h.write(sockets, counters)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/portcullis/portcullis/internal/listen"
+	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
 // Server timeouts toward clients.
@@ -29,13 +30,17 @@ const (
 // stay; what they serve is the current graph, swapped atomically by a
 // reload.
 type serving struct {
-	log   *slog.Logger
-	graph atomic.Pointer[Graph]
-	https []*http.Server
-	h3    []*http3.Server
-	quic  []*quic.Transport
-	wg    sync.WaitGroup
-	errs  chan error
+	log *slog.Logger
+	// ctx ends when the servers stop; background work (metrics) follows it.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	counters map[string]*pquic.Counters
+	graph    atomic.Pointer[Graph]
+	https    []*http.Server
+	h3       []*http3.Server
+	quic     []*quic.Transport
+	wg       sync.WaitGroup
+	errs     chan error
 	// files are the TCP sockets' own descriptors (listen.Socket.File). A
 	// net.Listener made from one is a duplicate, so closing the listener
 	// alone leaves the socket listening: the kernel would go on completing
@@ -46,31 +51,34 @@ type serving struct {
 
 // serve starts a server on every socket of the graph. sockets must hold one
 // socket per spec of g.Specs(), in any order.
-func serve(g *Graph, sockets []*listen.Socket, log *slog.Logger) (*serving, error) {
-	byKey := map[string]*listen.Socket{}
+// counters are the steering programs' packet counts by address.
+func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counters, log *slog.Logger) (*serving, error) {
+	byKey := map[string][]*listen.Socket{}
 	for _, s := range sockets {
-		byKey[s.Network+" "+s.Address] = s
+		key := s.Network + " " + s.Address
+		byKey[key] = append(byKey[key], s)
 	}
-	s := &serving{log: log, errs: make(chan error, 16)}
+	s := &serving{log: log, errs: make(chan error, 16), counters: counters}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.graph.Store(g)
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
-			sock := byKey["tcp "+b.TCP.Address]
-			if sock == nil {
+			tcp := byKey["tcp "+b.TCP.Address]
+			if len(tcp) != 1 {
 				s.close()
-				return nil, fmt.Errorf("internal error: no socket for %s", b.TCP)
+				return nil, fmt.Errorf("internal error: %d sockets for %s", len(tcp), b.TCP)
 			}
-			if err := s.serveTCP(f.Name, b, sock); err != nil {
+			if err := s.serveTCP(f.Name, b, tcp[0]); err != nil {
 				s.close()
 				return nil, err
 			}
 			if b.UDP != nil {
-				sock := byKey["udp "+b.UDP.Address]
-				if sock == nil {
+				udp := byKey["udp "+b.UDP.Address]
+				if len(udp) != b.QUIC.shards {
 					s.close()
-					return nil, fmt.Errorf("internal error: no socket for %s", b.UDP)
+					return nil, fmt.Errorf("internal error: %d sockets for %d shards of %s", len(udp), b.QUIC.shards, b.UDP)
 				}
-				if err := s.serveQUIC(f.Name, b, sock); err != nil {
+				if err := s.serveQUIC(f.Name, b, udp); err != nil {
 					s.close()
 					return nil, err
 				}
@@ -138,38 +146,55 @@ func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error 
 	return nil
 }
 
-func (s *serving) serveQUIC(frontend string, b *Bind, sock *listen.Socket) error {
-	pc, err := net.FilePacketConn(sock.File)
-	if err != nil {
-		return fmt.Errorf("%s: %w", b.UDP, err)
-	}
-	udp, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return fmt.Errorf("%s: not a UDP socket", b.UDP)
-	}
-	tr := &quic.Transport{Conn: udp}
-	s.quic = append(s.quic, tr)
-	ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(s.tlsConfig(b.TCP.Address)), &quic.Config{
-		MaxIdleTimeout: idleTimeout,
-		Allow0RTT:      false,
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", b.UDP, err)
-	}
+// serveQUIC serves HTTP/3 on every shard of a bind: one quic.Transport per
+// socket, each minting connection IDs that name its shard, and one
+// http3.Server for them all.
+func (s *serving) serveQUIC(frontend string, b *Bind, shards []*listen.Socket) error {
 	srv := &http3.Server{
 		Handler:     s.handler(b.TCP.Address),
 		IdleTimeout: idleTimeout,
 		Logger:      s.log.With("frontend", frontend, "address", b.UDP.Address),
 	}
 	s.h3 = append(s.h3, srv)
-	s.wg.Go(func() {
-		err := srv.ServeListener(ln)
-		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
-			s.errs <- fmt.Errorf("%s: %w", b.UDP, err)
+	tlsConf := http3.ConfigureTLSConfig(s.tlsConfig(b.TCP.Address))
+	q := b.QUIC
+	metrics := pquic.NewMetrics(q.format, len(shards))
+	watchShards(s.ctx, metrics, s.counters[b.TCP.Address], s.log.With("frontend", frontend, "address", b.UDP.Address))
+	for i, sock := range shards {
+		pc, err := net.FilePacketConn(sock.File)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sock.Spec, err)
 		}
-		ln.Close()
-	})
+		udp, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return fmt.Errorf("%s: not a UDP socket", sock.Spec)
+		}
+		tr := &quic.Transport{
+			Conn:                  udp,
+			ConnectionIDGenerator: pquic.NewCIDGenerator(q.format, uint8(i)),
+			StatelessResetKey:     q.resetKey,
+			TokenGeneratorKey:     q.tokenKey,
+			VerifySourceAddress:   q.retry.VerifySourceAddress,
+			Tracer:                metrics.TransportTracer(i, nil),
+		}
+		s.quic = append(s.quic, tr)
+		ln, err := tr.ListenEarly(tlsConf, &quic.Config{
+			MaxIdleTimeout: idleTimeout,
+			Allow0RTT:      false,
+			Tracer:         metrics.ConnTracer(i, nil),
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", sock.Spec, err)
+		}
+		s.wg.Go(func() {
+			err := srv.ServeListener(ln)
+			if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
+				s.errs <- fmt.Errorf("%s: %w", sock.Spec, err)
+			}
+			ln.Close()
+		})
+	}
 	return nil
 }
 
@@ -202,6 +227,7 @@ func (s *serving) shutdown(ctx context.Context) error {
 
 // close closes every server and transport at once.
 func (s *serving) close() {
+	s.cancel()
 	for _, f := range s.files {
 		f.Close()
 	}

@@ -1,0 +1,189 @@
+package quic
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	quicgo "github.com/quic-go/quic-go"
+)
+
+// Connection ID layout (QUIC-LB draft, plaintext mode, with a shard byte):
+//
+//	octet 0            1 .. L        1+L     2+L .. 2+L+NonceLen-1
+//	+--------+------+-------------+-------+----------------------+
+//	| CR (3) | LEN  |  server ID  | shard |  nonce (random)      |
+//	|  bits  | (5)  |  L octets   |   1   |  NonceLen octets     |
+//	+--------+------+-------------+-------+----------------------+
+//
+// CR is the config rotation codepoint (0 to 6, or 7 for "unroutable" when
+// there is no server ID); LEN is the connection ID's length minus one
+// (the draft's length self-description). To a QUIC-LB-aware balancer the
+// shard byte and the nonce together are the draft's nonce; to portcullis's
+// steering program the shard byte is at ShardOffset = 1 + L.
+const (
+	// MaxCIDLen is the longest connection ID QUIC version 1 allows
+	// (RFC 9000, section 17.2).
+	MaxCIDLen = 20
+	// NonceLen is the length of the random nonce portcullis uses: 64
+	// random bits per shard make a collision among a shard's live
+	// connection IDs negligible, and IDs unlinkable (RFC 9000, section 5.1).
+	NonceLen = 8
+	// MaxServerIDLen is the longest server ID that leaves room for the
+	// shard byte and an 8-byte nonce in 20 bytes. (The draft allows up to
+	// 15 bytes with a shorter nonce; portcullis does not shorten it.)
+	MaxServerIDLen = MaxCIDLen - 2 - NonceLen
+	// Unroutable is the config rotation codepoint that tells a QUIC-LB
+	// balancer the connection ID carries no server ID: it routes such
+	// packets by their 4-tuple.
+	Unroutable = 0b111
+)
+
+// CIDFormat is the layout of the connection IDs of one bind. All shards of
+// a bind, and all instances behind one QUIC-LB balancer, share it; only the
+// shard byte differs. Build one with NewCIDFormat.
+type CIDFormat struct {
+	// ServerID is this instance's server ID for a QUIC-LB balancer, 0 to
+	// MaxServerIDLen bytes. Empty: none, and ConfigRotation is Unroutable.
+	ServerID []byte
+	// ConfigRotation is the top three bits of the first octet: 0 to 6
+	// with a server ID, Unroutable (7) without one.
+	ConfigRotation uint8
+	// NonceLen is the number of random bytes after the shard byte; at
+	// least 8 (NonceLen), and the whole ID at most MaxCIDLen bytes.
+	NonceLen int
+}
+
+// NewCIDFormat returns the format for serverID (nil or empty: no server ID,
+// config rotation Unroutable; otherwise config rotation 0) with an 8-byte
+// nonce: connection IDs are 10 + len(serverID) bytes long.
+func NewCIDFormat(serverID []byte) (CIDFormat, error) {
+	f := CIDFormat{ServerID: append([]byte(nil), serverID...), NonceLen: NonceLen}
+	if len(serverID) == 0 {
+		f.ServerID = nil
+		f.ConfigRotation = Unroutable
+	}
+	return f, f.Validate()
+}
+
+// Validate reports whether f describes connection IDs portcullis can
+// issue and steer.
+func (f CIDFormat) Validate() error {
+	switch {
+	case len(f.ServerID) > MaxServerIDLen:
+		return fmt.Errorf("quic connection IDs: server ID of %d bytes: want at most %d, so that the shard byte and an %d-byte nonce fit in %d bytes", len(f.ServerID), MaxServerIDLen, NonceLen, MaxCIDLen)
+	case f.ConfigRotation > Unroutable:
+		return fmt.Errorf("quic connection IDs: config rotation %d: want 0 to 6, or 7 (unroutable)", f.ConfigRotation)
+	case f.ConfigRotation == Unroutable && len(f.ServerID) > 0:
+		return errors.New("quic connection IDs: config rotation 7 means unroutable, which carries no server ID: use 0 to 6 with a server ID")
+	case f.ConfigRotation != Unroutable && len(f.ServerID) == 0:
+		return fmt.Errorf("quic connection IDs: config rotation %d needs a server ID: without one, use 7 (unroutable)", f.ConfigRotation)
+	case f.NonceLen < NonceLen:
+		return fmt.Errorf("quic connection IDs: nonce of %d bytes: want at least %d", f.NonceLen, NonceLen)
+	case f.Len() > MaxCIDLen:
+		return fmt.Errorf("quic connection IDs: %d bytes long: want at most %d (shorten the server ID or the nonce)", f.Len(), MaxCIDLen)
+	}
+	return nil
+}
+
+// Len is the length of the connection IDs in bytes: the first octet, the
+// server ID, the shard byte and the nonce.
+func (f CIDFormat) Len() int { return 2 + len(f.ServerID) + f.NonceLen }
+
+// ShardOffset is the offset of the shard byte in a connection ID. The
+// steering program reads the packet's Destination Connection ID at this
+// offset.
+func (f CIDFormat) ShardOffset() int { return 1 + len(f.ServerID) }
+
+// firstOctet is the config rotation and length self-description octet.
+func (f CIDFormat) firstOctet() byte {
+	return f.ConfigRotation<<5 | byte(f.Len()-1)&0x1f
+}
+
+// ShardOf returns the shard byte of cid, a connection ID in format f. cid
+// may be longer than f.Len() (for example, the rest of a short-header
+// packet after its first byte); only its first f.Len() bytes are read. ok
+// is false when cid is too short or its first octet's length bits do not
+// say f.Len(): the ID was not issued in this format.
+func ShardOf(f CIDFormat, cid []byte) (shard uint8, ok bool) {
+	n := f.Len()
+	if n < 2 || len(cid) < n || int(cid[0]&0x1f) != n-1 {
+		return 0, false
+	}
+	return cid[f.ShardOffset()], true
+}
+
+// ShardFor returns the shard the steering program picks for a packet whose
+// Destination Connection ID is dcid, among shards sockets: the byte at
+// ShardOffset modulo shards. ok is false when dcid is too short to hold
+// that byte; the program then leaves the choice to the kernel's 4-tuple
+// hash. Unlike ShardOf it accepts any DCID, such as the one a client picks
+// for its first Initial.
+func ShardFor(f CIDFormat, dcid []byte, shards int) (shard int, ok bool) {
+	off := f.ShardOffset()
+	if shards < 1 || len(dcid) <= off {
+		return 0, false
+	}
+	return int(dcid[off]) % shards, true
+}
+
+// cidGenerator issues the connection IDs of one shard. It is safe for
+// concurrent use: it only reads its prefix.
+type cidGenerator struct {
+	prefix [MaxCIDLen]byte // first octet, server ID and shard byte
+	fixed  int             // length of the prefix
+	n      int             // length of the connection IDs
+}
+
+var _ quicgo.ConnectionIDGenerator = (*cidGenerator)(nil)
+
+// NewCIDGenerator returns the quic-go Transport.ConnectionIDGenerator for
+// shard: connection IDs in format f with shard at f.ShardOffset() and a
+// fresh crypto/rand nonce each. f must be valid (see Validate); an invalid
+// format is a programming error and panics. The steering program picks
+// socket shard % N, so shard must be the socket's index, below N.
+func NewCIDGenerator(f CIDFormat, shard uint8) quicgo.ConnectionIDGenerator {
+	if err := f.Validate(); err != nil {
+		panic(err)
+	}
+	g := &cidGenerator{n: f.Len()}
+	g.prefix[0] = f.firstOctet()
+	copy(g.prefix[1:], f.ServerID)
+	g.prefix[f.ShardOffset()] = shard
+	g.fixed = f.ShardOffset() + 1
+	return g
+}
+
+// GenerateConnectionID returns a new connection ID. It does not allocate.
+func (g *cidGenerator) GenerateConnectionID() (quicgo.ConnectionID, error) {
+	b := g.prefix
+	if _, err := rand.Read(b[g.fixed:g.n]); err != nil {
+		return quicgo.ConnectionID{}, fmt.Errorf("quic connection ID nonce: %w", err)
+	}
+	return quicgo.ConnectionIDFromBytes(b[:g.n]), nil
+}
+
+// ConnectionIDLen returns the constant length of the connection IDs.
+func (g *cidGenerator) ConnectionIDLen() int { return g.n }
+
+// ParseServerID parses the configuration's server_id: hex digits, with or
+// without a 0x prefix, for 1 to MaxServerIDLen bytes.
+func ParseServerID(s string) ([]byte, error) {
+	h := strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	want := fmt.Sprintf("want 1 to %d bytes as hex digits, e.g. 0a1b", MaxServerIDLen)
+	if h == "" {
+		return nil, fmt.Errorf("server_id %q is empty: %s, or leave server_id out", s, want)
+	}
+	if i := strings.IndexFunc(h, func(c rune) bool { return !strings.ContainsRune("0123456789abcdefABCDEF", c) }); i >= 0 {
+		return nil, fmt.Errorf("server_id %q: %q is not a hex digit: %s", s, []rune(h[i:])[0], want)
+	}
+	if len(h)%2 != 0 {
+		return nil, fmt.Errorf("server_id %q: odd number of hex digits (%d): %s; pad with a leading 0", s, len(h), want)
+	}
+	if len(h)/2 > MaxServerIDLen {
+		return nil, fmt.Errorf("server_id %q is %d bytes: %s (a connection ID also holds a shard byte and an %d-byte nonce, in at most %d bytes)", s, len(h)/2, want, NonceLen, MaxCIDLen)
+	}
+	return hex.DecodeString(h)
+}

@@ -1,0 +1,13 @@
+// Package quic runs HTTP/3's QUIC side on N UDP sockets bound with
+// SO_REUSEPORT to one address ("shards"), one quic-go Transport per socket,
+// without a socket per connection (DESIGN.md, invariant 4).
+//
+// Connection IDs follow the plaintext mode of the QUIC-LB draft
+// (draft-ietf-quic-load-balancers) and carry the index of the shard that
+// owns the connection (cid.go); a reuseport eBPF program reads that byte and
+// steers every packet to its shard (steer_linux.go). The package also loads
+// the keys that must be shared by shards, restarts and instances (keys.go),
+// decides when to validate client addresses with Retry (retry.go), and
+// counts what each shard sees (metrics.go). docs/quic.md is the operator's
+// guide.
+package quic

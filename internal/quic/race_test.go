@@ -1,0 +1,7 @@
+//go:build race
+
+package quic
+
+// raceEnabled is true when the race detector is on; it adds allocations
+// that allocation tests must not count.
+const raceEnabled = true
