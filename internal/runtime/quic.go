@@ -125,7 +125,7 @@ func (g *Graph) setShardCounts(m map[string]int) {
 // falls back to one shard, said once with the reason and the remedy: shards
 // are never run unsteered. passed sockets (socket activation) fix the
 // number of shards of their address.
-func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) map[string]*pquic.Steering {
+func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*pquic.Steering, error) {
 	passedUDP := map[string]int{}
 	for _, p := range passed {
 		if p.Network == "udp" {
@@ -156,9 +156,12 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) map[string]*p
 		st, err := pquic.LoadSteering(b.QUIC.shards, b.QUIC.format.ShardOffset())
 		if err != nil {
 			if passedUDP[addr] > 1 {
-				// The sockets exist already: they cannot be merged into one.
-				log.Error("QUIC: several UDP sockets were passed for one address but they cannot be steered; pass one ListenDatagram= socket, or grant CAP_BPF at startup", "address", addr, "sockets", passedUDP[addr], "reason", err)
-				continue
+				// The sockets exist already, and several unsteered shards
+				// would reset connections whose address changes.
+				for _, st := range out {
+					st.Close()
+				}
+				return nil, fmt.Errorf("QUIC on %s: %d UDP sockets were passed, but the steering program that keeps each connection on its socket cannot be loaded (%v): pass one ListenDatagram= socket for the address, or grant CAP_BPF at startup", addr, passedUDP[addr], err)
 			}
 			log.Warn("QUIC: one shard instead of several: the steering program cannot be loaded; to use every core for HTTP/3, start as root (or grant CAP_BPF, or CAP_SYS_ADMIN, at startup only), or set quic shards: 1 to silence this",
 				"address", addr, "shards_wanted", b.QUIC.shards, "reason", err)
@@ -167,7 +170,7 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) map[string]*p
 		}
 		out[addr] = st
 	}
-	return out
+	return out, nil
 }
 
 // attachSteering puts each bind's sockets into its program's map, in shard

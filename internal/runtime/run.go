@@ -107,7 +107,9 @@ func Run(opt Options) error {
 		if passed, err = listen.Activated(); err != nil {
 			return &StartupError{Err: err, Thread: self()}
 		}
-		steer = steering(g, passed, log)
+		if steer, err = steering(g, passed, log); err != nil {
+			return &StartupError{Err: err, Thread: self()}
+		}
 	} else {
 		g.setShardCounts(h.Shards)
 	}
