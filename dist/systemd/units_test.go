@@ -210,14 +210,14 @@ func testDirectives(t *testing.T) {
 	want := map[string]map[string]string{
 		"portcullis.service": {
 			"User":                  "",
-			"CapabilityBoundingSet": "CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID",
+			"CapabilityBoundingSet": "CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_BPF",
 			"AmbientCapabilities":   "",
 		},
 		"portcullis-ambient.service": {
 			"User":                  "portcullis",
 			"Group":                 "portcullis",
-			"CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
-			"AmbientCapabilities":   "CAP_NET_BIND_SERVICE",
+			"CapabilityBoundingSet": "CAP_NET_BIND_SERVICE CAP_BPF",
+			"AmbientCapabilities":   "CAP_NET_BIND_SERVICE CAP_BPF",
 		},
 		"portcullis-activated.service": {
 			"User":                  "portcullis",
