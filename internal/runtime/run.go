@@ -99,31 +99,8 @@ func Run(opt Options) error {
 		return err
 	}
 
-	// Still privileged: load the QUIC steering programs (which decides how
-	// many shards each HTTP/3 bind gets), bind, attach the programs and
-	// size the UDP buffers. None of it can be done after the drop.
-	var steer map[string]*pquic.Steering
-	if h == nil {
-		if passed, err = listen.Activated(); err != nil {
-			return &StartupError{Err: err, Thread: self()}
-		}
-		if steer, err = steering(g, passed, log); err != nil {
-			return &StartupError{Err: err, Thread: self()}
-		}
-	} else {
-		g.setShardCounts(h.Shards)
-	}
-	sockets, err := listen.Acquire(g.Specs(), passed, h == nil)
+	sockets, counters, err := acquire(g, h, passed, log)
 	if err != nil {
-		return &StartupError{Err: err, Thread: self()}
-	}
-	var counters map[string]*pquic.Counters
-	if h == nil {
-		if counters, err = attachSteering(steer, sockets); err != nil {
-			return err
-		}
-		sizeUDPBuffers(g, sockets, log)
-	} else if counters, err = h.counters(); err != nil {
 		return err
 	}
 
@@ -148,6 +125,56 @@ func Run(opt Options) error {
 	for _, n := range g.notes {
 		log.Info(n)
 	}
+	logListening(sockets, log)
+	if instructions != "" {
+		fmt.Fprint(opt.Stdout, instructions)
+	}
+	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
+	if err := notifier.Ready(status); err != nil {
+		log.Warn("cannot notify the service manager", "error", err)
+	}
+	log.Info("ready", "status", status, "pid", os.Getpid())
+	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+}
+
+// acquire gets every socket the graph needs while the process is still
+// privileged: it loads the QUIC steering programs (which decides how many
+// shards each HTTP/3 bind gets), binds or takes passed sockets, attaches
+// the programs and sizes the UDP buffers; none of that can be done after
+// the drop. A re-executed process takes what its privileged self handed
+// over instead.
+func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*pquic.Counters, error) {
+	if h != nil {
+		g.setShardCounts(h.Shards)
+		sockets, err := listen.Acquire(g.Specs(), passed, false)
+		if err != nil {
+			return nil, nil, &StartupError{Err: err, Thread: self()}
+		}
+		counters, err := h.counters()
+		return sockets, counters, err
+	}
+	passed, err := listen.Activated()
+	if err != nil {
+		return nil, nil, &StartupError{Err: err, Thread: self()}
+	}
+	steer, err := steering(g, passed, log)
+	if err != nil {
+		return nil, nil, &StartupError{Err: err, Thread: self()}
+	}
+	sockets, err := listen.Acquire(g.Specs(), passed, true)
+	if err != nil {
+		return nil, nil, &StartupError{Err: err, Thread: self()}
+	}
+	counters, err := attachSteering(steer, sockets)
+	if err != nil {
+		return nil, nil, err
+	}
+	sizeUDPBuffers(g, sockets, log)
+	return sockets, counters, nil
+}
+
+// logListening says what each socket serves, once per address.
+func logListening(sockets []*listen.Socket, log *slog.Logger) {
 	for _, s := range sockets {
 		if s.Shards > 1 && s.Shard > 0 {
 			continue // said with shard 0
@@ -158,15 +185,6 @@ func Run(opt Options) error {
 		}
 		log.Info("listening", attrs...)
 	}
-	if instructions != "" {
-		fmt.Fprint(opt.Stdout, instructions)
-	}
-	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
-	if err := notifier.Ready(status); err != nil {
-		log.Warn("cannot notify the service manager", "error", err)
-	}
-	log.Info("ready", "status", status, "pid", os.Getpid())
-	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
 }
 
 // sizeUDPBuffers sets each QUIC socket's buffers to its bind's rcvbuf and
