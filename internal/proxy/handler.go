@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"net/http"
 )
 
@@ -10,6 +11,9 @@ type Handler struct {
 	// AltSvc, when set, is sent as Alt-Svc on HTTP/1.1 and HTTP/2 responses
 	// to announce HTTP/3 (RFC 7838), e.g. `h3=":443"; ma=86400`.
 	AltSvc string
+	// Log receives one line per request answered here with a 5xx. Nil:
+	// slog.Default().
+	Log *slog.Logger
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -23,6 +27,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// turned into an HTTP/1.1 Upgrade toward the server. Forwarded
 		// as it is, either would reach the server as a malformed
 		// "CONNECT /path HTTP/1.1".
+		log := h.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("request failed", "status", http.StatusNotImplemented, "reason", "CONNECT is not supported (no tunnels, no WebSocket over HTTP/2 or HTTP/3)",
+			"proto", r.Proto, "host", r.Host, "path", r.URL.Path, "client", r.RemoteAddr)
 		Error(w, http.StatusNotImplemented)
 		return
 	}

@@ -92,7 +92,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		for _, b := range fe.Bind {
 			cb := &Bind{
 				TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
-				Handler: &proxy.Handler{Router: router},
+				Handler: &proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)},
 			}
 			if b.TLS != nil {
 				cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"
@@ -113,7 +113,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 				cb.QUIC = qb
 				g.notes = append(g.notes, notes...)
 				_, port, _ := net.SplitHostPort(b.Address)
-				cb.Handler = &proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port)}
+				cb.Handler = &proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), Log: log.With("frontend", fe.Name)}
 			}
 			f.Binds = append(f.Binds, cb)
 			g.binds[b.Address] = cb
