@@ -40,7 +40,7 @@ func TestShardedHTTP3(t *testing.T) {
 	}
 	st, err := LoadSteering(shards, f.ShardOffset())
 	if err != nil {
-		t.Skipf("cannot load the reuseport program here: %v", err)
+		skipOrFail(t, "cannot load the reuseport program here: %v", err)
 	}
 	defer st.Close()
 	if err := st.Attach(fds(t, conns)); err != nil {

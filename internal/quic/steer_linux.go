@@ -6,6 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,6 +75,9 @@ func LoadSteering(shards, shardOffset int) (*Steering, error) {
 	if shards < 1 || shards > 255 {
 		return nil, fmt.Errorf("steering: %d shards: want 1 to 255", shards)
 	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
+	// ignore it and this does nothing.
+	rlimit.RemoveMemlock()
 	sockets, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "pc_shards",
 		Type:       ebpf.ReusePortSockArray,
@@ -81,6 +85,9 @@ func LoadSteering(shards, shardOffset int) (*Steering, error) {
 		ValueSize:  8,
 		MaxEntries: uint32(shards),
 	})
+	if errors.Is(err, unix.EPERM) {
+		return nil, fmt.Errorf("the process has neither CAP_BPF nor CAP_SYS_ADMIN: %w", unix.EPERM)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create the reuseport socket map: %w", err)
 	}

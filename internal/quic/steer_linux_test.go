@@ -52,6 +52,16 @@ func fds(t *testing.T, conns []*net.UDPConn) []int {
 	return out
 }
 
+// skipOrFail skips a test that needs to load the steering program where
+// that is not allowed, except in CI (CI=true), which runs as root.
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // arrivals reports the shard of every datagram the sockets receive.
 func arrivals(conns []*net.UDPConn) <-chan int {
 	got := make(chan int, 64)
@@ -83,7 +93,7 @@ func TestSteeringByConnectionID(t *testing.T) {
 	conns := bindShards(t, shards)
 	st, err := LoadSteering(shards, off)
 	if err != nil {
-		t.Skipf("cannot load the reuseport program here (needs CAP_BPF or CAP_SYS_ADMIN): %v", err)
+		skipOrFail(t, "cannot load the reuseport program here (needs CAP_BPF or CAP_SYS_ADMIN): %v", err)
 	}
 	defer st.Close()
 	if err := st.Attach(fds(t, conns)); err != nil {
