@@ -130,10 +130,10 @@ func Run(opt Options) error {
 		fmt.Fprint(opt.Stdout, instructions)
 	}
 	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
+	log.Info("ready", "status", status, "pid", os.Getpid())
 	if err := notifier.Ready(status); err != nil {
 		log.Warn("cannot notify the service manager", "error", err)
 	}
-	log.Info("ready", "status", status, "pid", os.Getpid())
 	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
 }
 

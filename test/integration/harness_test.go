@@ -230,6 +230,14 @@ func (p *proc) waitNotify(want string, timeout time.Duration) string {
 func (p *proc) waitReady() {
 	p.t.Helper()
 	p.waitNotify("READY=1", scaled(15*time.Second))
+	// portcullis logs "ready" before it sends READY=1, but its stderr
+	// reaches the test through a pipe and a goroutine: wait for the line,
+	// so that every startup log line can be read from here on.
+	for deadline := time.Now().Add(scaled(5 * time.Second)); !strings.Contains(p.stderr.String(), "msg=ready"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("READY=1 arrived but the \"ready\" log line did not:\n%s", p.stderr.String())
+		}
+	}
 }
 
 // wait waits up to timeout for the process to exit and returns its exit
