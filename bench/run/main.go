@@ -1,0 +1,741 @@
+// Command run is the entry point of the portcullis HTTP/3 benchmarks: it
+// compares one QUIC shard with N shards (N = the number of CPUs, at least
+// 2) on loopback. Run it as root from the repository, so that the steering
+// program loads:
+//
+//	go run ./bench/run [-d 10s] [-rounds 2] [-warmup 1s] [-shards 1,N]
+//	                   [-retry never] [-pin=true] [-keep]
+//
+// It builds portcullis, bench/h3load and bench/backend into a temporary
+// directory, makes a self-signed ECDSA certificate, starts the backend and,
+// for each shard count, a portcullis (as root, dropping to nobody) with one
+// HTTP/3 bind (all of them at once, on different ports), and runs three
+// scenarios against them with h3load:
+//
+//	small      32 connections x 10 streams, 3-byte responses
+//	1MiB       4 connections x 1 stream, 1 MiB responses
+//	handshake  16 clients, a new connection (full handshake) per request
+//
+// Each scenario is measured for -d per shard count, in -rounds runs that
+// alternate between the shard counts (1 N, N 1, ...), after a -warmup run
+// per shard count that is not counted. With -pin (the default, when
+// taskset exists) every portcullis runs on CPU 0 and the load generator
+// and the backend on CPU 1. portcullis's CPU time is read from
+// /proc/PID/stat (utime+stime) before and after each run, and each CPU's
+// busy time (softirq included, other processes included) from /proc/stat.
+// portcullis runs with quic retry: never unless -retry says otherwise: the
+// handshake scenario runs near the 1000 new handshakes per second at which
+// retry: auto starts sending Retry packets, and the comparison is meant to
+// be of shards, not of that switch.
+//
+// It prints one Markdown table: requests per second, p50 and p99 latency,
+// portcullis's CPU seconds per 10k requests, the ratios of N shards to the
+// first shard count, and how busy portcullis and both CPUs were. Every
+// process it starts is stopped on exit, on failure and on SIGINT or
+// SIGTERM. Any failed request fails the run.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// scenario is one h3load invocation.
+type scenario struct {
+	name string
+	path string
+	args []string
+}
+
+var scenarios = []scenario{
+	{"small", "/", []string{"-c", "32", "-s", "10", "-body-size", "3"}},
+	{"1MiB", "/bytes?n=1048576", []string{"-c", "4", "-s", "1", "-body-size", "1048576"}},
+	{"handshake", "/", []string{"-handshake", "-c", "16", "-body-size", "3"}},
+}
+
+func main() {
+	dur := flag.Duration("d", 10*time.Second, "duration of each measured scenario")
+	warmup := flag.Duration("warmup", time.Second, "unmeasured run before each scenario (0: none)")
+	rounds := flag.Int("rounds", 2, "split each measurement into this many runs, alternating between shard counts")
+	shardList := flag.String("shards", "1,"+strconv.Itoa(max(2, runtime.NumCPU())), "shard counts to compare; the first is the baseline")
+	pin := flag.Bool("pin", true, "pin portcullis to CPU 0, the load generator and backend to CPU 1 (needs taskset and 2 CPUs)")
+	retry := flag.String("retry", "never", "portcullis's quic retry setting: never, auto or always")
+	keep := flag.Bool("keep", false, "keep the work directory (binaries, configuration, logs)")
+	flag.Parse()
+
+	r := &runner{}
+	code := 0
+	err := r.main(*dur, *warmup, *rounds, *shardList, *retry, *pin, *keep)
+	if r.stopping.Load() {
+		select {} // the signal handler cleans up and exits
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench/run: %v\n", err)
+		code = 1
+	}
+	r.cleanup()
+	os.Exit(code)
+}
+
+type runner struct {
+	dir        string
+	tck        float64
+	pin        bool
+	backendPid int
+
+	mu       sync.Mutex
+	procs    []*exec.Cmd
+	keep     bool
+	stopping atomic.Bool // a signal arrived: errors from here on are ours
+}
+
+func (r *runner) main(dur, warmup time.Duration, rounds int, shardList, retry string, pin, keep bool) error {
+	if rounds < 1 || dur/time.Duration(max(rounds, 1)) < time.Second {
+		return errors.New("-rounds: at least 1, and at least 1s of -d per round")
+	}
+	switch retry {
+	case "never", "auto", "always":
+	default:
+		return fmt.Errorf("-retry: %q is not never, auto or always", retry)
+	}
+	var shards []int
+	for f := range strings.SplitSeq(shardList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 255 || slices.Contains(shards, n) {
+			return fmt.Errorf("-shards: %q is not a shard count, or is there twice", f)
+		}
+		shards = append(shards, n)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("run me as root: more than one QUIC shard needs the steering program, which portcullis loads at startup as root")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+
+	// Stop everything on SIGINT or SIGTERM, as a shell's trap would.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		r.stopping.Store(true)
+		fmt.Fprintf(os.Stderr, "bench/run: %v: stopping\n", s)
+		r.cleanup()
+		os.Exit(130)
+	}()
+
+	r.keep = keep
+	r.dir, err = os.MkdirTemp("", "portcullis-bench-")
+	if err != nil {
+		return err
+	}
+	// portcullis re-executes itself after dropping to nobody: its binary
+	// must be reachable by nobody.
+	if err := os.Chmod(r.dir, 0o755); err != nil {
+		return err
+	}
+	r.tck = clockTicks()
+
+	cpus := runtime.NumCPU()
+	_, tsErr := exec.LookPath("taskset")
+	switch {
+	case !pin:
+	case tsErr != nil:
+		fmt.Fprintln(os.Stderr, "bench/run: taskset not found (Debian: util-linux): not pinning")
+		pin = false
+	case cpus < 2:
+		fmt.Fprintln(os.Stderr, "bench/run: fewer than 2 CPUs: not pinning")
+		pin = false
+	}
+	r.pin = pin
+
+	fmt.Fprintf(os.Stderr, "bench/run: building in %s\n", r.dir)
+	for _, b := range []struct{ out, pkg string }{
+		{"portcullis", "./cmd/portcullis"},
+		{"h3load", "./bench/h3load"},
+		{"backend", "./bench/backend"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(r.dir, b.out), b.pkg)
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", b.pkg, err)
+		}
+	}
+	if err := writeCert(r.dir); err != nil {
+		return err
+	}
+
+	backend, err := r.startBackend()
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("machine: %d CPUs (nproc), kernel %s, %s, pinned: %s\n",
+		cpus, kernel(), goVersion(), pinText(pin))
+	fmt.Printf("each scenario and shard count: %v measured in %d rounds, after %v of warm-up; quic retry: %s\n\n",
+		dur, rounds, warmup, retry)
+
+	// Every instance runs at once (an idle one costs nothing), and the
+	// rounds of a scenario alternate between them (1 2, 2 1, 1 2, ...), so
+	// that the neighbours' load on a shared machine hits every shard count
+	// about alike.
+	var instances []*instance
+	for _, n := range shards {
+		in, err := r.startPortcullis(n, backend, retry)
+		if err != nil {
+			return err
+		}
+		instances = append(instances, in)
+	}
+	var rows []*row
+	slice := dur / time.Duration(rounds)
+	for _, sc := range scenarios {
+		byShards := map[int]*row{}
+		for _, in := range instances {
+			w := &row{scenario: sc.name, shards: in.shards}
+			byShards[in.shards] = w
+			rows = append(rows, w)
+			if warmup > 0 {
+				if err := r.run(in, sc, warmup, nil); err != nil {
+					return fmt.Errorf("%s warm-up, %d shard(s): %w", sc.name, in.shards, err)
+				}
+			}
+		}
+		for round := range rounds {
+			order := slices.Clone(instances)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, in := range order {
+				if err := r.run(in, sc, slice, byShards[in.shards]); err != nil {
+					return fmt.Errorf("%s, %d shard(s): %w", sc.name, in.shards, err)
+				}
+			}
+		}
+	}
+	printTable(rows, shards[0])
+	return nil
+}
+
+func pinText(pin bool) string {
+	if pin {
+		return "portcullis on CPU 0, h3load and backend on CPU 1"
+	}
+	return "no"
+}
+
+// row is one scenario at one shard count, summed over its rounds.
+type row struct {
+	scenario string
+	shards   int
+
+	requests  float64
+	elapsed   float64 // seconds of load, as h3load counts them
+	wall      float64 // seconds from before to after each run
+	latencies []time.Duration
+	cpu       float64 // CPU seconds of portcullis
+	// Ticks of /proc/stat for CPU 0 and CPU 1: busy, and all.
+	busy, ticks [2]uint64
+}
+
+func (w *row) reqPerSec() float64 { return w.requests / w.elapsed }
+func (w *row) cpuPer10k() float64 { return w.cpu / w.requests * 10000 }
+
+func (w *row) busyPct(cpu int) string {
+	if w.ticks[cpu] == 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(w.busy[cpu])/float64(w.ticks[cpu]))
+}
+
+func printTable(rows []*row, base int) {
+	baseline := map[string]*row{}
+	for _, w := range rows {
+		if w.shards == base {
+			baseline[w.scenario] = w
+		}
+	}
+	fmt.Printf("| scenario | shards | req/s | p50 ms | p99 ms | portcullis CPU s / 10k req | req/s ratio (N/%[1]d) | CPU/req ratio (N/%[1]d) | portcullis CPU use | CPU 0 busy | CPU 1 busy |\n", base)
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, w := range rows {
+		slices.Sort(w.latencies)
+		ratio, cpuRatio := "", ""
+		if b := baseline[w.scenario]; b != nil && w.shards != base {
+			ratio = fmt.Sprintf("%.2f", w.reqPerSec()/b.reqPerSec())
+			cpuRatio = fmt.Sprintf("%.2f", w.cpuPer10k()/b.cpuPer10k())
+		}
+		fmt.Printf("| %s | %d | %.0f | %.2f | %.2f | %.2f | %s | %s | %.0f%% | %s | %s |\n",
+			w.scenario, w.shards, w.reqPerSec(), ms(percentile(w.latencies, 0.50)), ms(percentile(w.latencies, 0.99)),
+			w.cpuPer10k(), ratio, cpuRatio, 100*w.cpu/w.wall, w.busyPct(0), w.busyPct(1))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile of sorted latencies, nearest rank (as h3load computes it).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p*float64(len(sorted))+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// instance is one running portcullis.
+type instance struct {
+	shards int
+	addr   string
+	cmd    *exec.Cmd
+}
+
+// startPortcullis starts portcullis with one HTTP/3 bind of n shards in
+// front of backend, and waits until it serves.
+func (r *runner) startPortcullis(n int, backend, retry string) (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cfg := filepath.Join(r.dir, fmt.Sprintf("shards-%d.yaml", n))
+	conf := fmt.Sprintf(`global:
+  user: nobody
+  grace: 2s
+frontends:
+  bench:
+    bind:
+      - address: %s
+        tls:
+          certificates:
+            - cert: cert.pem
+              key: key.pem
+        http3: true
+        quic:
+          shards: %d
+          retry: %s
+    routes:
+      - backend: bench
+backends:
+  bench:
+    servers:
+      - address: %s
+`, addr, n, retry, backend)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(r.dir, fmt.Sprintf("portcullis-shards-%d.log", n))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own descriptor
+	cmd := r.command(0, filepath.Join(r.dir, "portcullis"), "run", "-c", cfg)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := r.start(cmd); err != nil {
+		return nil, err
+	}
+	if err := waitReady(cmd, logPath, 20*time.Second); err != nil {
+		return nil, err
+	}
+	log, _ := os.ReadFile(logPath)
+	if n > 1 && !bytes.Contains(log, []byte("shards="+strconv.Itoa(n))) {
+		return nil, fmt.Errorf("portcullis did not start %d steered shards; its log (%s):\n%s", n, logPath, log)
+	}
+	fmt.Fprintf(os.Stderr, "bench/run: portcullis pid %d on %s, %d shard(s)\n", cmd.Process.Pid, addr, n)
+	return &instance{shards: n, addr: addr, cmd: cmd}, nil
+}
+
+// run runs one scenario against one instance for d and, unless w is nil
+// (a warm-up), adds what it measured to w.
+func (r *runner) run(in *instance, sc scenario, d time.Duration, w *row) error {
+	url := "https://" + in.addr + sc.path
+	if w == nil {
+		_, _, err := r.h3load(url, sc, d, "")
+		return err
+	}
+	latFile := filepath.Join(r.dir, "latencies")
+	pid := in.cmd.Process.Pid
+	start := time.Now()
+	before, err1 := cpuSeconds(pid, r.tck)
+	backBefore, err2 := cpuSeconds(r.backendPid, r.tck)
+	statBefore, err3 := cpuTicks()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return err
+	}
+	res, loadCPU, err := r.h3load(url, sc, d, latFile)
+	if err != nil {
+		return err
+	}
+	after, err1 := cpuSeconds(pid, r.tck)
+	backAfter, err2 := cpuSeconds(r.backendPid, r.tck)
+	statAfter, err3 := cpuTicks()
+	lat, err4 := readLatencies(latFile)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return err
+	}
+	wall := time.Since(start).Seconds()
+	w.requests += res["requests"]
+	w.elapsed += res["elapsed_s"]
+	w.wall += wall
+	w.latencies = append(w.latencies, lat...)
+	w.cpu += after - before
+	for i := range w.busy {
+		w.busy[i] += statAfter[i].busy - statBefore[i].busy
+		w.ticks[i] += statAfter[i].all - statBefore[i].all
+	}
+	fmt.Fprintf(os.Stderr, "bench/run: %-9s shards=%d  %5.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU s: portcullis %.2f, h3load+backend %.2f, in %.2f s\n",
+		sc.name, in.shards, res["req_per_s"], res["p50_ms"], res["p99_ms"], after-before, loadCPU+backAfter-backBefore, wall)
+	return nil
+}
+
+// h3load runs one load generation and parses its line; it also returns
+// h3load's CPU seconds. With latFile, h3load writes its latencies there.
+func (r *runner) h3load(url string, sc scenario, d time.Duration, latFile string) (map[string]float64, float64, error) {
+	args := append([]string{"-url", url, "-insecure", "-d", d.String()}, sc.args...)
+	if latFile != "" {
+		args = append(args, "-latency-file", latFile)
+	}
+	cmd := r.command(1, filepath.Join(r.dir, "h3load"), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := r.start(cmd); err != nil {
+		return nil, 0, err
+	}
+	err := cmd.Wait()
+	r.forget(cmd)
+	if err != nil {
+		return nil, 0, fmt.Errorf("h3load %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	res := map[string]float64{}
+	for f := range strings.FieldsSeq(stdout.String()) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			continue
+		}
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("h3load printed %q", stdout.String())
+		}
+		res[k] = x
+	}
+	if res["requests"] == 0 || res["elapsed_s"] == 0 {
+		return nil, 0, fmt.Errorf("h3load printed %q", stdout.String())
+	}
+	return res, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(), nil
+}
+
+// readLatencies reads an h3load -latency-file.
+func readLatencies(path string) ([]time.Duration, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []time.Duration
+	for l := range strings.Lines(string(b)) {
+		n, err := strconv.ParseInt(strings.TrimSpace(l), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q", path, l)
+		}
+		out = append(out, time.Duration(n))
+	}
+	return out, nil
+}
+
+// startBackend starts bench/backend and returns its address.
+func (r *runner) startBackend() (string, error) {
+	cmd := r.command(1, filepath.Join(r.dir, "backend"), "-listen", "127.0.0.1:0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	cmd.Stderr = os.Stderr
+	if err := r.start(cmd); err != nil {
+		return "", err
+	}
+	line := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(out)
+		s.Scan()
+		line <- s.Text()
+	}()
+	select {
+	case l := <-line:
+		addr, ok := strings.CutPrefix(l, "ready ")
+		if !ok {
+			return "", fmt.Errorf("backend printed %q", l)
+		}
+		r.backendPid = cmd.Process.Pid
+		return addr, nil
+	case <-time.After(10 * time.Second):
+		return "", errors.New("backend did not start within 10s")
+	}
+}
+
+// command makes a command pinned to cpu when pinning.
+func (r *runner) command(cpu int, name string, args ...string) *exec.Cmd {
+	if r.pin {
+		args = append([]string{"-c", strconv.Itoa(cpu), name}, args...)
+		name = "taskset"
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Dir = r.dir
+	// A child whose runner dies is killed (until it changes its
+	// credentials: portcullis's drop clears this, cleanup covers it).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+func (r *runner) start(cmd *exec.Cmd) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.procs = append(r.procs, cmd)
+	return nil
+}
+
+func (r *runner) forget(cmd *exec.Cmd) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, c := range r.procs {
+		if c == cmd {
+			r.procs = append(r.procs[:i], r.procs[i+1:]...)
+			return
+		}
+	}
+}
+
+// stop ends a process gracefully (SIGTERM), or kills it after 10s.
+func (r *runner) stop(cmd *exec.Cmd) {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	r.forget(cmd)
+}
+
+// cleanup stops every process still running and removes the work
+// directory.
+func (r *runner) cleanup() {
+	r.mu.Lock()
+	procs := append([]*exec.Cmd(nil), r.procs...)
+	r.mu.Unlock()
+	for _, c := range procs {
+		r.stop(c)
+	}
+	if r.dir == "" {
+		return
+	}
+	if r.keep {
+		fmt.Fprintf(os.Stderr, "bench/run: kept %s\n", r.dir)
+		return
+	}
+	os.RemoveAll(r.dir)
+}
+
+// waitReady waits for portcullis's "ready" log line.
+func waitReady(cmd *exec.Cmd, logPath string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		log, _ := os.ReadFile(logPath)
+		if bytes.Contains(log, []byte("msg=ready")) {
+			return nil
+		}
+		if zombie(cmd.Process.Pid) {
+			return fmt.Errorf("portcullis exited at startup; its log:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(logPath)
+	return fmt.Errorf("portcullis not ready within %v; its log:\n%s", limit, log)
+}
+
+// zombie reports whether pid has exited (and awaits reaping).
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+}
+
+// cpuSeconds is the user plus system CPU time of every thread of pid.
+func cpuSeconds(pid int, tck float64) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: fields start after the last ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// After the name: state is field 3, utime 14 and stime 15 (proc(5)).
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+	}
+	return float64(ut+st) / tck, nil
+}
+
+// ticks is one CPU's line of /proc/stat, summed.
+type ticks struct{ busy, all uint64 }
+
+// cpuTicks reads CPU 0 and CPU 1 from /proc/stat: busy is every state but
+// idle and iowait (user, nice, system, irq, softirq, steal), all of them
+// together. A CPU that is not there reads as zero.
+func cpuTicks() ([2]ticks, error) {
+	var out [2]ticks
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return out, err
+	}
+	for l := range strings.Lines(string(b)) {
+		f := strings.Fields(l)
+		if len(f) < 9 || (f[0] != "cpu0" && f[0] != "cpu1") {
+			continue
+		}
+		var t ticks
+		for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return out, fmt.Errorf("/proc/stat: %q", l)
+			}
+			t.all += n
+			if i != 3 && i != 4 {
+				t.busy += n
+			}
+		}
+		out[f[0][3]-'0'] = t
+	}
+	return out, nil
+}
+
+// clockTicks is the unit of /proc/PID/stat times (USER_HZ).
+func clockTicks() float64 {
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && n > 0 {
+			return float64(n)
+		}
+	}
+	return 100
+}
+
+// freePort finds a port free for both TCP and UDP on 127.0.0.1.
+func freePort() (int, error) {
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port on 127.0.0.1 for both TCP and UDP")
+}
+
+// writeCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1
+// and localhost, valid for a day, as cert.pem and key.pem.
+func writeCert(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "portcullis bench"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+}
+
+// repoRoot finds the portcullis module from the working directory up.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(b, []byte("module github.com/portcullis/portcullis\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run me from the portcullis repository (no go.mod of github.com/portcullis/portcullis above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func goVersion() string {
+	out, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		return runtime.Version()
+	}
+	return strings.TrimSpace(string(out))
+}
