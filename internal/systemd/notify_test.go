@@ -5,11 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // scaled multiplies d by PORTCULLIS_TEST_TIMEOUT_SCALE (default 1), for
@@ -121,5 +123,27 @@ func TestNotifierSocketGone(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "sd_notify") || !strings.Contains(err.Error(), path) {
 		t.Errorf("err = %v, want it to say sd_notify and the socket %s", err, path)
+	}
+}
+
+// TestReloading checks the message Type=notify-reload needs: RELOADING=1
+// and the CLOCK_MONOTONIC time in microseconds, which systemd compares with
+// its own clock.
+func TestReloading(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	c := listen(t, path)
+	t.Setenv("NOTIFY_SOCKET", path)
+	var before unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &before)
+	if err := NewNotifier().Reloading(); err != nil {
+		t.Fatal(err)
+	}
+	var after unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &after)
+	got := receive(t, c)
+	usec, ok := strings.CutPrefix(got, "RELOADING=1\nMONOTONIC_USEC=")
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if !ok || err != nil || n < before.Nano()/1000 || n > after.Nano()/1000 {
+		t.Errorf("got %q, want RELOADING=1 and MONOTONIC_USEC between %d and %d", got, before.Nano()/1000, after.Nano()/1000)
 	}
 }
