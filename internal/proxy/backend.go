@@ -106,6 +106,7 @@ func NewBackend(name string, servers []*Server, opt BackendOptions, log *slog.Lo
 			return nil
 		},
 		ErrorHandler: b.fail,
+		BufferPool:   copyBuffers,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return b, nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,9 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		hash = b.hashKey(req)
 	}
 	body := newReplayBody(req)
-	var triedArr [4]*balance.Member
-	tried := triedArr[:0]
+	// The servers that failed; nil until one does (a stack array would
+	// escape through Pick and cost every request an allocation).
+	var tried []*balance.Member
 	var lastErr error
 	var lastServer string
 	for attempt := 1; ; attempt++ {
@@ -110,10 +112,13 @@ func (b *Backend) acquire(req *http.Request, hash uint64, tried []*balance.Membe
 
 // send makes one attempt at server m, which has counted the request.
 func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (*http.Response, error) {
-	out := req.WithContext(req.Context())
-	u := *req.URL
-	u.Host = m.State.Address
-	out.URL = &u
+	// Each attempt sends its own shallow copy, as req.WithContext would
+	// make, with its own URL: a failed attempt's request may still be read
+	// by the transport. One allocation for both.
+	a := &attempt{req: *req, url: *req.URL}
+	a.url.Host = m.State.Address
+	out := &a.req
+	out.URL = &a.url
 	if body != nil {
 		body.rearm()
 		out.Body = body
@@ -126,11 +131,10 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 		return nil, err
 	}
 	srv.observe(!(b.opt.Count5xx && resp.StatusCode >= 500))
-	release := sync.OnceFunc(func() { b.release(m) })
 	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &releaseReadWriteCloser{rwc, release}
+		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m}}
 	} else {
-		resp.Body = &releaseBody{resp.Body, release}
+		resp.Body = &releaseBody{resp.Body, releaser{b: b, m: m}}
 	}
 	if b.opt.StickyCookie != "" {
 		if c, err := req.Cookie(b.opt.StickyCookie); err != nil || c.Value != m.ID {
@@ -256,16 +260,36 @@ func (r *replayBody) finish() {
 	}
 }
 
+// attempt is the request of one attempt and its URL.
+type attempt struct {
+	req http.Request
+	url url.URL
+}
+
+// releaser ends a server's in-flight count once, however often the body
+// holding it is closed.
+type releaser struct {
+	b    *Backend
+	m    *balance.Member
+	done atomic.Bool
+}
+
+func (r *releaser) release() {
+	if !r.done.Swap(true) {
+		r.b.release(r.m)
+	}
+}
+
 // releaseBody ends the server's in-flight count when the response body is
 // closed.
 type releaseBody struct {
 	io.ReadCloser
-	release func()
+	r releaser
 }
 
 func (b *releaseBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.release()
+	b.r.release()
 	return err
 }
 
@@ -273,11 +297,11 @@ func (b *releaseBody) Close() error {
 // (WebSocket), which ReverseProxy needs to be writable.
 type releaseReadWriteCloser struct {
 	io.ReadWriteCloser
-	release func()
+	r releaser
 }
 
 func (b *releaseReadWriteCloser) Close() error {
 	err := b.ReadWriteCloser.Close()
-	b.release()
+	b.r.release()
 	return err
 }
