@@ -35,6 +35,7 @@ type serving struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	counters map[string]*pquic.Counters
+	tickets  *ticketKeys
 	graph    atomic.Pointer[Graph]
 	https    []*http.Server
 	h3       []*http3.Server
@@ -60,6 +61,8 @@ func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counte
 	}
 	s := &serving{log: log, errs: make(chan error, 16), counters: counters}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.tickets = newTicketKeys()
+	go s.tickets.rotateEvery(s.ctx, ticketKeyRotation)
 	s.graph.Store(g)
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
@@ -157,6 +160,7 @@ func (s *serving) serveQUIC(frontend string, b *Bind, shards []*listen.Socket) e
 	}
 	s.h3 = append(s.h3, srv)
 	tlsConf := http3.ConfigureTLSConfig(s.tlsConfig(b.TCP.Address))
+	s.tickets.use(tlsConf)
 	q := b.QUIC
 	metrics := pquic.NewMetrics(q.format, len(shards))
 	watchShards(s.ctx, metrics, s.counters[b.TCP.Address], s.log.With("frontend", frontend, "address", b.UDP.Address))

@@ -1,13 +1,19 @@
 package runtime
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // TestTLSSessionResumption checks that clients resume TLS sessions (RFC
@@ -93,3 +99,59 @@ func TestTLSSessionResumption(t *testing.T) {
 }
 
 func scaledTimeout() time.Duration { return testutil.Scaled(10 * time.Second) }
+
+// TestHTTP3SessionResumption checks that a client resumes its TLS session
+// on new HTTP/3 connections, and still after a ticket key rotation (see
+// ticketKeys).
+func TestHTTP3SessionResumption(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "default.test")
+	writeCert(t, dir, "other.test", "*.other.test")
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	yaml := strings.Replace(twoCerts, "127.0.0.1:8443\n        http3: true", addr+"\n        http3: true\n        quic: {shards: 1}", 1)
+	g, err := compileFile(t, dir, yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets, err := listen.Acquire(g.Specs(), nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := serve(g, sockets, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	cache := tls.NewLRUClientSessionCache(4)
+	get := func() bool {
+		tr := &http3.Transport{TLSClientConfig: &tls.Config{ServerName: "default.test", InsecureSkipVerify: true, ClientSessionCache: cache}}
+		defer tr.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), scaledTimeout())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.TLS != nil && resp.TLS.DidResume
+	}
+	if get() {
+		t.Fatal("the first connection resumed a session it cannot have")
+	}
+	for i := 0; i < 3; i++ {
+		if !get() {
+			t.Fatalf("connection %d did not resume the TLS session", i+2)
+		}
+	}
+	s.tickets.rotate() // a ticket issued before a rotation still resumes
+	if !get() {
+		t.Fatal("no resumption after a ticket key rotation")
+	}
+}
