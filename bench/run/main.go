@@ -1,9 +1,14 @@
-// Command run is the entry point of the portcullis HTTP/3 benchmarks: it
-// compares one QUIC shard with N shards (N = the number of CPUs, at least
+// Command run is the entry point of the portcullis benchmarks. It has two
+// modes; without one it prints its usage:
+//
+//	go run ./bench/run shards [flags]   HTTP/3: one QUIC shard vs N
+//	go run ./bench/run compare [flags]  portcullis vs HAProxy, nginx, Caddy
+//
+// compare is described in compare.go. shards compares one QUIC shard with N shards (N = the number of CPUs, at least
 // 2) on loopback. Run it as root from the repository, so that the steering
 // program loads:
 //
-//	go run ./bench/run [-d 10s] [-rounds 2] [-warmup 1s] [-shards 1,N]
+//	go run ./bench/run shards [-d 10s] [-rounds 2] [-warmup 1s] [-shards 1,N]
 //	                   [-retry never] [-pin=true] [-keep]
 //
 // It builds portcullis, bench/h3load and bench/backend into a temporary
@@ -76,15 +81,17 @@ var scenarios = []scenario{
 	{"handshake", "/", []string{"-handshake", "-c", "16", "-body-size", "3"}},
 }
 
-func main() {
-	dur := flag.Duration("d", 10*time.Second, "duration of each measured scenario")
-	warmup := flag.Duration("warmup", time.Second, "unmeasured run before each scenario (0: none)")
-	rounds := flag.Int("rounds", 2, "split each measurement into this many runs, alternating between shard counts")
-	shardList := flag.String("shards", "1,"+strconv.Itoa(max(2, runtime.NumCPU())), "shard counts to compare; the first is the baseline")
-	pin := flag.Bool("pin", true, "pin portcullis to CPU 0, the load generator and backend to CPU 1 (needs taskset and 2 CPUs)")
-	retry := flag.String("retry", "never", "portcullis's quic retry setting: never, auto or always")
-	keep := flag.Bool("keep", false, "keep the work directory (binaries, configuration, logs)")
-	flag.Parse()
+// shardsMain is "bench/run shards".
+func shardsMain(args []string) {
+	fs := flag.NewFlagSet("shards", flag.ExitOnError)
+	dur := fs.Duration("d", 10*time.Second, "duration of each measured scenario")
+	warmup := fs.Duration("warmup", time.Second, "unmeasured run before each scenario (0: none)")
+	rounds := fs.Int("rounds", 2, "split each measurement into this many runs, alternating between shard counts")
+	shardList := fs.String("shards", "1,"+strconv.Itoa(max(2, runtime.NumCPU())), "shard counts to compare; the first is the baseline")
+	pin := fs.Bool("pin", true, "pin portcullis to CPU 0, the load generator and backend to CPU 1 (needs taskset and 2 CPUs)")
+	retry := fs.String("retry", "never", "portcullis's quic retry setting: never, auto or always")
+	keep := fs.Bool("keep", false, "keep the work directory (binaries, configuration, logs)")
+	fs.Parse(args)
 
 	r := &runner{}
 	code := 0
@@ -415,11 +422,16 @@ func (r *runner) run(in *instance, sc scenario, d time.Duration, w *row) error {
 // h3load runs one load generation and parses its line; it also returns
 // h3load's CPU seconds. With latFile, h3load writes its latencies there.
 func (r *runner) h3load(url string, sc scenario, d time.Duration, latFile string) (map[string]float64, float64, error) {
+	return r.goLoad("h3load", url, sc, d, latFile)
+}
+
+// goLoad runs bench/h3load or bench/tlsload (same flags, same line).
+func (r *runner) goLoad(bin, url string, sc scenario, d time.Duration, latFile string) (map[string]float64, float64, error) {
 	args := append([]string{"-url", url, "-insecure", "-d", d.String()}, sc.args...)
 	if latFile != "" {
 		args = append(args, "-latency-file", latFile)
 	}
-	cmd := r.command(1, filepath.Join(r.dir, "h3load"), args...)
+	cmd := r.command(1, filepath.Join(r.dir, bin), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := r.start(cmd); err != nil {
@@ -428,7 +440,7 @@ func (r *runner) h3load(url string, sc scenario, d time.Duration, latFile string
 	err := cmd.Wait()
 	r.forget(cmd)
 	if err != nil {
-		return nil, 0, fmt.Errorf("h3load %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		return nil, 0, fmt.Errorf("%s %s: %v\n%s%s", bin, strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	res := map[string]float64{}
 	for f := range strings.FieldsSeq(stdout.String()) {
@@ -438,7 +450,7 @@ func (r *runner) h3load(url string, sc scenario, d time.Duration, latFile string
 		}
 		x, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return nil, 0, fmt.Errorf("h3load printed %q", stdout.String())
+			return nil, 0, fmt.Errorf("%s printed %q", bin, stdout.String())
 		}
 		res[k] = x
 	}

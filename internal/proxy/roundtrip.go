@@ -127,7 +127,10 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 	resp, err := b.Transport.RoundTrip(out)
 	if err != nil {
 		b.release(m)
-		srv.observe(false)
+		if req.Context().Err() == nil {
+			// A request the client abandoned says nothing about the server.
+			srv.observe(false)
+		}
 		return nil, err
 	}
 	srv.observe(!(b.opt.Count5xx && resp.StatusCode >= 500))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -266,5 +267,40 @@ func TestRetryBudget(t *testing.T) {
 	}
 	if allowed != 30 {
 		t.Errorf("allowed %d retries on a quiet backend, want the floor of 30 per 10s", allowed)
+	}
+}
+
+// TestClientCancelIsNotAServerFailure checks that requests the client
+// abandons do not count against the server's passive health.
+func TestClientCancelIsNotAServerFailure(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow := startCounting(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	var failures atomic.Int64
+	b := newTestBackend("app", []string{slow.addr}, BackendOptions{}, slog.New(slog.DiscardHandler))
+	for _, s := range b.servers {
+		s.Observe = func(ok bool) {
+			if !ok {
+				failures.Add(1)
+			}
+		}
+	}
+	url := serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, "GET", url+"/", nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+	time.Sleep(100 * time.Millisecond) // the proxy sees the cancellations
+	if n := failures.Load(); n != 0 {
+		t.Errorf("%d abandoned requests counted as server failures, want 0", n)
 	}
 }
