@@ -189,21 +189,7 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 		fmt.Fprintln(os.Stderr, "bench/run: no taskset or fewer than 2 CPUs: not pinning")
 	}
 	fmt.Fprintf(os.Stderr, "bench/run: building in %s\n", r.dir)
-	for _, b := range []struct{ out, pkg string }{
-		{"portcullis", "./cmd/portcullis"},
-		{"h3load", "./bench/h3load"},
-		{"backend", "./bench/backend"},
-		{"idle", "./bench/idle"},
-		{"tlsload", "./bench/tlsload"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(r.dir, b.out), b.pkg)
-		cmd.Dir = root
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go build %s: %w", b.pkg, err)
-		}
-	}
-	if err := writeCert(r.dir); err != nil {
+	if err := r.build(root, "./cmd/portcullis", "./bench/h3load", "./bench/backend", "./bench/idle", "./bench/tlsload"); err != nil {
 		return err
 	}
 	backend, err := r.startBackend()

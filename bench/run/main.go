@@ -181,19 +181,7 @@ func (r *runner) main(dur, warmup time.Duration, rounds int, shardList, retry st
 	r.pin = pin
 
 	fmt.Fprintf(os.Stderr, "bench/run: building in %s\n", r.dir)
-	for _, b := range []struct{ out, pkg string }{
-		{"portcullis", "./cmd/portcullis"},
-		{"h3load", "./bench/h3load"},
-		{"backend", "./bench/backend"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(r.dir, b.out), b.pkg)
-		cmd.Dir = root
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go build %s: %w", b.pkg, err)
-		}
-	}
-	if err := writeCert(r.dir); err != nil {
+	if err := r.build(root, "./cmd/portcullis", "./bench/h3load", "./bench/backend"); err != nil {
 		return err
 	}
 
@@ -750,4 +738,18 @@ func goVersion() string {
 		return runtime.Version()
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// build compiles the repository's packages (paths relative to root) into
+// r.dir, each named after its directory, and writes the certificate.
+func (r *runner) build(root string, pkgs ...string) error {
+	for _, pkg := range pkgs {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(r.dir, filepath.Base(pkg)), pkg)
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", pkg, err)
+		}
+	}
+	return writeCert(r.dir)
 }
