@@ -43,20 +43,12 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -64,7 +56,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -144,28 +135,11 @@ func (r *runner) main(dur, warmup time.Duration, rounds int, shardList, retry st
 		return err
 	}
 
-	// Stop everything on SIGINT or SIGTERM, as a shell's trap would.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		r.stopping.Store(true)
-		fmt.Fprintf(os.Stderr, "bench/run: %v: stopping\n", s)
-		r.cleanup()
-		os.Exit(130)
-	}()
+	r.trapSignals()
 
-	r.keep = keep
-	r.dir, err = os.MkdirTemp("", "portcullis-bench-")
-	if err != nil {
+	if err := r.workDir("portcullis-bench-", keep); err != nil {
 		return err
 	}
-	// portcullis re-executes itself after dropping to nobody: its binary
-	// must be reachable by nobody.
-	if err := os.Chmod(r.dir, 0o755); err != nil {
-		return err
-	}
-	r.tck = clockTicks()
 
 	cpus := runtime.NumCPU()
 	_, tsErr := exec.LookPath("taskset")
@@ -242,63 +216,6 @@ func pinText(pin bool) string {
 		return "portcullis on CPU 0, h3load and backend on CPU 1"
 	}
 	return "no"
-}
-
-// row is one scenario at one shard count, summed over its rounds.
-type row struct {
-	scenario string
-	shards   int
-
-	requests  float64
-	elapsed   float64 // seconds of load, as h3load counts them
-	wall      float64 // seconds from before to after each run
-	latencies []time.Duration
-	cpu       float64 // CPU seconds of portcullis
-	// Ticks of /proc/stat for CPU 0 and CPU 1: busy, and all.
-	busy, ticks [2]uint64
-}
-
-func (w *row) reqPerSec() float64 { return w.requests / w.elapsed }
-func (w *row) cpuPer10k() float64 { return w.cpu / w.requests * 10000 }
-
-func (w *row) busyPct(cpu int) string {
-	if w.ticks[cpu] == 0 {
-		return "?"
-	}
-	return fmt.Sprintf("%.0f%%", 100*float64(w.busy[cpu])/float64(w.ticks[cpu]))
-}
-
-func printTable(rows []*row, base int) {
-	baseline := map[string]*row{}
-	for _, w := range rows {
-		if w.shards == base {
-			baseline[w.scenario] = w
-		}
-	}
-	fmt.Printf("| scenario | shards | req/s | p50 ms | p99 ms | portcullis CPU s / 10k req | req/s ratio (N/%[1]d) | CPU/req ratio (N/%[1]d) | portcullis CPU use | CPU 0 busy | CPU 1 busy |\n", base)
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, w := range rows {
-		slices.Sort(w.latencies)
-		ratio, cpuRatio := "", ""
-		if b := baseline[w.scenario]; b != nil && w.shards != base {
-			ratio = fmt.Sprintf("%.2f", w.reqPerSec()/b.reqPerSec())
-			cpuRatio = fmt.Sprintf("%.2f", w.cpuPer10k()/b.cpuPer10k())
-		}
-		fmt.Printf("| %s | %d | %.0f | %.2f | %.2f | %.2f | %s | %s | %.0f%% | %s | %s |\n",
-			w.scenario, w.shards, w.reqPerSec(), ms(percentile(w.latencies, 0.50)), ms(percentile(w.latencies, 0.99)),
-			w.cpuPer10k(), ratio, cpuRatio, 100*w.cpu/w.wall, w.busyPct(0), w.busyPct(1))
-	}
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// percentile of sorted latencies, nearest rank (as h3load computes it).
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
 // instance is one running portcullis.
@@ -448,23 +365,6 @@ func (r *runner) goLoad(bin, url string, sc scenario, d time.Duration, latFile s
 	return res, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(), nil
 }
 
-// readLatencies reads an h3load -latency-file.
-func readLatencies(path string) ([]time.Duration, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []time.Duration
-	for l := range strings.Lines(string(b)) {
-		n, err := strconv.ParseInt(strings.TrimSpace(l), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %q", path, l)
-		}
-		out = append(out, time.Duration(n))
-	}
-	return out, nil
-}
-
 // startBackend starts bench/backend and returns its address.
 func (r *runner) startBackend() (string, error) {
 	cmd := r.command(1, filepath.Join(r.dir, "backend"), "-listen", "127.0.0.1:0")
@@ -493,263 +393,4 @@ func (r *runner) startBackend() (string, error) {
 	case <-time.After(10 * time.Second):
 		return "", errors.New("backend did not start within 10s")
 	}
-}
-
-// command makes a command pinned to cpu when pinning.
-func (r *runner) command(cpu int, name string, args ...string) *exec.Cmd {
-	if r.pin {
-		args = append([]string{"-c", strconv.Itoa(cpu), name}, args...)
-		name = "taskset"
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Dir = r.dir
-	// A child whose runner dies is killed (until it changes its
-	// credentials: portcullis's drop clears this, cleanup covers it).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return cmd
-}
-
-func (r *runner) start(cmd *exec.Cmd) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	r.procs = append(r.procs, cmd)
-	return nil
-}
-
-func (r *runner) forget(cmd *exec.Cmd) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, c := range r.procs {
-		if c == cmd {
-			r.procs = append(r.procs[:i], r.procs[i+1:]...)
-			return
-		}
-	}
-}
-
-// stop ends a process gracefully (SIGTERM), or kills it after 10s.
-func (r *runner) stop(cmd *exec.Cmd) {
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-	r.forget(cmd)
-}
-
-// cleanup stops every process still running and removes the work
-// directory.
-func (r *runner) cleanup() {
-	r.mu.Lock()
-	procs := append([]*exec.Cmd(nil), r.procs...)
-	r.mu.Unlock()
-	for _, c := range procs {
-		r.stop(c)
-	}
-	if r.dir == "" {
-		return
-	}
-	if r.keep {
-		fmt.Fprintf(os.Stderr, "bench/run: kept %s\n", r.dir)
-		return
-	}
-	os.RemoveAll(r.dir)
-}
-
-// waitReady waits for portcullis's "ready" log line.
-func waitReady(cmd *exec.Cmd, logPath string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		log, _ := os.ReadFile(logPath)
-		if bytes.Contains(log, []byte("msg=ready")) {
-			return nil
-		}
-		if zombie(cmd.Process.Pid) {
-			return fmt.Errorf("portcullis exited at startup; its log:\n%s", log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	log, _ := os.ReadFile(logPath)
-	return fmt.Errorf("portcullis not ready within %v; its log:\n%s", limit, log)
-}
-
-// zombie reports whether pid has exited (and awaits reaping).
-func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
-}
-
-// cpuSeconds is the user plus system CPU time of every thread of pid.
-func cpuSeconds(pid int, tck float64) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name may hold spaces: fields start after the last ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// After the name: state is field 3, utime 14 and stime 15 (proc(5)).
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	return float64(ut+st) / tck, nil
-}
-
-// ticks is one CPU's line of /proc/stat, summed.
-type ticks struct{ busy, all uint64 }
-
-// cpuTicks reads CPU 0 and CPU 1 from /proc/stat: busy is every state but
-// idle and iowait (user, nice, system, irq, softirq, steal), all of them
-// together. A CPU that is not there reads as zero.
-func cpuTicks() ([2]ticks, error) {
-	var out [2]ticks
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return out, err
-	}
-	for l := range strings.Lines(string(b)) {
-		f := strings.Fields(l)
-		if len(f) < 9 || (f[0] != "cpu0" && f[0] != "cpu1") {
-			continue
-		}
-		var t ticks
-		for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
-			n, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				return out, fmt.Errorf("/proc/stat: %q", l)
-			}
-			t.all += n
-			if i != 3 && i != 4 {
-				t.busy += n
-			}
-		}
-		out[f[0][3]-'0'] = t
-	}
-	return out, nil
-}
-
-// clockTicks is the unit of /proc/PID/stat times (USER_HZ).
-func clockTicks() float64 {
-	out, err := exec.Command("getconf", "CLK_TCK").Output()
-	if err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && n > 0 {
-			return float64(n)
-		}
-	}
-	return 100
-}
-
-// freePort finds a port free for both TCP and UDP on 127.0.0.1.
-func freePort() (int, error) {
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port on 127.0.0.1 for both TCP and UDP")
-}
-
-// writeCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1
-// and localhost, valid for a day, as cert.pem and key.pem.
-func writeCert(dir string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "portcullis bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
-}
-
-// repoRoot finds the portcullis module from the working directory up.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(b, []byte("module github.com/portcullis/portcullis\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run me from the portcullis repository (no go.mod of github.com/portcullis/portcullis above the working directory)")
-		}
-		dir = parent
-	}
-}
-
-func kernel() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func goVersion() string {
-	out, err := exec.Command("go", "env", "GOVERSION").Output()
-	if err != nil {
-		return runtime.Version()
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// build compiles the repository's packages (paths relative to root) into
-// r.dir, each named after its directory, and writes the certificate.
-func (r *runner) build(root string, pkgs ...string) error {
-	for _, pkg := range pkgs {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(r.dir, filepath.Base(pkg)), pkg)
-		cmd.Dir = root
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go build %s: %w", pkg, err)
-		}
-	}
-	return writeCert(r.dir)
 }
