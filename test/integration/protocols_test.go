@@ -52,22 +52,8 @@ func startProxy(t *testing.T, routes []proxyRoute, backends ...string) (*site, *
 	t.Helper()
 	s := newSite(t, siteOptions{App: [2]string{"127.0.0.1:1", "127.0.0.1:2"}, API: "127.0.0.1:3"})
 	var b strings.Builder
-	b.WriteString(`global:
-  user: nobody
-  group: nogroup
-  grace: 2s
-frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:80
-      - address: 127.0.0.1:443
-        tls:
-          certificates:
-            - cert: site.pem
-              key: site.key
-        http3: true
-    routes:
-`)
+	b.WriteString(webFrontend)
+
 	for _, r := range routes {
 		fmt.Fprintf(&b, "      - path_prefix: %s\n        backend: %s\n", r.prefix, r.backend)
 	}

@@ -195,22 +195,8 @@ type lbServer struct {
 // as root, it drops to nobody.
 func lbConfig(settings string, servers ...lbServer) string {
 	var b strings.Builder
-	b.WriteString(`global:
-  user: nobody
-  group: nogroup
-  grace: 2s
-frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:80
-      - address: 127.0.0.1:443
-        tls:
-          certificates:
-            - cert: site.pem
-              key: site.key
-        http3: true
-    routes:
-      - backend: pool
+	b.WriteString(webFrontend)
+	b.WriteString(`      - backend: pool
 backends:
   pool:
 `)
@@ -464,3 +450,23 @@ func loop(c *http.Client, conc int, path string, stop <-chan struct{}) func() []
 		return all
 	}
 }
+
+// webFrontend is the start of a configuration that runs as nobody and
+// serves frontend "web" on 127.0.0.1:80 and, over TLS with HTTP/3, on
+// 127.0.0.1:443 (the site's certificate); its routes follow.
+const webFrontend = `global:
+  user: nobody
+  group: nogroup
+  grace: 2s
+frontends:
+  web:
+    bind:
+      - address: 127.0.0.1:80
+      - address: 127.0.0.1:443
+        tls:
+          certificates:
+            - cert: site.pem
+              key: site.key
+        http3: true
+    routes:
+`
