@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -117,10 +118,8 @@ func intPtr(i int) *int { return &i }
 func (b *Backend) validate(add func(Pos, string, ...any)) {
 	where := fmt.Sprintf("backend %q", b.Name)
 	oneOf := func(key, value string, valid []string) {
-		for _, v := range valid {
-			if v == value {
-				return
-			}
+		if slices.Contains(valid, value) {
+			return
 		}
 		add(b.At.Value(key), "%s: %s %q: want one of %s", where, key, value, strings.Join(valid, ", "))
 	}
@@ -189,7 +188,7 @@ func (b *Backend) validate(add func(Pos, string, ...any)) {
 		if s.SlowStart < 0 {
 			add(s.At.Value("slow_start"), "%s: slow_start must not be negative", where)
 		}
-		if !contains(stateNames, s.State) {
+		if !slices.Contains(stateNames, s.State) {
 			add(s.At.Value("state"), "%s: state %q: want one of %s", where, s.State, strings.Join(stateNames, ", "))
 		}
 		if !s.Backup {
@@ -289,13 +288,4 @@ func isTokenChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/hex"
+	"slices"
 	"strings"
 )
 
@@ -37,7 +38,7 @@ func (q *QUIC) validate(http3 bool, key Pos, where string, add func(Pos, string,
 			add(q.At.Value("server_id"), "%s: quic server_id %q: want 1 to 10 bytes as hex, e.g. 0a1b", where, q.ServerID)
 		}
 	}
-	if !contains([]string{"auto", "always", "never"}, q.Retry) {
+	if !slices.Contains([]string{"auto", "always", "never"}, q.Retry) {
 		add(q.At.Value("retry"), "%s: quic retry %q: want auto, always or never", where, q.Retry)
 	}
 	for _, k := range []struct {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -145,7 +146,7 @@ func (b *Backend) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusFor(err)
 	attrs := []any{"status", status, "reason", reason(err), "method", r.Method, "host", r.Host, "path", r.URL.Path, "client", r.RemoteAddr}
 	var re *roundTripError
-	if asRoundTripError(err, &re) {
+	if errors.As(err, &re) {
 		attrs = append(attrs, "server", re.server, "attempts", re.attempts)
 	}
 	attrs = append(attrs, "error", err)

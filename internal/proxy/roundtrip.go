@@ -30,8 +30,6 @@ type roundTripError struct {
 func (e *roundTripError) Error() string { return e.err.Error() }
 func (e *roundTripError) Unwrap() error { return e.err }
 
-func asRoundTripError(err error, target **roundTripError) bool { return errors.As(err, target) }
-
 func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := (*Backend)(rt)
 	b.budget.request()
