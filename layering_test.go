@@ -20,9 +20,12 @@ var allowed = map[string][]string{
 	"quickstart": {},
 	"balance":    {},
 	"health":     {"balance"},
-	"proxy":      {"balance"},
+	"proxy":      {"balance", "proxyproto"},
+	"sni":        {},
+	"proxyproto": {},
+	"l4":         {"balance", "sni", "proxyproto"},
 	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto"},
 	"testutil":   {},
 }
 

@@ -85,11 +85,12 @@ func compareMain(args []string) {
 	idle := fs.Int("idle", 10000, "idle connections of the idle scenarios")
 	only := fs.String("only", "portcullis,haproxy,nginx,caddy", "proxies to run")
 	keep := fs.Bool("keep", false, "keep the work directory (binaries, configurations, logs)")
+	scen := fs.String("scenarios", "", "run only the scenarios whose name contains one of these comma-separated strings (default: all)")
 	fs.Parse(args)
 
 	r := &runner{}
 	code := 0
-	err := r.compare(*dur, *warmup, *idle, strings.Split(*only, ","), *keep)
+	err := r.compare(*dur, *warmup, *idle, strings.Split(*only, ","), *keep, selectScenarios(*scen))
 	if r.stopping.Load() {
 		select {} // the signal handler cleans up and exits
 	}
@@ -101,7 +102,28 @@ func compareMain(args []string) {
 	os.Exit(code)
 }
 
-func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, keep bool) error {
+// selectScenarios returns the scenarios whose name contains one of the
+// comma-separated strings in filter, or all of them for an empty filter.
+func selectScenarios(filter string) []cscenario {
+	if filter == "" {
+		return compareScenarios
+	}
+	var out []cscenario
+	for _, sc := range compareScenarios {
+		for f := range strings.SplitSeq(filter, ",") {
+			if f != "" && strings.Contains(sc.name, f) {
+				out = append(out, sc)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, keep bool, scenarios []cscenario) error {
+	if len(scenarios) == 0 {
+		return errors.New("-scenarios: matches no scenario")
+	}
 	for _, p := range proxies {
 		if !slices.Contains([]string{"portcullis", "haproxy", "nginx", "caddy"}, p) {
 			return fmt.Errorf("-only: unknown proxy %q", p)
@@ -168,7 +190,7 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 
 	var rows []*crow
 	var failed []string
-	for _, sc := range compareScenarios {
+	for _, sc := range scenarios {
 		for _, t := range targets {
 			if t.pid == 0 && !sc.direct || sc.tls && t.tls == "" || strings.Contains(sc.kind, "h3") && !t.h3 {
 				continue

@@ -39,11 +39,33 @@ type Global struct {
 // DefaultGrace is Global.Grace when the file does not set it.
 const DefaultGrace = 30 * time.Second
 
+// Frontend modes.
+const (
+	ModeHTTP = "http"
+	ModeTCP  = "tcp"
+	ModeUDP  = "udp"
+)
+
+// Idle timeouts of layer-4 frontends when the file sets none.
+const (
+	DefaultTCPIdleTimeout = 10 * time.Minute
+	DefaultUDPIdleTimeout = 30 * time.Second
+)
+
 // Frontend is a set of listening addresses that share routes.
 type Frontend struct {
-	Name   string   `yaml:"-"` // the mapping key
-	Bind   []*Bind  `yaml:"bind"`
-	Routes []*Route `yaml:"routes"`
+	Name string `yaml:"-"` // the mapping key
+	// Mode is http (default: HTTP/1.1, HTTP/2, HTTP/3 terminated and routed
+	// by request), tcp (each connection proxied as a byte stream, routed by
+	// TLS SNI when routes name one) or udp (datagrams relayed per client
+	// flow).
+	Mode string `yaml:"mode"`
+	// IdleTimeout closes a tcp connection or forgets a udp flow that has
+	// carried no byte in either direction for this long. Default 10m for
+	// tcp, 30s for udp; refused in http mode (see backend timeouts).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	Bind        []*Bind       `yaml:"bind"`
+	Routes      []*Route      `yaml:"routes"`
 
 	At Positions `yaml:"-"`
 }
@@ -67,9 +89,25 @@ type Bind struct {
 	HTTP3 bool `yaml:"http3"`
 	// QUIC tunes HTTP/3 on this bind. Only with http3.
 	QUIC *QUIC `yaml:"quic"`
+	// AcceptProxy reads a PROXY protocol header (v1 or v2) at the start of
+	// every TCP connection from TrustedProxies, and uses the client address
+	// it carries for routing, logs and X-Forwarded-For. Connections from
+	// other addresses must not send one: a header from them is refused.
+	// Default false. Not on udp frontends; never for HTTP/3.
+	AcceptProxy bool `yaml:"accept_proxy"`
+	// TrustedProxies are the networks ("10.0.0.0/8", "192.0.2.7") allowed
+	// to send PROXY headers. Required with accept_proxy.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ProxyTimeout bounds the wait for the PROXY header (and, on tcp
+	// frontends routed by SNI, for the TLS ClientHello) after accepting.
+	// Default 5s.
+	ProxyTimeout time.Duration `yaml:"proxy_timeout"`
 
 	At Positions `yaml:"-"`
 }
+
+// DefaultProxyTimeout is Bind.ProxyTimeout when the file sets none.
+const DefaultProxyTimeout = 5 * time.Second
 
 // QUIC tunes the HTTP/3 sockets of a bind (docs/quic.md).
 type QUIC struct {
@@ -118,9 +156,23 @@ type Certificate struct {
 	At Positions `yaml:"-"`
 }
 
-// Route sends matching requests to a backend. Routes are tried in order;
-// the first match wins; no match is a 404.
+// Route sends matching requests (or connections) to a backend. Routes are
+// tried in order; the first match wins; no match is a 404 (http) or a
+// closed connection (tcp).
+//
+// A route with sni matches TLS connections by the ClientHello, before any
+// TLS is terminated, and passes them through to the backend untouched. In
+// a tcp frontend every route is such a route, or one without sni that
+// takes every connection (plain TCP). In an http frontend whose binds all
+// have tls, sni routes pass those names through and the other routes
+// serve the rest as HTTPS on the same port.
 type Route struct {
+	// SNI matches the TLS server name of the ClientHello (case-insensitive):
+	// exactly, or "*.example.com" for any name ending in ".example.com".
+	SNI string `yaml:"sni"`
+	// ALPN, with sni, also requires the client to offer one of these
+	// protocols ("h2", "http/1.1", "imap", ...). Empty: any.
+	ALPN []string `yaml:"alpn"`
 	// Host matches the request's host (without port, case-insensitive):
 	// exactly, or "*.example.com" for any name ending in ".example.com".
 	// Empty: any host.
@@ -218,9 +270,18 @@ type Timeouts struct {
 
 // HealthCheck is an active health check of every server of a backend.
 type HealthCheck struct {
-	// Type is http (GET Path) or tcp (connect only). Default http when path
-	// is set, else tcp.
+	// Type is http (GET Path), tcp (connect only) or udp (send Send as one
+	// datagram, any datagram back within Timeout passes; an ICMP port
+	// unreachable fails at once). Default http when path is set, else udp
+	// for backends of udp frontends, else tcp.
 	Type string `yaml:"type"`
+	// Port checks this port of each server's host instead of the server's
+	// own (e.g. an HTTP status page beside a database). 0 (default): the
+	// server's port.
+	Port int `yaml:"port"`
+	// Send is the datagram of udp checks (YAML escapes such as "\x00"
+	// work in double quotes). Default: empty.
+	Send string `yaml:"send"`
 	// Path is the HTTP path to GET, e.g. /healthz.
 	Path string `yaml:"path"`
 	// Host is the Host header of HTTP checks. Default: the server address.
@@ -273,6 +334,11 @@ type Server struct {
 	// State is active (default), drain (no new requests; in-flight ones
 	// finish) or disabled (no requests).
 	State string `yaml:"state"`
+	// SendProxy starts every connection to the server with a PROXY
+	// protocol header carrying the client's address: v1 (text) or v2
+	// (binary). Empty (default): none. With HTTP, connections to such a
+	// server are not shared between clients.
+	SendProxy string `yaml:"send_proxy"`
 
 	At Positions `yaml:"-"`
 }
