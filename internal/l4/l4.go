@@ -15,8 +15,6 @@ import (
 // implements it): the same pool, max_conns queue and passive health
 // checks that HTTP requests use.
 type Backend interface {
-	// Name is the backend's name, for logs.
-	Name() string
 	// AcquireConn returns a usable server that is not in tried and has
 	// counted one more connection in flight: the balancer's pick (hash is
 	// used by balance: hash), waiting in the backend's queue while every
