@@ -39,8 +39,9 @@ var (
 )
 
 // setDefaults fills what the file left out: a written zero is kept, so that
-// validation can refuse it with its position.
-func (b *Backend) setDefaults() {
+// validation can refuse it with its position. uses are the frontends that
+// route to the backend.
+func (b *Backend) setDefaults(uses []backendUse) {
 	if b.Balance == "" {
 		b.Balance = defaultBalance
 	}
@@ -66,9 +67,13 @@ func (b *Backend) setDefaults() {
 	}
 	if hc := b.HealthCheck; hc != nil {
 		if hc.Type == "" {
-			hc.Type = "tcp"
-			if hc.Path != "" {
+			switch {
+			case hc.Path != "":
 				hc.Type = "http"
+			case usedBy(uses, ModeUDP) != nil:
+				hc.Type = "udp"
+			default:
+				hc.Type = "tcp"
 			}
 		}
 		if hc.Type == "http" && hc.Path == "" && !hc.At.hasValue("path") {
@@ -79,6 +84,12 @@ func (b *Backend) setDefaults() {
 		}
 		defaultDuration(&hc.Interval, hc.At, "interval", DefaultCheckInterval)
 		defaultDuration(&hc.Timeout, hc.At, "timeout", DefaultCheckTimeout)
+		// With an interval no longer than the default timeout, a timeout
+		// the file leaves out is half the interval, so that a check ends
+		// before the next one starts.
+		if !hc.At.hasValue("timeout") && hc.Interval > 1 && hc.Interval <= hc.Timeout {
+			hc.Timeout = hc.Interval / 2
+		}
 		if !hc.At.hasValue("rise") {
 			hc.Rise = DefaultRise
 		}
@@ -114,8 +125,9 @@ func defaultDuration(d *time.Duration, at Positions, key string, def time.Durati
 
 func intPtr(i int) *int { return &i }
 
-// validateBackend checks one backend; add records a problem.
-func (b *Backend) validate(add func(Pos, string, ...any)) {
+// validate checks one backend, used by the frontends uses; add records a
+// problem.
+func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 	where := fmt.Sprintf("backend %q", b.Name)
 	oneOf := func(key, value string, valid []string) {
 		if slices.Contains(valid, value) {
@@ -125,6 +137,12 @@ func (b *Backend) validate(add func(Pos, string, ...any)) {
 	}
 	oneOf("balance", b.Balance, balanceNames)
 	oneOf("protocol", b.Protocol, protocolNames)
+	for _, u := range uses {
+		if u.passthrough {
+			b.validatePassthrough(u.fe, where, add)
+			break
+		}
+	}
 	switch {
 	case b.Balance == "hash" && b.HashKey == "":
 		add(b.At.Value("balance"), "%s: balance hash needs hash_key: source, uri, header:NAME or cookie:NAME", where)
@@ -191,12 +209,42 @@ func (b *Backend) validate(add func(Pos, string, ...any)) {
 		if !slices.Contains(stateNames, s.State) {
 			add(s.At.Value("state"), "%s: state %q: want one of %s", where, s.State, strings.Join(stateNames, ", "))
 		}
+		switch {
+		case s.SendProxy == "":
+		case s.SendProxy != "v1" && s.SendProxy != "v2":
+			add(s.At.Value("send_proxy"), "%s: send_proxy %q: want v1 (text) or v2 (binary)", where, s.SendProxy)
+		case usedBy(uses, ModeUDP) != nil:
+			add(s.At.Key("send_proxy"), "%s: send_proxy is refused: udp frontend %q relays datagrams to this backend, and a PROXY header starts TCP connections only", where, usedBy(uses, ModeUDP).Name)
+		}
 		if !s.Backup {
 			primaries++
 		}
 	}
 	if len(b.Servers) > 0 && primaries == 0 {
 		add(b.At.Value("servers"), "%s: every server is a backup: at least one must not be", where)
+	}
+}
+
+// validatePassthrough refuses what only HTTP can use in a backend that fe
+// passes bytes through to: fe is a tcp or udp frontend, or an http
+// frontend with an sni route to the backend. Settings that passing bytes
+// merely ignores (such as a default protocol) are not reported.
+func (b *Backend) validatePassthrough(fe *Frontend, where string, add func(Pos, string, ...any)) {
+	by := fmt.Sprintf("%s frontend %q", fe.Mode, fe.Name)
+	if fe.Mode == ModeHTTP {
+		by = fmt.Sprintf("an sni route of frontend %q", fe.Name)
+	}
+	if b.Sticky != nil {
+		add(b.At.Key("sticky"), "%s: sticky is refused: it pins HTTP clients by cookie, and %s uses this backend; for affinity use balance: hash with hash_key: source", where, by)
+	}
+	if b.Balance == "hash" && b.HashKey != "" && b.HashKey != "source" && checkHashKey(b.HashKey) == nil {
+		add(b.At.Value("hash_key"), "%s: hash_key %s needs HTTP requests, and %s uses this backend: use hash_key: source (the client address)", where, b.HashKey, by)
+	}
+	if b.TLS != nil {
+		add(b.At.Key("tls"), "%s: tls is refused: %s passes bytes through to this backend; TLS origination toward servers is only for the HTTP routes of http frontends (give them a backend of their own)", where, by)
+	}
+	if b.At.hasValue("protocol") && slices.Contains(protocolNames, b.Protocol) {
+		add(b.At.Key("protocol"), "%s: protocol is refused: it says how HTTP requests reach the servers, and %s passes bytes through to them; remove protocol (or give http frontends a backend of their own)", where, by)
 	}
 }
 
@@ -207,15 +255,23 @@ func (b *Backend) validateCheck(hc *HealthCheck, where string, add func(Pos, str
 		if !strings.HasPrefix(hc.Path, "/") {
 			add(hc.At.Value("path"), "%s path %q must start with /", where, hc.Path)
 		}
-	case "tcp":
-		if hc.Path != "" {
-			add(hc.At.Key("path"), "%s: path is only used by type: http", where)
+		if _, _, err := ParseStatusRange(hc.ExpectStatus); err != nil {
+			add(hc.At.Value("expect_status"), "%s expect_status: %v", where, err)
+		}
+	case "tcp", "udp":
+		for _, key := range []string{"path", "host", "expect_status"} {
+			if hc.At.hasValue(key) {
+				add(hc.At.Key(key), "%s: %s is only used by type: http", where, key)
+			}
 		}
 	default:
-		add(hc.At.Value("type"), "%s type %q: want http or tcp", where, hc.Type)
+		add(hc.At.Value("type"), "%s type %q: want http, tcp or udp", where, hc.Type)
 	}
-	if _, _, err := ParseStatusRange(hc.ExpectStatus); err != nil {
-		add(hc.At.Value("expect_status"), "%s expect_status: %v", where, err)
+	if hc.Type != "udp" && hc.At.hasValue("send") {
+		add(hc.At.Key("send"), "%s: send is only used by type: udp (the datagram each check sends)", where)
+	}
+	if hc.At.hasValue("port") && (hc.Port < 1 || hc.Port > 65535) {
+		add(hc.At.Value("port"), "%s port %d: want 1 to 65535 (leave it out to check each server's own port)", where, hc.Port)
 	}
 	positive(add, hc.At, "interval", hc.Interval, where+" interval")
 	positive(add, hc.At, "timeout", hc.Timeout, where+" timeout")

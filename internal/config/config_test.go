@@ -264,3 +264,89 @@ func TestJoinDropsFollowOnProblems(t *testing.T) {
 		t.Fatalf("Join of nothing is not nil")
 	}
 }
+
+func TestSNIPattern(t *testing.T) {
+	ok := map[string]string{
+		"pass.example.test":   "pass.example.test",
+		"Pass.Example.TEST":   "pass.example.test",
+		"*.Pass.Example.test": "*.pass.example.test",
+	}
+	for in, want := range ok {
+		got, err := SNIPattern(in)
+		if err != nil || got != want {
+			t.Errorf("SNIPattern(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "*", "192.0.2.1", "example.test:443", "a.*.example.test", "example.test."} {
+		if got, err := SNIPattern(in); err == nil {
+			t.Errorf("SNIPattern(%q) = %q, want an error", in, got)
+		} else if !strings.HasPrefix(err.Error(), "sni ") {
+			t.Errorf("SNIPattern(%q) error %q does not name the sni key", in, err)
+		}
+	}
+}
+
+func TestTrustedPrefix(t *testing.T) {
+	ok := map[string]string{
+		"10.0.0.0/8":              "10.0.0.0/8",
+		"10.1.2.3/16":             "10.1.0.0/16",
+		"192.0.2.7":               "192.0.2.7/32",
+		"::1":                     "::1/128",
+		"2001:DB8::/32":           "2001:db8::/32",
+		"::ffff:192.0.2.7":        "192.0.2.7/32",
+		"::ffff:198.51.100.0/120": "198.51.100.0/24",
+		"0.0.0.0/0":               "0.0.0.0/0",
+	}
+	for in, want := range ok {
+		p, err := TrustedPrefix(in)
+		if err != nil || p.String() != want {
+			t.Errorf("TrustedPrefix(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
+	for _, in := range []string{"", "proxy.internal", "10.0.0.0/33", "10.0.0.0/", "fe80::1%eth0", "::ffff:10.0.0.0/64", "10.0.0.1-10.0.0.9"} {
+		if p, err := TrustedPrefix(in); err == nil {
+			t.Errorf("TrustedPrefix(%q) = %v, want an error", in, p)
+		}
+	}
+}
+
+// TestCheckTypeDefault pins the health check type chosen when the file
+// names none.
+func TestCheckTypeDefault(t *testing.T) {
+	const file = `
+frontends:
+  dns:
+    mode: udp
+    bind: [{address: "127.0.0.1:53"}]
+    routes: [{backend: both}]
+  db:
+    mode: tcp
+    bind: [{address: "127.0.0.1:53"}]
+    routes: [{backend: both}]
+  web:
+    bind: [{address: "127.0.0.1:80"}]
+    routes: [{host: a.example.test, backend: plain}, {backend: both}]
+backends:
+  both:
+    health_check: {}
+    servers: [{address: "10.0.0.1:53"}]
+  plain:
+    health_check: {}
+    servers: [{address: "10.0.0.2:80"}]
+  checked:
+    health_check: {path: /healthz, interval: 1s}
+    servers: [{address: "10.0.0.3:80"}]
+`
+	cfg, err := Parse("p.yaml", "", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"udp", "tcp", "http"} {
+		if hc := cfg.Backends[i].HealthCheck; hc.Type != want {
+			t.Errorf("backend %s: health_check type %q, want %q", cfg.Backends[i].Name, hc.Type, want)
+		}
+	}
+	if hc := cfg.Backends[2].HealthCheck; hc.Timeout != 500*time.Millisecond {
+		t.Errorf("timeout with interval 1s = %v, want half the interval", hc.Timeout)
+	}
+}

@@ -178,18 +178,17 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(c.Dir, p)
 }
 
+// setDefaults fills what the file left out. Frontends come first: a
+// backend's defaults depend on the modes of the frontends that use it.
 func (c *Config) setDefaults() {
 	if !c.Global.At.hasValue("grace") {
 		c.Global.Grace = DefaultGrace
 	}
-	for _, b := range c.Backends {
-		b.setDefaults()
-	}
 	for _, fe := range c.Frontends {
-		for _, b := range fe.Bind {
-			if b != nil && b.QUIC != nil {
-				b.QUIC.setDefaults()
-			}
-		}
+		fe.setDefaults()
+	}
+	uses := c.backendUses()
+	for _, b := range c.Backends {
+		b.setDefaults(uses[b.Name])
 	}
 }

@@ -96,11 +96,13 @@ type Bind struct {
 	// Default false. Not on udp frontends; never for HTTP/3.
 	AcceptProxy bool `yaml:"accept_proxy"`
 	// TrustedProxies are the networks ("10.0.0.0/8", "192.0.2.7") allowed
-	// to send PROXY headers. Required with accept_proxy.
+	// to send PROXY headers. Required with accept_proxy, refused without.
+	// Validation rewrites each entry as a prefix in canonical form
+	// ("192.0.2.7/32"), which netip.ParsePrefix reads back.
 	TrustedProxies []string `yaml:"trusted_proxies"`
-	// ProxyTimeout bounds the wait for the PROXY header (and, on tcp
-	// frontends routed by SNI, for the TLS ClientHello) after accepting.
-	// Default 5s.
+	// ProxyTimeout bounds the wait for the PROXY header (and, when routes
+	// match sni, for the TLS ClientHello) after accepting. Default 5s;
+	// refused on udp frontends, whose binds keep 0.
 	ProxyTimeout time.Duration `yaml:"proxy_timeout"`
 
 	At Positions `yaml:"-"`
@@ -163,15 +165,20 @@ type Certificate struct {
 // A route with sni matches TLS connections by the ClientHello, before any
 // TLS is terminated, and passes them through to the backend untouched. In
 // a tcp frontend every route is such a route, or one without sni that
-// takes every connection (plain TCP). In an http frontend whose binds all
-// have tls, sni routes pass those names through and the other routes
-// serve the rest as HTTPS on the same port.
+// takes every connection (plain TCP), which must come last. In an http
+// frontend whose binds all have tls, sni routes pass those names through
+// and the other routes serve the rest as HTTPS on the same port: the sni
+// routes are tried first, in order, when a TCP connection starts, wherever
+// they are in the list. HTTP/3 connections are always terminated: sni
+// routes do not apply to them. A udp frontend has one route, with only a
+// backend.
 type Route struct {
 	// SNI matches the TLS server name of the ClientHello (case-insensitive):
 	// exactly, or "*.example.com" for any name ending in ".example.com".
 	SNI string `yaml:"sni"`
 	// ALPN, with sni, also requires the client to offer one of these
-	// protocols ("h2", "http/1.1", "imap", ...). Empty: any.
+	// protocols ("h2", "http/1.1", "imap", ...), compared exactly. Empty:
+	// any. Refused without sni.
 	ALPN []string `yaml:"alpn"`
 	// Host matches the request's host (without port, case-insensitive):
 	// exactly, or "*.example.com" for any name ending in ".example.com".
@@ -186,6 +193,11 @@ type Route struct {
 }
 
 // Backend is a pool of servers and how to balance, check and reach them.
+//
+// A backend that bytes are passed through to (by a tcp or udp frontend, or
+// an sni route of an http frontend) refuses what only HTTP can use: sticky,
+// tls, a written protocol and hash_key other than source. A backend may
+// serve frontends of several modes at once under these rules.
 type Backend struct {
 	Name string `yaml:"-"` // the mapping key
 	// Balance is the algorithm: round_robin (smooth weighted; default),
@@ -276,13 +288,14 @@ type HealthCheck struct {
 	// for backends of udp frontends, else tcp.
 	Type string `yaml:"type"`
 	// Port checks this port of each server's host instead of the server's
-	// own (e.g. an HTTP status page beside a database). 0 (default): the
-	// server's port.
+	// own (e.g. an HTTP status page beside a database), 1 to 65535. 0
+	// (default): the server's port.
 	Port int `yaml:"port"`
 	// Send is the datagram of udp checks (YAML escapes such as "\x00"
-	// work in double quotes). Default: empty.
+	// work in double quotes). Default: empty. Only for udp checks.
 	Send string `yaml:"send"`
-	// Path is the HTTP path to GET, e.g. /healthz.
+	// Path is the HTTP path to GET, e.g. /healthz. Default "/". Path, Host
+	// and ExpectStatus are only for http checks.
 	Path string `yaml:"path"`
 	// Host is the Host header of HTTP checks. Default: the server address.
 	Host string `yaml:"host"`
@@ -291,7 +304,8 @@ type HealthCheck struct {
 	ExpectStatus string `yaml:"expect_status"`
 	// Interval between checks. Default 2s.
 	Interval time.Duration `yaml:"interval"`
-	// Timeout of one check; less than Interval. Default 1s.
+	// Timeout of one check; less than Interval. Default 1s, or half of
+	// Interval when Interval is 1s or less.
 	Timeout time.Duration `yaml:"timeout"`
 	// Rise consecutive good checks bring a server up. Default 2.
 	Rise int `yaml:"rise"`
@@ -337,7 +351,8 @@ type Server struct {
 	// SendProxy starts every connection to the server with a PROXY
 	// protocol header carrying the client's address: v1 (text) or v2
 	// (binary). Empty (default): none. With HTTP, connections to such a
-	// server are not shared between clients.
+	// server are not shared between clients. Refused in backends of udp
+	// frontends.
 	SendProxy string `yaml:"send_proxy"`
 
 	At Positions `yaml:"-"`

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -29,75 +30,13 @@ func (c *Config) validate() error {
 	for _, b := range c.Backends {
 		backends[b.Name] = b
 	}
-	type owner struct {
-		fe  *Frontend
-		pos Pos
-	}
-	bound := map[string]owner{}
+	bound := map[socket]socketOwner{}
 	for _, fe := range c.Frontends {
-		where := fmt.Sprintf("frontend %q", fe.Name)
-		if len(fe.Bind) == 0 {
-			add(fe.At.Value("bind"), "%s: no bind addresses: add bind: [{address: 127.0.0.1:8080}]", where)
-		}
-		for _, b := range fe.Bind {
-			addr, err := ListenAddress(b.Address)
-			if err != nil {
-				add(b.At.Value("address"), "%s: %v", where, err)
-			} else {
-				if prev, dup := bound[addr]; dup {
-					add(b.At.Value("address"), "%s: address %s is already bound by frontend %q at line %d", where, addr, prev.fe.Name, prev.pos.Line)
-				} else {
-					bound[addr] = owner{fe, b.At.Value("address")}
-				}
-				b.Address = addr
-			}
-			if b.HTTP3 && b.TLS == nil {
-				add(b.At.Key("http3"), "%s: http3 needs tls on the same bind (HTTP/3 is always encrypted)", where)
-			}
-			if b.QUIC != nil {
-				b.QUIC.validate(b.HTTP3, b.At.Key("quic"), where, add)
-			}
-			if b.FDNameUDP != "" && !b.HTTP3 {
-				add(b.At.Key("fd_name_udp"), "%s: fd_name_udp names the HTTP/3 (UDP) socket, but this bind has no http3: true; add it or remove fd_name_udp", where)
-			}
-			if b.TLS != nil {
-				if len(b.TLS.Certificates) == 0 {
-					add(b.At.Key("tls"), "%s: tls needs at least one entry under certificates (cert and key files)", where)
-				}
-				for _, cert := range b.TLS.Certificates {
-					if cert.Cert == "" {
-						add(cert.At.Self, "%s: certificate needs cert: (a PEM certificate chain file)", where)
-					}
-					if cert.Key == "" {
-						add(cert.At.Self, "%s: certificate needs key: (a PEM private key file)", where)
-					}
-				}
-			}
-		}
-		if len(fe.Routes) == 0 {
-			add(fe.At.Value("routes"), "%s: no routes: add routes: [{backend: NAME}]", where)
-		}
-		for _, r := range fe.Routes {
-			if r.Host != "" {
-				host, err := HostPattern(r.Host)
-				if err != nil {
-					add(r.At.Value("host"), "%s: %v", where, err)
-				}
-				r.Host = host
-			}
-			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
-				add(r.At.Value("path_prefix"), "%s: path_prefix %q must start with /", where, r.PathPrefix)
-			}
-			switch {
-			case r.Backend == "":
-				add(r.At.Self, "%s: route needs backend: NAME (defined: %s)", where, backendNames(c.Backends))
-			case backends[r.Backend] == nil:
-				add(r.At.Value("backend"), "%s: route refers to unknown backend %q (defined: %s)", where, r.Backend, backendNames(c.Backends))
-			}
-		}
+		fe.validate(backends, c.Backends, bound, add)
 	}
+	uses := c.backendUses()
 	for _, b := range c.Backends {
-		b.validate(add)
+		b.validate(uses[b.Name], add)
 	}
 	return errs.Err()
 }
@@ -167,11 +106,92 @@ func parsePort(s string) (int, error) {
 
 // HostPattern checks a route host ("example.com" or "*.example.com") and
 // returns it lower-cased.
-func HostPattern(s string) (string, error) {
+func HostPattern(s string) (string, error) { return namePattern("host", s) }
+
+// SNIPattern checks a route sni: the same patterns as HostPattern, except
+// IP addresses, which clients never send as a server name (RFC 6066 §3).
+func SNIPattern(s string) (string, error) {
+	h, err := namePattern("sni", s)
+	if err != nil {
+		return "", err
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return "", fmt.Errorf("sni %q is an IP address, which clients never send as a server name (RFC 6066 §3): use a name, or a route without sni", s)
+	}
+	return h, nil
+}
+
+// namePattern checks "example.com" or "*.example.com" written under key and
+// returns it lower-cased.
+func namePattern(key, s string) (string, error) {
 	h := strings.ToLower(s)
 	name := strings.TrimPrefix(h, "*.")
 	if name == "" || strings.ContainsAny(name, "*/: ") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
-		return "", fmt.Errorf("host %q: want a name such as example.com or *.example.com (no port, no scheme)", s)
+		return "", fmt.Errorf("%s %q: want a name such as example.com or *.example.com (no port, no scheme)", key, s)
 	}
 	return h, nil
+}
+
+// TrustedPrefix parses a trusted_proxies entry: a network ("10.0.0.0/8",
+// "2001:db8::/32") or one address ("192.0.2.7", a /32 or /128). Host bits
+// are cleared and IPv4-mapped IPv6 forms become IPv4, so that the result's
+// String() is canonical and netip.ParsePrefix reads it back.
+func TrustedPrefix(s string) (netip.Prefix, error) {
+	bad := fmt.Errorf("%q: want a network such as 10.0.0.0/8 or an address such as 192.0.2.7", s)
+	if !strings.Contains(s, "/") {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || ip.Zone() != "" {
+			return netip.Prefix{}, bad
+		}
+		ip = ip.Unmap()
+		return netip.PrefixFrom(ip, ip.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, bad
+	}
+	if ip := p.Addr(); ip.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped network needs at least 96 bits; write the IPv4 network instead", s)
+		}
+		p = netip.PrefixFrom(ip.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+// backendUse is a frontend that routes to a backend. passthrough: by a
+// route that passes bytes through (every route of a tcp or udp frontend, an
+// sni route of an http frontend), which can use nothing HTTP-specific of the
+// backend.
+type backendUse struct {
+	fe          *Frontend
+	passthrough bool
+}
+
+// backendUses returns, by backend name, the frontends whose routes use it,
+// in file order.
+func (c *Config) backendUses() map[string][]backendUse {
+	uses := map[string][]backendUse{}
+	for _, fe := range c.Frontends {
+		for _, r := range fe.Routes {
+			if r == nil {
+				continue
+			}
+			u := backendUse{fe, fe.Mode == ModeTCP || fe.Mode == ModeUDP || fe.Mode == ModeHTTP && r.SNI != ""}
+			if !slices.Contains(uses[r.Backend], u) {
+				uses[r.Backend] = append(uses[r.Backend], u)
+			}
+		}
+	}
+	return uses
+}
+
+// usedBy returns the first frontend of uses whose mode is mode, or nil.
+func usedBy(uses []backendUse, mode string) *Frontend {
+	for _, u := range uses {
+		if u.fe.Mode == mode {
+			return u.fe
+		}
+	}
+	return nil
 }
