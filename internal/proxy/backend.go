@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
@@ -18,6 +19,11 @@ type Server struct {
 	// Observe, when set, is told the outcome of every request at the
 	// server (passive health checks). It must be cheap.
 	Observe func(ok bool)
+	// SendProxy is the PROXY protocol version toward this server: 0 none,
+	// 1 (text) or 2 (binary). Every connection to the server then starts
+	// with a header naming the client, so over HTTP each one is private to
+	// one client connection (see ClientConn).
+	SendProxy int
 }
 
 // BackendOptions configure a backend. Zero values take the defaults.
@@ -58,6 +64,9 @@ type Backend struct {
 	proxy     *httputil.ReverseProxy
 	log       *slog.Logger
 	Transport *http.Transport
+	// noClientConn is set once a request to a send_proxy server came
+	// without a ClientConn (and was warned about).
+	noClientConn atomic.Bool
 }
 
 // NewBackend builds a backend.
@@ -78,7 +87,7 @@ func NewBackend(name string, servers []*Server, opt BackendOptions, log *slog.Lo
 		budget:    newRetryBudget(opt.RetryBudget),
 		queue:     newQueue(),
 		log:       log,
-		Transport: newTransport(opt.Upstream),
+		Transport: newTransport(opt.Upstream, nil),
 	}
 	for i, s := range servers {
 		members[i] = s.Member

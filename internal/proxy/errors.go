@@ -40,10 +40,13 @@ func statusFor(err error) int {
 func reason(err error) string {
 	var (
 		de   *dialError
+		ce   *clientConnError
 		cerr *tls.CertificateVerificationError
 		uerr x509.UnknownAuthorityError
 	)
 	switch {
+	case errors.As(err, &ce):
+		return "no private connection for the client (send_proxy)"
 	case errors.Is(err, errNoServer):
 		return "no server up"
 	case errors.Is(err, errQueueTimeout):

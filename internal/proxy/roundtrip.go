@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +88,14 @@ func (b *Backend) acquire(req *http.Request, hash uint64, tried []*balance.Membe
 			}
 		}
 	}
+	return b.pick(req.Context(), hash, tried)
+}
+
+// pick returns the balancer's pick among the usable servers not in tried,
+// counted as in flight, waiting in the queue while every one of them is at
+// max_conns: until one is released, the queue timeout passes or ctx ends.
+// It is the acquire of HTTP requests and of layer-4 connections.
+func (b *Backend) pick(ctx context.Context, hash uint64, tried []*balance.Member) (*balance.Member, error) {
 	var deadline time.Time
 	for {
 		m, busy := b.pool.Pick(hash, tried)
@@ -102,7 +111,7 @@ func (b *Backend) acquire(req *http.Request, hash uint64, tried []*balance.Membe
 		if deadline.IsZero() {
 			deadline = time.Now().Add(b.opt.QueueTimeout)
 		}
-		if err := b.queue.wait(req.Context(), deadline); err != nil {
+		if err := b.queue.wait(ctx, deadline); err != nil {
 			return nil, err
 		}
 	}
@@ -122,20 +131,40 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 		out.Body = body
 	}
 	srv := b.servers[m]
-	resp, err := b.Transport.RoundTrip(out)
+	t := b.Transport
+	var private *privateAttempt
+	if srv != nil && srv.SendProxy != 0 {
+		var err error
+		if t, out, private, err = b.private(out, srv); err != nil {
+			b.release(m)
+			return nil, err
+		}
+	}
+	resp, err := t.RoundTrip(out)
 	if err != nil {
 		b.release(m)
-		if req.Context().Err() == nil {
+		var ce *clientConnError
+		if req.Context().Err() == nil && !errors.As(err, &ce) {
 			// A request the client abandoned says nothing about the server.
 			srv.observe(false)
+		}
+		if private != nil {
+			private.done()
 		}
 		return nil, err
 	}
 	srv.observe(!(b.opt.Count5xx && resp.StatusCode >= 500))
+	var own *privateAttempt
+	if private != nil && private.own {
+		own = private
+	}
 	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m}}
+		if private != nil {
+			private.upgraded()
+		}
+		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m, own: own}}
 	} else {
-		resp.Body = &releaseBody{resp.Body, releaser{b: b, m: m}}
+		resp.Body = &releaseBody{resp.Body, releaser{b: b, m: m, own: own}}
 	}
 	if b.opt.StickyCookie != "" {
 		if c, err := req.Cookie(b.opt.StickyCookie); err != nil || c.Value != m.ID {
@@ -171,7 +200,10 @@ func (b *Backend) retriable(req *http.Request, err error, body *replayBody, atte
 	}
 	var de *dialError
 	var nerr net.Error
+	var ce *clientConnError
 	switch {
+	case errors.As(err, &ce):
+		return false
 	case errors.As(err, &de):
 		if body != nil && body.consumed() {
 			return false
@@ -270,14 +302,20 @@ type attempt struct {
 // releaser ends a server's in-flight count once, however often the body
 // holding it is closed.
 type releaser struct {
-	b    *Backend
-	m    *balance.Member
+	b *Backend
+	m *balance.Member
+	// own, when set, is the attempt's own ClientConn (the request had
+	// none), ended with the response.
+	own  *privateAttempt
 	done atomic.Bool
 }
 
 func (r *releaser) release() {
 	if !r.done.Swap(true) {
 		r.b.release(r.m)
+		if r.own != nil {
+			r.own.done()
+		}
 	}
 }
 

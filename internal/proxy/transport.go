@@ -50,9 +50,22 @@ func (u *Upstream) setDefaults() {
 
 // newTransport builds the pooled connection manager of one backend. Dial
 // and handshake failures come back as *dialError, so that the round trip
-// knows the request never left.
-func newTransport(u Upstream) *http.Transport {
+// knows the request never left. onConnect, when set, runs on every new
+// connection right after the TCP connect and before any TLS handshake (to
+// send a PROXY header); it closes the connection when it fails, and what
+// it returns is the connection used from then on.
+func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.Transport {
 	dialer := &net.Dialer{Timeout: u.ConnectTimeout, KeepAlive: 30 * time.Second}
+	connect := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		if onConnect != nil {
+			return onConnect(c)
+		}
+		return c, nil
+	}
 	protocols := new(http.Protocols)
 	switch u.Protocol {
 	case "h2c":
@@ -72,13 +85,7 @@ func newTransport(u Upstream) *http.Transport {
 		ResponseHeaderTimeout: u.ServerTimeout,
 		DisableCompression:    true, // pass Accept-Encoding through untouched
 		Protocols:             protocols,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{err}
-			}
-			return c, nil
-		},
+		DialContext:           connect,
 	}
 	if u.TLS != nil {
 		conf := u.TLS.Clone()
@@ -94,9 +101,9 @@ func newTransport(u Upstream) *http.Transport {
 		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, u.ConnectTimeout)
 			defer cancel()
-			raw, err := dialer.DialContext(ctx, network, addr)
+			raw, err := connect(ctx, network, addr)
 			if err != nil {
-				return nil, &dialError{err}
+				return nil, err
 			}
 			c := conf
 			if c.ServerName == "" {

@@ -1,0 +1,249 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/balance"
+)
+
+// connBackend is a backend of n servers (s0, s1, …) that nobody connects
+// to: AcquireConn only counts.
+func connBackend(t *testing.T, n int, maxConns int, opt BackendOptions) (*Backend, []*balance.Member) {
+	t.Helper()
+	servers := make([]*Server, n)
+	members := make([]*balance.Member, n)
+	for i := range servers {
+		addr := "192.0.2.1:" + strconv.Itoa(8000+i)
+		members[i] = &balance.Member{State: balance.NewState(addr), Weight: 1, MaxConns: maxConns, ID: "s" + strconv.Itoa(i)}
+		servers[i] = &Server{Member: members[i]}
+	}
+	b, err := NewBackend("tcp", servers, opt, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, members
+}
+
+func TestAcquireConnSpreads(t *testing.T) {
+	ctx := context.Background()
+	t.Run("round_robin", func(t *testing.T) {
+		b, members := connBackend(t, 3, 0, BackendOptions{})
+		count := map[*balance.Member]int{}
+		for range 6 {
+			m, err := b.AcquireConn(ctx, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			count[m]++
+			b.Release(m)
+		}
+		for i, m := range members {
+			if count[m] != 2 {
+				t.Errorf("server %d took %d of 6 connections, want 2", i, count[m])
+			}
+		}
+	})
+	t.Run("least_conn", func(t *testing.T) {
+		b, members := connBackend(t, 3, 0, BackendOptions{Algorithm: balance.LeastConn})
+		seen := map[*balance.Member]bool{}
+		for range 3 {
+			m, err := b.AcquireConn(ctx, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[m] = true // held: the next pick goes elsewhere
+		}
+		if len(seen) != 3 {
+			t.Errorf("3 connections held went to %d servers, want 3", len(seen))
+		}
+		for i, m := range members {
+			if n := m.State.InFlight(); n != 1 {
+				t.Errorf("server %d has %d connections in flight, want 1", i, n)
+			}
+			b.Release(m)
+		}
+	})
+	t.Run("hash", func(t *testing.T) {
+		b, _ := connBackend(t, 3, 0, BackendOptions{Algorithm: balance.Hash, HashKey: "source"})
+		if !b.HashSource() {
+			t.Error("HashSource() = false with hash_key source")
+		}
+		seen := map[*balance.Member]bool{}
+		for i := range 64 {
+			h := balance.HashString("192.0.2." + strconv.Itoa(i))
+			m1, err := b.AcquireConn(ctx, h, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Release(m1)
+			m2, err := b.AcquireConn(ctx, h, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Release(m2)
+			if m1 != m2 {
+				t.Fatalf("hash %x went to %s, then to %s", h, m1.ID, m2.ID)
+			}
+			seen[m1] = true
+		}
+		if len(seen) != 3 {
+			t.Errorf("64 client addresses went to %d servers, want 3", len(seen))
+		}
+	})
+	t.Run("random", func(t *testing.T) {
+		b, members := connBackend(t, 3, 0, BackendOptions{Algorithm: balance.Random})
+		count := map[*balance.Member]int{}
+		for range 300 {
+			m, err := b.AcquireConn(ctx, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			count[m]++
+			b.Release(m)
+		}
+		for i, m := range members {
+			if count[m] == 0 {
+				t.Errorf("server %d took none of 300 connections", i)
+			}
+		}
+	})
+}
+
+func TestAcquireConnTried(t *testing.T) {
+	ctx := context.Background()
+	b, members := connBackend(t, 3, 0, BackendOptions{})
+	for range 6 {
+		m, err := b.AcquireConn(ctx, 0, members[:2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Release(m)
+		if m != members[2] {
+			t.Fatalf("with servers 0 and 1 tried, got %s", m.ID)
+		}
+	}
+	if m, err := b.AcquireConn(ctx, 0, members); !errors.Is(err, errNoServer) {
+		t.Fatalf("with every server tried: %v, %v; want errNoServer", m, err)
+	}
+}
+
+func TestAcquireConnNoServer(t *testing.T) {
+	ctx := context.Background()
+	b, members := connBackend(t, 2, 0, BackendOptions{})
+	members[0].State.SetHealthy(false)
+	members[1].State.SetAdmin(balance.Disabled)
+	start := time.Now()
+	m, err := b.AcquireConn(ctx, 0, nil)
+	if !errors.Is(err, errNoServer) {
+		t.Fatalf("with one server down and one disabled: %v, %v; want errNoServer", m, err)
+	}
+	if d := time.Since(start); d > scaled(time.Second) {
+		t.Errorf("failing took %v: it must not wait in the queue", d)
+	}
+	if statusFor(err) != 503 {
+		t.Errorf("status for %v: %d, want 503", err, statusFor(err))
+	}
+}
+
+func TestAcquireConnMaxConns(t *testing.T) {
+	ctx := context.Background()
+	const queue = 100 * time.Millisecond
+	b, members := connBackend(t, 2, 1, BackendOptions{QueueTimeout: queue})
+	m1, err := b.AcquireConn(ctx, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := b.AcquireConn(ctx, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m1 == m2 {
+		t.Fatalf("both connections went to %s, which has max_conns 1", m1.ID)
+	}
+
+	t.Run("queue timeout", func(t *testing.T) {
+		start := time.Now()
+		m, err := b.AcquireConn(ctx, 0, nil)
+		if !errors.Is(err, errQueueTimeout) {
+			t.Fatalf("every server full: %v, %v; want errQueueTimeout", m, err)
+		}
+		if d := time.Since(start); d < queue {
+			t.Errorf("gave up after %v, before the queue timeout %v", d, queue)
+		}
+	})
+
+	t.Run("ctx", func(t *testing.T) {
+		b, _ := connBackend(t, 1, 1, BackendOptions{QueueTimeout: scaled(10 * time.Second)})
+		held, err := b.AcquireConn(ctx, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Release(held)
+		ctx, cancel := context.WithCancel(ctx)
+		time.AfterFunc(10*time.Millisecond, cancel)
+		if m, err := b.AcquireConn(ctx, 0, nil); !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled while queued: %v, %v; want context.Canceled", m, err)
+		}
+	})
+
+	t.Run("release wakes the queue", func(t *testing.T) {
+		b, _ := connBackend(t, 1, 1, BackendOptions{QueueTimeout: scaled(10 * time.Second)})
+		held, err := b.AcquireConn(ctx, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(20*time.Millisecond, func() { b.Release(held) })
+		start := time.Now()
+		m, err := b.AcquireConn(ctx, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m != held {
+			t.Fatalf("got %s, want the released %s", m.ID, held.ID)
+		}
+		if d := time.Since(start); d > scaled(time.Second) {
+			t.Errorf("the queued connection waited %v after a release", d)
+		}
+		b.Release(m)
+	})
+
+	for _, m := range members {
+		b.Release(m)
+		if n := m.State.InFlight(); n != 0 {
+			t.Errorf("%s: %d in flight after every release", m.ID, n)
+		}
+	}
+}
+
+func TestBackendLayer4Settings(t *testing.T) {
+	var seen []bool
+	m := &balance.Member{State: balance.NewState("192.0.2.1:80"), Weight: 1, ID: "a"}
+	srv := &Server{Member: m, SendProxy: 2, Observe: func(ok bool) { seen = append(seen, ok) }}
+	b, err := NewBackend("tcp", []*Server{srv}, BackendOptions{Retries: 2, HashKey: "uri"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Observe(m, false)
+	b.Observe(m, true)
+	if len(seen) != 2 || seen[0] || !seen[1] {
+		t.Errorf("the server observed %v, want [false true]", seen)
+	}
+	if d := b.ConnectTimeout(); d != 5*time.Second {
+		t.Errorf("ConnectTimeout() = %v, want the 5s default", d)
+	}
+	if n := b.Retries(); n != 2 {
+		t.Errorf("Retries() = %d, want 2", n)
+	}
+	if v := b.SendProxy(m); v != 2 {
+		t.Errorf("SendProxy() = %d, want 2", v)
+	}
+	if b.HashSource() {
+		t.Error("HashSource() = true with hash_key uri")
+	}
+}
