@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -19,17 +21,18 @@ const maxBody = 4 << 10
 // userAgent identifies health checks in the servers' access logs.
 const userAgent = "portcullis-health-check"
 
-// prober runs one configured check against one server address. It is
-// immutable; Update builds a new one.
+// prober runs one configured check against one server. It is immutable;
+// Update builds a new one.
 type prober struct {
 	cfg  *Active // with defaults
-	addr string
+	addr string  // the address checked: the server's, or its host and Port
 	url  string
 	tr   *http.Transport // HTTP checks only
 }
 
+// newProber returns the prober of cfg for the server at addr.
 func newProber(cfg *Active, addr string) *prober {
-	p := &prober{cfg: cfg, addr: addr}
+	p := &prober{cfg: cfg, addr: checkAddr(addr, cfg.Port)}
 	if cfg.Kind != "http" {
 		return p
 	}
@@ -37,7 +40,7 @@ func newProber(cfg *Active, addr string) *prober {
 	if cfg.TLS != nil {
 		scheme = "https"
 	}
-	p.url = scheme + "://" + addr + cfg.Path
+	p.url = scheme + "://" + p.addr + cfg.Path
 	p.tr = &http.Transport{
 		// Never a proxy from the environment: the check is about the server.
 		Proxy:                  nil,
@@ -51,6 +54,15 @@ func newProber(cfg *Active, addr string) *prober {
 	return p
 }
 
+// checkAddr is the address a check of the server at addr connects to:
+// addr itself, or its host with port when port is set.
+func checkAddr(addr string, port int) string {
+	if port <= 0 {
+		return addr
+	}
+	return net.JoinHostPort(hostOnly(addr), strconv.Itoa(port))
+}
+
 // close releases the prober's resources.
 func (p *prober) close() {
 	if p.tr != nil {
@@ -60,17 +72,26 @@ func (p *prober) close() {
 
 // check runs one check; nil means the server passed. The error text is the
 // reason logged when the server goes down, without the "health check: "
-// prefix.
+// prefix. With Port set it starts with the port, since the server's name
+// logged beside it carries another one.
 func (p *prober) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
+	var err error
 	switch p.cfg.Kind {
 	case "tcp":
-		return p.tcp(ctx)
+		err = p.tcp(ctx)
 	case "http":
-		return p.http(ctx)
+		err = p.http(ctx)
+	case "udp":
+		err = p.udp(ctx)
+	default:
+		return fmt.Errorf("unknown check kind %q: want http, tcp or udp", p.cfg.Kind)
 	}
-	return fmt.Errorf("unknown check kind %q: want http or tcp", p.cfg.Kind)
+	if err != nil && p.cfg.Port != 0 {
+		err = fmt.Errorf("port %d: %w", p.cfg.Port, err)
+	}
+	return err
 }
 
 // tcp connects and closes at once.
@@ -113,17 +134,33 @@ func (p *prober) http(ctx context.Context) error {
 	return nil
 }
 
-// describe turns a dial or round-trip error into a short reason: the
-// server name is logged beside it, so the addresses inside net errors are
-// left out.
+// describe turns a dial, round-trip or datagram error into a short reason:
+// the server name is logged beside it, so the addresses inside net errors
+// are left out. UDP has no connection to fail, so its failures are told
+// apart by what the server did: no datagram back in time ("no reply within
+// 1s"), or an ICMP port unreachable, which Linux reports on a connected UDP
+// socket as ECONNREFUSED ("port closed").
 func describe(err error, timeout time.Duration) string {
+	var op *net.OpError
+	isOp := errors.As(err, &op)
+	udp := isOp && strings.HasPrefix(op.Net, "udp")
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout()) {
+		if udp && op.Op == "read" {
+			return "no reply within " + timeout.String()
+		}
 		return "timeout after " + timeout.String()
 	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
+	if udp && errors.Is(err, syscall.ECONNREFUSED) {
+		return "port closed (ICMP port unreachable)"
+	}
+	if isOp && op.Err != nil {
+		// "read: no route to host" says nothing more than its errno.
+		var sc *os.SyscallError
+		if udp && errors.As(op.Err, &sc) {
+			return sc.Err.Error()
+		}
 		return op.Err.Error()
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

@@ -1,8 +1,8 @@
 // Package health decides whether a server is up: active checks probe it on
-// a timer (HTTP GET or TCP connect), passive checks watch the results of
-// real requests. One Monitor per server writes the verdict into the
-// server's balance.State, which the balancer reads and which survives
-// reloads.
+// a timer (HTTP GET, TCP connect or a UDP datagram that must be answered),
+// passive checks watch the results of real requests. One Monitor per
+// server writes the verdict into the server's balance.State, which the
+// balancer reads and which survives reloads.
 //
 // Semantics:
 //
@@ -11,10 +11,12 @@
 //     was down before a reload stays down until its checks bring it back.
 //   - Active: after Fall consecutive failed checks the server goes down;
 //     after Rise consecutive successful checks it comes back. A check fails
-//     when it cannot connect, times out, or (HTTP) answers a status outside
-//     [StatusMin, StatusMax]. Checks run one at a time in one goroutine per
-//     server, the first soon after Start, then every Interval with a little
-//     jitter; they never block the request path.
+//     when it cannot connect, times out, (HTTP) answers a status outside
+//     [StatusMin, StatusMax], or (UDP) gets no datagram back within Timeout
+//     or an ICMP port unreachable. One lost datagram alone does not take a
+//     server down unless Fall is 1. Checks run one at a time in one
+//     goroutine per server, the first soon after Start, then every Interval
+//     with a little jitter; they never block the request path.
 //   - Passive: Failures consecutive failed requests (as reported to
 //     Monitor.Observe) take the server down; a successful request resets
 //     the count. With an active check the server then comes back only after
@@ -56,15 +58,25 @@ const (
 
 // Active is an active health check. Zero values take the defaults.
 type Active struct {
-	// Kind is "http" (GET Path, expect a status in [StatusMin, StatusMax])
-	// or "tcp" (connect only). Default "http" when Path is set, else "tcp".
-	// Any other kind makes every check fail, saying why.
+	// Kind is "http" (GET Path, expect a status in [StatusMin, StatusMax]),
+	// "tcp" (connect only) or "udp" (send Send as one datagram; any
+	// datagram back within Timeout passes, an ICMP port unreachable fails
+	// at once). Default "http" when Path is set, else "tcp". Any other kind
+	// makes every check fail, saying why.
 	Kind string
+	// Port is the port checked on the server's host, for every kind, when
+	// the check is served beside the server (e.g. a status page next to a
+	// database). 0 or negative (default): the server's own port.
+	Port int
 	// Path is the path to GET, e.g. "/healthz". Default "/" for HTTP.
 	Path string
-	// Host is the Host header of HTTP checks; default the server address.
-	// With TLS and no TLS.ServerName, it is also the SNI server name.
+	// Host is the Host header of HTTP checks; default the address checked
+	// (the server's address, with Port when set). With TLS and no
+	// TLS.ServerName, it is also the SNI server name.
 	Host string
+	// Send is the payload of the one datagram of a UDP check; other kinds
+	// ignore it. Default empty: a zero-length datagram.
+	Send string
 	// StatusMin and StatusMax bound the accepted HTTP status, inclusive.
 	// Default 200 and 399. Redirects are not followed.
 	StatusMin, StatusMax int
@@ -79,7 +91,7 @@ type Active struct {
 	Rise, Fall int
 	// TLS, when not nil, makes HTTP checks HTTPS with this configuration
 	// (a backend with tls); checks offer only HTTP/1.1 in ALPN. TCP checks
-	// only connect.
+	// only connect; UDP checks ignore it.
 	TLS *tls.Config
 }
 
@@ -117,6 +129,9 @@ func (a *Active) withDefaults() *Active {
 		} else if !strings.HasPrefix(c.Path, "/") {
 			c.Path = "/" + c.Path
 		}
+	}
+	if c.Port < 0 {
+		c.Port = 0
 	}
 	if c.StatusMin <= 0 {
 		c.StatusMin = DefaultStatusMin

@@ -323,6 +323,15 @@ func TestDefaults(t *testing.T) {
 	if a := (&Active{Interval: time.Second, Timeout: 3 * time.Second}).withDefaults(); a.Timeout >= a.Interval {
 		t.Fatalf("timeout %v not below interval %v", a.Timeout, a.Interval)
 	}
+	if a := (&Active{Kind: " UDP ", Port: -1}).withDefaults(); a.Kind != "udp" || a.Port != 0 {
+		t.Fatalf("kind UDP, port -1: kind %q port %d", a.Kind, a.Port)
+	}
+	if got := checkAddr("[::1]:53", 8053); got != "[::1]:8053" {
+		t.Fatalf("checkAddr: %q", got)
+	}
+	if got := checkAddr("db.example:5432", 0); got != "db.example:5432" {
+		t.Fatalf("checkAddr without a port: %q", got)
+	}
 	if p := (Passive{}).withDefaults(); p.Failures != 0 || p.Cooldown != DefaultCooldown {
 		t.Fatalf("zero Passive: %+v", p)
 	}

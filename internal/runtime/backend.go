@@ -37,7 +37,8 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 	if hc := b.HealthCheck; hc != nil {
 		lo, hi, _ := config.ParseStatusRange(hc.ExpectStatus)
 		active = &health.Active{
-			Kind: hc.Type, Path: hc.Path, Host: hc.Host,
+			Kind: hc.Type, Port: hc.Port, Send: hc.Send,
+			Path: hc.Path, Host: hc.Host,
 			StatusMin: lo, StatusMax: hi,
 			Interval: hc.Interval, Timeout: hc.Timeout,
 			Rise: hc.Rise, Fall: hc.Fall,
@@ -62,7 +63,14 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 			SlowStart: s.SlowStart,
 			ID:        strconv.FormatUint(balance.HashString(b.Name+"\x00"+s.Address), 36),
 		}
-		servers = append(servers, &proxy.Server{Member: m, Observe: ls.monitor.Observe})
+		ps := &proxy.Server{Member: m, Observe: ls.monitor.Observe}
+		switch s.SendProxy {
+		case "v1":
+			ps.SendProxy = 1
+		case "v2":
+			ps.SendProxy = 2
+		}
+		servers = append(servers, ps)
 		plans = append(plans, serverPlan{key: key, live: ls, active: active, passive: passive, admin: adminState(s.State)})
 	}
 	pb, err := proxy.NewBackend(b.Name, servers, proxy.BackendOptions{
