@@ -30,16 +30,21 @@ type Graph struct {
 	User *privilege.Target
 	// servers is the live state and health settings of every server.
 	servers []serverPlan
-	// binds maps a bind's address to it.
+	// binds maps the address of a bind of an http or tcp frontend to it.
 	binds map[string]*Bind
+	// relays maps the address of a bind of a udp frontend to it.
+	relays map[string]*Relay
 	// notes are said once when the graph goes live (random QUIC keys).
 	notes []string
 }
 
 // Frontend is a compiled frontend.
 type Frontend struct {
-	Name  string
-	Binds []*Bind
+	Name string
+	// Mode is config.ModeHTTP, ModeTCP or ModeUDP.
+	Mode   string
+	Binds  []*Bind  // http and tcp frontends
+	Relays []*Relay // udp frontends
 }
 
 // Bind is a compiled bind: its sockets and what serves them.
@@ -50,9 +55,13 @@ type Bind struct {
 	UDP *listen.Spec
 	// QUIC is the HTTP/3 configuration; nil without http3.
 	QUIC *quicBind
-	// TLS is nil for plain HTTP/1.1 and h2c.
+	// TLS is nil for plain HTTP/1.1 and h2c, and for tcp frontends.
 	TLS     *tls.Config
-	Handler http.Handler
+	Handler http.Handler // nil for tcp frontends
+	// L4 is how a tcp frontend's connections are routed, and an http
+	// frontend's sni (passthrough) routes; nil for an http bind without
+	// them and without accept_proxy.
+	L4 *l4Bind
 }
 
 // compile builds the graph: it reads certificates and keys through
@@ -64,7 +73,7 @@ type Bind struct {
 // live state: see registry.commit.
 func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
 	var errs config.ErrorList
-	g := &Graph{Config: cfg, binds: map[string]*Bind{}}
+	g := &Graph{Config: cfg, binds: map[string]*Bind{}, relays: map[string]*Relay{}}
 	if cfg.Global.User != "" {
 		t, err := lookupUser(cfg)
 		if err != nil {
@@ -84,15 +93,38 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		g.servers = append(g.servers, plans...)
 	}
 	for _, fe := range cfg.Frontends {
+		f := &Frontend{Name: fe.Name, Mode: fe.Mode}
+		g.Frontends = append(g.Frontends, f)
+		switch fe.Mode {
+		case config.ModeTCP:
+			for _, b := range fe.Bind {
+				cb := &Bind{
+					TCP: listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "TCP proxy"},
+					L4:  compileL4(fe, b, backends),
+				}
+				f.Binds = append(f.Binds, cb)
+				g.binds[b.Address] = cb
+			}
+			continue
+		case config.ModeUDP:
+			for _, b := range fe.Bind {
+				r := compileRelay(fe, b, backends)
+				f.Relays = append(f.Relays, r)
+				g.relays[b.Address] = r
+			}
+			continue
+		}
 		router := &proxy.Router{}
 		for _, r := range fe.Routes {
-			router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
+			if r.SNI == "" {
+				router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
+			}
 		}
-		f := &Frontend{Name: fe.Name}
 		for _, b := range fe.Bind {
 			cb := &Bind{
 				TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
 				Handler: &proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)},
+				L4:      compileL4(fe, b, backends),
 			}
 			if b.TLS != nil {
 				cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"
@@ -118,7 +150,6 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			f.Binds = append(f.Binds, cb)
 			g.binds[b.Address] = cb
 		}
-		g.Frontends = append(g.Frontends, f)
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
@@ -133,6 +164,9 @@ func (g *Graph) Specs() []listen.Spec {
 		for _, b := range f.Binds {
 			specs = append(specs, b.TCP)
 			specs = append(specs, b.udpSpecs()...)
+		}
+		for _, r := range f.Relays {
+			specs = append(specs, r.Spec)
 		}
 	}
 	return specs

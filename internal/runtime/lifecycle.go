@@ -95,10 +95,36 @@ func sameSockets(old, g *Graph) error {
 	}
 	a, b := shape(old), shape(g)
 	if slices.Equal(a, b) {
-		return nil
+		return sameL4Settings(old, g)
 	}
 	return fmt.Errorf("the listeners changed (running: %s; new: %s): a reload cannot add, remove or change a bind; restart portcullis to apply it",
 		strings.Join(a, ", "), strings.Join(b, ", "))
+}
+
+// sameL4Settings refuses a configuration that changes how a running
+// layer-4 listener accepts connections (PROXY headers, timeouts): those
+// are fixed when the listener starts. Routes and backends may change.
+func sameL4Settings(old, g *Graph) error {
+	for addr, ob := range old.binds {
+		if was, now := ob.L4.settings(), g.binds[addr].L4.settings(); was != now {
+			return fmt.Errorf("frontend %q, %s: a reload cannot change how the listener accepts connections (running: %s; new: %s); restart portcullis to apply it",
+				ob.TCP.Frontend, addr, orNone(was), orNone(now))
+		}
+	}
+	for addr, or := range old.relays {
+		if nr := g.relays[addr]; nr.IdleTimeout != or.IdleTimeout {
+			return fmt.Errorf("frontend %q, udp %s: a reload cannot change idle_timeout of a udp frontend (running: %s; new: %s); restart portcullis to apply it",
+				or.Spec.Frontend, addr, or.IdleTimeout, nr.IdleTimeout)
+		}
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "plain HTTP accept"
+	}
+	return s
 }
 
 func firstLine(s string) string {

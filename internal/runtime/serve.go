@@ -16,7 +16,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/proxy"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
@@ -40,8 +42,17 @@ type serving struct {
 	https    []*http.Server
 	h3       []*http3.Server
 	quic     []*quic.Transport
-	wg       sync.WaitGroup
-	errs     chan error
+	tcp      []*l4.TCP
+	udp      []*l4.UDP
+	// listeners and packetConns are the layer-4 servers' sockets, closed
+	// first by shutdown.
+	listeners   []net.Listener
+	packetConns []*net.UDPConn
+	// clients are the client connections of the http.Servers, for the
+	// private server connections of send_proxy.
+	clients sync.Map // net.Conn → *proxy.ClientConn
+	wg      sync.WaitGroup
+	errs    chan error
 	// files are the TCP sockets' own descriptors (listen.Socket.File). A
 	// net.Listener made from one is a duplicate, so closing the listener
 	// alone leaves the socket listening: the kernel would go on completing
@@ -71,7 +82,7 @@ func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counte
 				s.close()
 				return nil, fmt.Errorf("internal error: %d sockets for %s", len(tcp), b.TCP)
 			}
-			if err := s.serveTCP(f.Name, b, tcp[0]); err != nil {
+			if err := s.serveBind(f.Name, b, tcp[0]); err != nil {
 				s.close()
 				return nil, err
 			}
@@ -87,8 +98,37 @@ func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counte
 				}
 			}
 		}
+		for _, r := range f.Relays {
+			udp := byKey["udp "+r.Spec.Address]
+			if len(udp) != 1 {
+				s.close()
+				return nil, fmt.Errorf("internal error: %d sockets for %s", len(udp), r.Spec)
+			}
+			if err := s.serveRelay(f.Name, r, udp[0]); err != nil {
+				s.close()
+				return nil, err
+			}
+		}
 	}
 	return s, nil
+}
+
+// serveBind serves a bind's TCP socket: as HTTP, as a layer-4 proxy, or
+// both (passthrough by SNI, PROXY headers) with the layer-4 side first.
+func (s *serving) serveBind(frontend string, b *Bind, sock *listen.Socket) error {
+	ln, err := net.FileListener(sock.File)
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.TCP, err)
+	}
+	s.files = append(s.files, sock.File)
+	if b.L4 != nil {
+		ln = s.serveL4(frontend, b, ln)
+	}
+	if b.Handler == nil {
+		return nil
+	}
+	s.serveTCP(frontend, b, ln)
+	return nil
 }
 
 // current returns what the bind at address serves now.
@@ -111,12 +151,7 @@ func (s *serving) tlsConfig(address string) *tls.Config {
 	}
 }
 
-func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error {
-	ln, err := net.FileListener(sock.File)
-	if err != nil {
-		return fmt.Errorf("%s: %w", b.TCP, err)
-	}
-	s.files = append(s.files, sock.File)
+func (s *serving) serveTCP(frontend string, b *Bind, ln net.Listener) {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	var tlsConf *tls.Config
@@ -133,6 +168,18 @@ func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error 
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.With("frontend", frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
+			s.clients.Store(c, cc)
+			return proxy.WithClientConn(ctx, cc)
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				if cc, ok := s.clients.LoadAndDelete(c); ok {
+					cc.(*proxy.ClientConn).Close()
+				}
+			}
+		},
 	}
 	s.https = append(s.https, srv)
 	s.wg.Go(func() {
@@ -146,7 +193,6 @@ func (s *serving) serveTCP(frontend string, b *Bind, sock *listen.Socket) error 
 			s.errs <- fmt.Errorf("%s: %w", b.TCP, err)
 		}
 	})
-	return nil
 }
 
 // serveQUIC serves HTTP/3 on every shard of a bind: one quic.Transport per
@@ -157,6 +203,11 @@ func (s *serving) serveQUIC(frontend string, b *Bind, shards []*listen.Socket) e
 		Handler:     s.handler(b.TCP.Address),
 		IdleTimeout: idleTimeout,
 		Logger:      s.log.With("frontend", frontend, "address", b.UDP.Address),
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
+			context.AfterFunc(ctx, cc.Close)
+			return proxy.WithClientConn(ctx, cc)
+		},
 	}
 	s.h3 = append(s.h3, srv)
 	tlsConf := http3.ConfigureTLSConfig(s.tlsConfig(b.TCP.Address))
@@ -210,7 +261,8 @@ func (s *serving) shutdown(ctx context.Context) error {
 		f.Close()
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, len(s.https)+len(s.h3))
+	errs := make(chan error, len(s.https)+len(s.h3)+1)
+	wg.Go(func() { errs <- s.shutdownL4(ctx) })
 	for _, srv := range s.https {
 		wg.Go(func() { errs <- srv.Shutdown(ctx) })
 	}
@@ -243,5 +295,11 @@ func (s *serving) close() {
 	}
 	for _, tr := range s.quic {
 		tr.Close()
+	}
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for _, pc := range s.packetConns {
+		pc.Close()
 	}
 }

@@ -1,0 +1,343 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/proxyproto"
+	"github.com/portcullis/portcullis/internal/sni"
+)
+
+// Defaults of TCP.
+const (
+	DefaultHeaderTimeout = 5 * time.Second
+	DefaultIdleTimeout   = 10 * time.Minute
+)
+
+// TCP proxies the connections of one bind to backend servers as byte
+// streams. For each connection it reads the PROXY header (AcceptProxy),
+// reads the TLS ClientHello when a route needs it (without terminating
+// TLS), picks the first matching route, connects to a server of its
+// backend (retrying others on a failed connect), and relays both
+// directions with splice until both have ended.
+//
+// Passive health checks see connect failures only: a reset or an error
+// after the connection is established is not held against the server, as
+// in a byte stream it is as likely the client's or the protocol's doing.
+//
+// Set the fields before Serve and do not change them afterwards; without
+// Table every connection is closed.
+type TCP struct {
+	// Frontend names the frontend in logs.
+	Frontend string
+	// Table returns the current routes. It is called once per connection,
+	// so a reload applies to new connections and never to established
+	// ones. A nil func or a nil *Table matches nothing.
+	Table func() *Table
+	// AcceptProxy reads a PROXY protocol header (v1 or v2) from peers in
+	// Trusted, and uses the addresses it carries for routing, hashing,
+	// logs and SendProxy. A peer outside Trusted that starts with a PROXY
+	// header is refused.
+	AcceptProxy bool
+	Trusted     proxyproto.Trusted
+	// HeaderTimeout bounds the wait for the PROXY header and the TLS
+	// ClientHello together, from accept. Zero or negative:
+	// DefaultHeaderTimeout (5s).
+	HeaderTimeout time.Duration
+	// IdleTimeout closes both sides of a relayed connection that carried
+	// no byte in either direction for this long (checked every quarter of
+	// it, so the close comes up to 1.25 × IdleTimeout after the last
+	// byte). Zero: DefaultIdleTimeout (10m); negative: never.
+	IdleTimeout time.Duration
+	// Log receives the proxy's log lines. Nil: slog.Default().
+	Log *slog.Logger
+	// Terminate, when not nil, receives the TLS connections that no route
+	// matched, ClientHello included, for an http.Server to terminate.
+	// Nil: such connections are closed like any unmatched one.
+	Terminate *Handoff
+
+	initOnce sync.Once
+	log      *slog.Logger
+	ctx      context.Context // ends when Shutdown gives up waiting
+	cancel   context.CancelFunc
+	conns    connSet
+}
+
+func (t *TCP) init() {
+	t.initOnce.Do(func() {
+		log := t.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		t.log = log.With("frontend", t.Frontend)
+		t.ctx, t.cancel = context.WithCancel(context.Background())
+	})
+}
+
+func (t *TCP) headerTimeout() time.Duration {
+	if t.HeaderTimeout <= 0 {
+		return DefaultHeaderTimeout
+	}
+	return t.HeaderTimeout
+}
+
+func (t *TCP) idleTimeout() time.Duration {
+	if t.IdleTimeout == 0 {
+		return DefaultIdleTimeout
+	}
+	return max(t.IdleTimeout, 0)
+}
+
+// Serve accepts connections on ln and proxies each in its own goroutine,
+// until ln is closed: then it returns nil. It does not close ln. Serve
+// may run on several listeners at once.
+func (t *TCP) Serve(ln net.Listener) error {
+	t.init()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				// Out of file descriptors, most likely: back off as
+				// net/http does, and keep serving.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t.log.Warn("accept failed; retrying", "address", ln.Addr().String(), "in", delay, "error", err)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		tc := t.conns.add(c)
+		if tc == nil { // shutting down
+			c.Close()
+			continue
+		}
+		go t.serveConn(tc)
+	}
+}
+
+// Shutdown waits for the open connections to end, or for ctx to end: then
+// it closes those left and returns ctx.Err(). The caller closes the
+// listeners first; connections Serve accepts afterwards are closed at
+// once. Connections handed off to Terminate are the http.Server's.
+func (t *TCP) Shutdown(ctx context.Context) error {
+	t.init()
+	return t.conns.wait(ctx, t.cancel)
+}
+
+// serveConn proxies one accepted connection and closes it.
+func (t *TCP) serveConn(tc *tcpConn) {
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			tc.client.Close()
+		}
+		t.conns.remove(tc)
+	}()
+	deadline := time.Now().Add(t.headerTimeout())
+	client := tc.client
+	if t.AcceptProxy {
+		pc, err := proxyproto.Accept(client, t.Trusted, t.headerTimeout())
+		if err != nil {
+			if tc.isClosed() {
+				return // by Shutdown
+			}
+			t.log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", client.RemoteAddr().String(), "error", err)
+			return
+		}
+		client = pc
+	}
+	log := t.log.With("client", client.RemoteAddr().String())
+
+	var table *Table
+	if t.Table != nil {
+		table = t.Table()
+	}
+	var hello *sni.Hello
+	var replay []byte
+	if table.NeedHello() || t.Terminate != nil {
+		var err error
+		client.SetReadDeadline(deadline)
+		hello, replay, err = sni.Read(client)
+		client.SetReadDeadline(time.Time{})
+		if err != nil && !errors.Is(err, sni.ErrNotTLS) {
+			if tc.isClosed() {
+				return // by Shutdown
+			}
+			t.logHelloError(log, err, len(replay))
+			return
+		}
+	}
+	if pc, ok := client.(*proxyproto.Conn); ok {
+		replay = append(replay, pc.TakeBuffered()...)
+	}
+
+	route := table.Match(hello)
+	if route == nil {
+		if hello != nil && t.Terminate != nil {
+			handedOff = t.handOff(log, tc, client, replay)
+			return
+		}
+		attrs := []any{"tls", hello != nil}
+		if hello != nil {
+			attrs = append(attrs, "sni", hello.ServerName, "alpn", hello.ALPN)
+		}
+		log.Warn("closing connection: no route matches", attrs...)
+		return
+	}
+	log = log.With("backend", route.BackendName)
+
+	b := route.Backend
+	server, m, err := t.connect(log, tc, b, client.RemoteAddr())
+	if err != nil {
+		return
+	}
+	defer b.Release(m)
+	log = log.With("server", m.State.Address)
+
+	if v := b.SendProxy(m); v > 0 {
+		h, err := proxyproto.Header(v, client.RemoteAddr(), client.LocalAddr())
+		if err != nil {
+			log.Warn("closing connection: cannot build the PROXY header for the server", "error", err)
+			server.Close()
+			return
+		}
+		replay = append(h, replay...)
+	}
+	if len(replay) > 0 {
+		if _, err := server.Write(replay); err != nil {
+			log.Info("closing connection: writing to the server failed", "error", err)
+			server.Close()
+			return
+		}
+	}
+
+	start := time.Now()
+	reason, err := newPipe(client, tc.client, server, t.idleTimeout()).run()
+	if tc.isClosed() {
+		reason, err = endShutdown, nil
+	}
+	switch reason {
+	case endRefused:
+		log.Warn("closing connection: PROXY header from an untrusted peer", "error", err)
+	case endError:
+		log.Debug("connection closed", "reason", reason, "duration", time.Since(start), "error", err)
+	default:
+		log.Debug("connection closed", "reason", reason, "duration", time.Since(start))
+	}
+}
+
+// logHelloError says why the ClientHello could not be read: one line per
+// connection, warn for bytes that are not a valid ClientHello.
+func (t *TCP) logHelloError(log *slog.Logger, err error, n int) {
+	switch {
+	case errors.Is(err, proxyproto.ErrUntrustedHeader):
+		log.Warn("closing connection: PROXY header from an untrusted peer", "error", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		log.Info("closing connection: no complete TLS ClientHello within the header timeout", "timeout", t.headerTimeout(), "bytes", n)
+	case errors.Is(err, io.EOF) && n == 0:
+		log.Debug("client closed the connection before sending anything")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		log.Info("closing connection: the client closed it in the middle of its TLS ClientHello", "bytes", n)
+	case errors.As(err, new(*sni.Error)):
+		log.Warn("closing connection: malformed TLS ClientHello", "bytes", n, "error", err)
+	default:
+		log.Info("closing connection: reading the TLS ClientHello failed", "bytes", n, "error", err)
+	}
+}
+
+// handOff gives the connection to Terminate. It reports whether Terminate
+// took it.
+func (t *TCP) handOff(log *slog.Logger, tc *tcpConn, client net.Conn, replay []byte) bool {
+	rc := &replayConn{Conn: tc.client, prefix: replay, remote: client.RemoteAddr(), local: client.LocalAddr()}
+	if !t.Terminate.deliver(t.ctx, rc) {
+		log.Info("closing connection: the TLS listener for names without a passthrough route is closed")
+		return false
+	}
+	return true
+}
+
+// connect acquires a server of b and connects to it, trying up to
+// b.Retries() other servers after failed connects. On success the server
+// counts the connection in flight until the caller calls b.Release(m). On
+// failure it has logged why.
+func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, clientAddr net.Addr) (net.Conn, *balance.Member, error) {
+	var hash uint64
+	if b.HashSource() {
+		hash = balance.HashString(clientIP(clientAddr))
+	}
+	var tried []*balance.Member
+	var lastErr error
+	var lastServer string
+	for attempt := 1; ; attempt++ {
+		m, err := b.AcquireConn(t.ctx, hash, tried)
+		if err != nil {
+			attrs := []any{"attempts", attempt - 1, "error", err}
+			if lastErr != nil {
+				attrs = append(attrs, "server", lastServer, "connect_error", lastErr)
+			}
+			if t.ctx.Err() != nil {
+				log.Info("closing connection: shutting down", attrs...)
+			} else {
+				log.Warn("closing connection: no server available", attrs...)
+			}
+			return nil, nil, err
+		}
+		if attempt > 1 {
+			log.Info("retrying on another server", "failed", lastServer, "server", m.State.Address, "attempt", attempt, "error", lastErr)
+		}
+		d := net.Dialer{Timeout: b.ConnectTimeout()}
+		s, err := d.DialContext(t.ctx, "tcp", m.State.Address)
+		if err == nil {
+			b.Observe(m, true)
+			if !tc.setServer(s) { // closed by Shutdown meanwhile
+				s.Close()
+				b.Release(m)
+				return nil, nil, net.ErrClosed
+			}
+			return s, m, nil
+		}
+		if t.ctx.Err() != nil {
+			b.Release(m)
+			log.Info("closing connection: shutting down", "server", m.State.Address)
+			return nil, nil, err
+		}
+		b.Observe(m, false)
+		b.Release(m)
+		tried = append(tried, m)
+		lastErr, lastServer = err, m.State.Address
+		if attempt > b.Retries() {
+			log.Warn("closing connection: cannot connect to a server", "server", lastServer, "attempts", attempt, "error", err)
+			return nil, nil, fmt.Errorf("connect to %s: %w", lastServer, err)
+		}
+	}
+}
+
+// clientIP is the client's address as hash balancing hashes it, the same
+// text as for HTTP requests: the IP without port, IPv4-mapped addresses
+// as IPv4.
+func clientIP(a net.Addr) string {
+	s := a.String()
+	host, _, err := net.SplitHostPort(s)
+	if err != nil {
+		host = s
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	return ip.Unmap().String()
+}

@@ -1,0 +1,357 @@
+package l4
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/testutil"
+)
+
+// Helpers shared by the tests of the TCP proxy.
+
+// bound is how long a test waits for something that should happen soon;
+// it only turns a hang into a failure.
+func bound() time.Duration { return testutil.Scaled(10 * time.Second) }
+
+// fakeBackend is an l4.Backend over fixed server addresses: round robin
+// (or the hash modulo the servers with hashSource), skipping tried
+// servers, no health state.
+type fakeBackend struct {
+	members        []*balance.Member
+	retries        int
+	connectTimeout time.Duration
+	sendProxy      int
+	hashSource     bool
+
+	next     atomic.Uint64
+	inflight atomic.Int64
+
+	mu       sync.Mutex
+	observed map[string][2]int // by address: failures, successes
+	hashes   []uint64
+}
+
+func newFakeBackend(addrs ...string) *fakeBackend {
+	b := &fakeBackend{connectTimeout: time.Second, observed: map[string][2]int{}}
+	for _, a := range addrs {
+		b.members = append(b.members, &balance.Member{State: balance.NewState(a), Weight: 1})
+	}
+	return b
+}
+
+var errNoServer = errors.New("fake backend: no server left to try")
+
+func (b *fakeBackend) AcquireConn(ctx context.Context, hash uint64, tried []*balance.Member) (*balance.Member, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	n := uint64(len(b.members))
+	var start uint64
+	switch {
+	case len(tried) > 0:
+		// A retry: the next server after the one that failed.
+		start = uint64(slices.Index(b.members, tried[len(tried)-1])) + 1
+	default:
+		start = b.next.Add(1) - 1
+	}
+	if b.hashSource {
+		b.mu.Lock()
+		b.hashes = append(b.hashes, hash)
+		b.mu.Unlock()
+		start = hash
+	}
+	for i := range n {
+		m := b.members[(start+i)%n]
+		if !slices.Contains(tried, m) {
+			b.inflight.Add(1)
+			m.State.Acquire()
+			return m, nil
+		}
+	}
+	return nil, errNoServer
+}
+
+func (b *fakeBackend) Release(m *balance.Member) {
+	m.State.Release()
+	if b.inflight.Add(-1) < 0 {
+		panic("fake backend: more releases than acquires")
+	}
+}
+
+func (b *fakeBackend) Observe(m *balance.Member, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o := b.observed[m.State.Address]
+	if ok {
+		o[1]++
+	} else {
+		o[0]++
+	}
+	b.observed[m.State.Address] = o
+}
+
+func (b *fakeBackend) ConnectTimeout() time.Duration   { return b.connectTimeout }
+func (b *fakeBackend) Retries() int                    { return b.retries }
+func (b *fakeBackend) SendProxy(m *balance.Member) int { return b.sendProxy }
+func (b *fakeBackend) HashSource() bool                { return b.hashSource }
+func (b *fakeBackend) observations(addr string) (failures, successes int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o := b.observed[addr]
+	return o[0], o[1]
+}
+
+// waitInflight fails unless every acquired server is released soon.
+func (b *fakeBackend) waitInflight(t *testing.T) {
+	t.Helper()
+	waitFor(t, "every server connection released", func() bool { return b.inflight.Load() == 0 })
+}
+
+// waitFor polls cond until it holds, failing after bound().
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound())
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// listen listens on 127.0.0.1:0 until the test ends.
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// serve runs handle for every connection accepted on a new listener, and
+// closes the connection when handle returns. It returns the address.
+func serve(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln := listen(t)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// echo copies what it reads back, half-closing after EOF.
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	c.(*net.TCPConn).CloseWrite()
+}
+
+// deadAddr returns an address where nothing listens.
+func deadAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// testLog returns a logger at debug level and the buffer it writes to.
+func testLog() (*slog.Logger, *testutil.Buffer) {
+	buf := &testutil.Buffer{}
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// logLines returns the lines of log that contain every one of parts.
+func logLines(log *testutil.Buffer, parts ...string) []string {
+	var out []string
+	for line := range strings.Lines(log.String()) {
+		ok := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// startTCP serves p on a new listener until the test ends, and returns the
+// listener's address. At the end the listener is closed and p shut down.
+func startTCP(t testing.TB, p *TCP) string {
+	t.Helper()
+	ln := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), bound())
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	return ln.Addr().String()
+}
+
+// singleTable routes every connection to b.
+func singleTable(b Backend) func() *Table {
+	tab := NewTable([]Route{{Backend: b, BackendName: "test"}})
+	return func() *Table { return tab }
+}
+
+// dial connects to addr, with a deadline of bound() for the whole test.
+func dial(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(bound()))
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// selfSigned returns a certificate for names, valid as its own root.
+func selfSigned(t testing.TB, names ...string) (tls.Certificate, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: names[0]},
+		DNSNames:              names,
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf
+}
+
+// tlsServer is a TLS server with its own certificate that answers each
+// connection with its name and the negotiated protocol, then echoes. A
+// connection that does not start with a TLS handshake record is answered
+// with its name and "plain", then echoed.
+type tlsServer struct {
+	name string
+	addr string
+	cert *x509.Certificate
+}
+
+func startTLSServer(t testing.TB, name string, alpn []string, dnsNames ...string) *tlsServer {
+	t.Helper()
+	cert, leaf := selfSigned(t, dnsNames...)
+	ln := listen(t)
+	config := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: alpn}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(bound()))
+				first := make([]byte, 1)
+				if _, err := io.ReadFull(c, first); err != nil {
+					return
+				}
+				if first[0] != 22 {
+					// Not TLS: say so, then echo.
+					io.WriteString(c, name+" plain\n")
+					c.Write(first)
+					io.Copy(c, c)
+					return
+				}
+				tc := tls.Server(&replayConn{Conn: c, prefix: first, remote: c.RemoteAddr(), local: c.LocalAddr()}, config)
+				if err := tc.Handshake(); err != nil {
+					return
+				}
+				io.WriteString(tc, name+" "+tc.ConnectionState().NegotiatedProtocol+"\n")
+				io.Copy(tc, tc)
+			}()
+		}
+	}()
+	return &tlsServer{name: name, addr: ln.Addr().String(), cert: leaf}
+}
+
+// tlsDial connects through the proxy at addr with serverName and alpn,
+// trusting only want's certificate, and returns the connection and the
+// first line the server sent.
+func tlsDial(t testing.TB, addr, serverName string, alpn []string, want *x509.Certificate) (*tls.Conn, string, error) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(want)
+	raw, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(bound()))
+	c := tls.Client(raw, &tls.Config{ServerName: serverName, RootCAs: roots, NextProtos: alpn})
+	if err := c.Handshake(); err != nil {
+		return nil, "", err
+	}
+	if !c.ConnectionState().PeerCertificates[0].Equal(want) {
+		t.Fatalf("%s: not the pinned certificate", serverName)
+	}
+	line := make([]byte, 0, 64)
+	b := make([]byte, 1)
+	for {
+		if _, err := c.Read(b); err != nil {
+			return nil, "", err
+		}
+		if b[0] == '\n' {
+			break
+		}
+		line = append(line, b[0])
+	}
+	return c, string(line), nil
+}

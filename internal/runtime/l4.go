@@ -1,0 +1,262 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/l4"
+	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/proxy"
+	"github.com/portcullis/portcullis/internal/proxyproto"
+)
+
+// l4Bind is the layer-4 part of a bind: the routes of a tcp frontend (or
+// the sni routes of an http one) and how connections are accepted.
+type l4Bind struct {
+	// Table routes connections; for an http bind it holds only the sni
+	// (passthrough) routes, and connections no route takes are served as
+	// HTTP.
+	Table *l4.Table
+	// AcceptProxy reads PROXY headers from Trusted peers.
+	AcceptProxy bool
+	Trusted     proxyproto.Trusted
+	// HeaderTimeout bounds the PROXY header and the ClientHello.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes idle relayed connections (tcp frontends).
+	IdleTimeout time.Duration
+}
+
+// Relay is a compiled bind of a udp frontend.
+type Relay struct {
+	Spec        listen.Spec
+	Backend     *proxy.Backend
+	BackendName string
+	IdleTimeout time.Duration
+}
+
+// compileL4 builds the layer-4 part of a bind of an http or tcp frontend;
+// nil for an http bind that has neither sni routes nor accept_proxy.
+func compileL4(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.Backend) *l4Bind {
+	var routes []l4.Route
+	for _, r := range fe.Routes {
+		if fe.Mode == config.ModeTCP || r.SNI != "" {
+			routes = append(routes, l4.Route{SNI: r.SNI, ALPN: r.ALPN, Backend: backends[r.Backend], BackendName: r.Backend})
+		}
+	}
+	if fe.Mode != config.ModeTCP && len(routes) == 0 && !b.AcceptProxy {
+		return nil
+	}
+	// The configuration validated the prefixes.
+	trusted, _ := proxyproto.ParseTrusted(b.TrustedProxies)
+	return &l4Bind{
+		Table:         l4.NewTable(routes),
+		AcceptProxy:   b.AcceptProxy,
+		Trusted:       trusted,
+		HeaderTimeout: b.ProxyTimeout,
+		IdleTimeout:   fe.IdleTimeout,
+	}
+}
+
+// compileRelay builds a bind of a udp frontend.
+func compileRelay(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.Backend) *Relay {
+	name := ""
+	if len(fe.Routes) > 0 {
+		name = fe.Routes[0].Backend
+	}
+	return &Relay{
+		Spec:        listen.Spec{Frontend: fe.Name, Network: "udp", Address: b.Address, FDName: b.FDName, Purpose: "UDP relay"},
+		Backend:     backends[name],
+		BackendName: name,
+		IdleTimeout: fe.IdleTimeout,
+	}
+}
+
+// settings describes what a running layer-4 listener cannot change
+// without a restart, for sameSockets.
+func (l *l4Bind) settings() string {
+	if l == nil {
+		return ""
+	}
+	var trusted []string
+	for _, p := range l.Trusted {
+		trusted = append(trusted, p.String())
+	}
+	return fmt.Sprintf("accept_proxy %v, trusted_proxies [%s], proxy_timeout %s, idle_timeout %s, sni routes %v",
+		l.AcceptProxy, strings.Join(trusted, " "), l.HeaderTimeout, l.IdleTimeout, l.Table.NeedHello())
+}
+
+// serveL4 serves a bind of a tcp frontend, or the accepting side of an
+// http bind with sni routes or accept_proxy, whose remaining connections
+// go to the bind's http.Server through the returned listener (nil for a
+// tcp frontend).
+func (s *serving) serveL4(frontend string, b *Bind, ln net.Listener) net.Listener {
+	addr := b.TCP.Address
+	t := &l4.TCP{
+		Frontend:      frontend,
+		Table:         func() *l4.Table { return s.current(addr).L4.Table },
+		AcceptProxy:   b.L4.AcceptProxy,
+		Trusted:       b.L4.Trusted,
+		HeaderTimeout: b.L4.HeaderTimeout,
+		IdleTimeout:   b.L4.IdleTimeout,
+		Log:           s.log,
+	}
+	s.tcp = append(s.tcp, t)
+	s.listeners = append(s.listeners, ln)
+	var rest net.Listener
+	switch {
+	case b.Handler == nil: // a tcp frontend
+	case b.L4.Table.NeedHello():
+		h := l4.NewHandoff(ln.Addr())
+		t.Terminate = h
+		rest = h
+	default:
+		// Plain HTTP (or TLS without passthrough) behind PROXY headers:
+		// every connection goes to the http.Server once its header is read.
+		rest = newProxyListener(ln, b.L4, s.log.With("frontend", frontend, "address", addr))
+		s.listeners = append(s.listeners, rest)
+		return rest
+	}
+	s.wg.Go(func() {
+		if err := t.Serve(ln); err != nil {
+			s.errs <- fmt.Errorf("%s: %w", b.TCP, err)
+		}
+		if rest != nil {
+			rest.Close()
+		}
+	})
+	return rest
+}
+
+// serveRelay serves a bind of a udp frontend.
+func (s *serving) serveRelay(frontend string, r *Relay, sock *listen.Socket) error {
+	pc, err := net.FilePacketConn(sock.File)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sock.Spec, err)
+	}
+	udp, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return fmt.Errorf("%s: not a UDP socket", sock.Spec)
+	}
+	s.files = append(s.files, sock.File)
+	addr := r.Spec.Address
+	u := &l4.UDP{
+		Frontend: frontend,
+		Backend: func() (l4.Backend, string) {
+			cur := s.graph.Load().relays[addr]
+			if cur == nil || cur.Backend == nil {
+				return nil, ""
+			}
+			return cur.Backend, cur.BackendName
+		},
+		IdleTimeout: r.IdleTimeout,
+		Log:         s.log,
+	}
+	s.udp = append(s.udp, u)
+	s.packetConns = append(s.packetConns, udp)
+	s.wg.Go(func() {
+		if err := u.Serve(udp); err != nil {
+			s.errs <- fmt.Errorf("%s: %w", sock.Spec, err)
+		}
+	})
+	return nil
+}
+
+// shutdownL4 stops the layer-4 listeners and waits for their connections
+// until ctx ends, then closes what is left.
+func (s *serving) shutdownL4(ctx context.Context) error {
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for _, pc := range s.packetConns {
+		pc.Close()
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.tcp)+len(s.udp))
+	for i, t := range s.tcp {
+		wg.Go(func() { errs[i] = t.Shutdown(ctx) })
+	}
+	for i, u := range s.udp {
+		wg.Go(func() { errs[len(s.tcp)+i] = u.Shutdown(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(slices.DeleteFunc(errs, func(e error) bool { return e == nil })...)
+}
+
+// proxyListener accepts connections on a bind with accept_proxy and
+// passes each to its http.Server once the PROXY header of a trusted peer
+// is read, in the connection's own goroutine, so that a slow peer holds up
+// nobody else.
+type proxyListener struct {
+	ln    net.Listener
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListener {
+	p := &proxyListener{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	go func() {
+		var delay time.Duration
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					p.Close()
+					return
+				}
+				// Out of file descriptors, most likely: back off as
+				// net/http does, and keep serving.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				log.Warn("accept failed; retrying", "in", delay, "error", err)
+				time.Sleep(delay)
+				continue
+			}
+			delay = 0
+			go func() {
+				pc, err := proxyproto.Accept(c, b.Trusted, b.HeaderTimeout)
+				if err != nil {
+					log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", c.RemoteAddr().String(), "error", err)
+					c.Close()
+					return
+				}
+				select {
+				case p.conns <- pc:
+				case <-p.done:
+					c.Close()
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// Accept returns the next connection whose header has been read.
+func (p *proxyListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting; connections still reading their header are
+// closed.
+func (p *proxyListener) Close() error {
+	p.once.Do(func() {
+		close(p.done)
+		p.ln.Close()
+	})
+	return nil
+}
+
+func (p *proxyListener) Addr() net.Addr { return p.ln.Addr() }
