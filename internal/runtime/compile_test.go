@@ -23,7 +23,7 @@ import (
 
 // writeCert writes a self-signed certificate for names into dir as
 // NAME.pem and NAME.key, named after the first name.
-func writeCert(t *testing.T, dir string, names ...string) {
+func writeCert(t testing.TB, dir string, names ...string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
