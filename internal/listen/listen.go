@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -163,7 +164,7 @@ func match(spec Spec, passed []*Passed, used []bool) (int, error) {
 func Bind(network, address string) (*os.File, error) {
 	switch network {
 	case "tcp":
-		l, err := net.Listen("tcp", address)
+		l, err := net.Listen(family("tcp", address), address)
 		if err != nil {
 			return nil, unwrapOp(err)
 		}
@@ -190,12 +191,33 @@ func bindUDP(address string, reusePort bool) (*os.File, error) {
 			return serr
 		}
 	}
-	c, err := lc.ListenPacket(context.Background(), "udp", address)
+	c, err := lc.ListenPacket(context.Background(), family("udp", address), address)
 	if err != nil {
 		return nil, unwrapOp(err)
 	}
 	defer c.Close()
 	return c.(*net.UDPConn).File()
+}
+
+// family narrows network ("tcp" or "udp") to IPv4 or IPv6 for an address
+// with an IP: without it, Go binds 0.0.0.0 as a dual-stack [::] socket,
+// which also listens on IPv6 and no longer looks like the bind it was made
+// for once passed to another process. ":port" (every address) stays
+// dual-stack.
+func family(network, address string) string {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil || host == "" {
+		return network
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return network
+	case ip.Is4() || ip.Is4In6():
+		return network + "4"
+	default:
+		return network + "6"
+	}
 }
 
 // unwrapOp strips net.OpError's "listen tcp ADDR:" prefix, which the

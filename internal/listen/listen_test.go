@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,5 +249,26 @@ func TestAcquireClosesWhatItBoundOnError(t *testing.T) {
 	}
 	if after := openFDs(t); after != before {
 		t.Errorf("open descriptors went from %d to %d: a failed Acquire leaked sockets", before, after)
+	}
+}
+
+// TestBindWildcardIPv4 checks that 0.0.0.0 binds an IPv4 socket that a
+// process it is passed to recognizes as that bind (Go would otherwise bind
+// a dual-stack [::] socket).
+func TestBindWildcardIPv4(t *testing.T) {
+	for _, network := range []string{"tcp", "udp"} {
+		f, err := Bind(network, "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := FromFD(int(f.Fd()), "", "inherited")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := "0.0.0.0:" + strconv.Itoa(int(p.Addr.Port()))
+		if !p.Addr.Addr().Is4() || !p.MatchesAddress(addr) {
+			t.Errorf("%s 0.0.0.0: bound %s, which does not match %s", network, p.Addr, addr)
+		}
+		f.Close()
 	}
 }

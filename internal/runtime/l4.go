@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -228,6 +229,9 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 					c.Close()
 					return
 				}
+				if !verifyUntrusted(pc, b.HeaderTimeout, log) {
+					return
+				}
 				select {
 				case p.conns <- pc:
 				case <-p.done:
@@ -237,6 +241,26 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 		}
 	}()
 	return p
+}
+
+// verifyUntrusted waits up to timeout for the first bytes of a peer
+// outside trusted_proxies and refuses the connection, with a log line,
+// when they start a PROXY header: the http.Server would otherwise answer
+// it with a bare 400. A peer that sends nothing in time (a browser's
+// preconnection) is served: the check then happens at its first read. It
+// reports whether the connection may be served.
+func verifyUntrusted(pc *proxyproto.Conn, timeout time.Duration, log *slog.Logger) bool {
+	pc.SetReadDeadline(time.Now().Add(timeout))
+	err := pc.Verify()
+	pc.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+		return true
+	case errors.Is(err, proxyproto.ErrUntrustedHeader):
+		log.Warn("closing connection: PROXY header from an address outside trusted_proxies; add the address there, or stop the client sending one", "peer", pc.Peer().String(), "error", err)
+	}
+	pc.Close()
+	return false
 }
 
 // Accept returns the next connection whose header has been read.

@@ -7,6 +7,7 @@
 //
 //	upstream -listen 127.0.0.1:0 -name a [-tls CERT,KEY] [-h2c] [-hang]
 //	         [-delay 10ms] [-fail-file PATH]
+//	upstream -listen 127.0.0.1:0 -name a -tcp-echo | -tcp-reverse | -udp-echo
 //
 // Once listening it prints "ready ADDR" on stdout. Endpoints:
 //
@@ -23,6 +24,17 @@
 //
 // /healthz and /concurrency do not count as requests for /concurrency.
 // With -hang it accepts TCP connections and never answers on them.
+//
+// Layer-4 modes (for the tests of tcp and udp frontends) serve no HTTP:
+//
+//	-tcp-echo     on each TCP connection, write "NAME\n", then echo every
+//	              byte back; at the client's end of stream, end the
+//	              reply (half-close) and close
+//	-tcp-reverse  read each TCP connection until the client's end of
+//	              stream, then write everything it sent in reverse order
+//	              and close: a server that answers only after EOF
+//	-udp-echo     answer each UDP datagram with "NAME:" and its payload,
+//	              to its sender
 package main
 
 import (
@@ -48,9 +60,16 @@ func main() {
 	hang := flag.Bool("hang", false, "accept connections and never answer")
 	delay := flag.Duration("delay", 0, "wait this long before every answer")
 	failFile := flag.String("fail-file", "", "/healthz answers 503 while this file exists")
+	tcpEcho := flag.Bool("tcp-echo", false, "TCP: greet with the name, then echo")
+	tcpReverse := flag.Bool("tcp-reverse", false, "TCP: read until EOF, then answer the bytes reversed")
+	udpEcho := flag.Bool("udp-echo", false, "UDP: answer each datagram with NAME:PAYLOAD")
 	flag.Parse()
 	log.SetPrefix("upstream " + *name + ": ")
 	log.SetFlags(0)
+
+	if *udpEcho {
+		serveUDPEcho(*listen, *name)
+	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -59,6 +78,10 @@ func main() {
 	if *hang {
 		fmt.Printf("ready %s\n", ln.Addr())
 		hangForever(ln)
+	}
+	if *tcpEcho || *tcpReverse {
+		fmt.Printf("ready %s\n", ln.Addr())
+		serveTCP(ln, *name, *tcpReverse)
 	}
 
 	s := &server{name: *name, delay: *delay, failFile: *failFile}
