@@ -23,6 +23,18 @@ import (
 // (the draft's length self-description). To a QUIC-LB-aware balancer the
 // shard byte and the nonce together are the draft's nonce; to portcullis's
 // steering program the shard byte is at ShardOffset = 1 + L.
+//
+// The shard byte holds the generation of the process that issued the ID
+// in its top bit and the shard index in its low seven bits:
+//
+//	  7   6               0
+//	+---+-------------------+
+//	| G |   shard index     |
+//	+---+-------------------+
+//
+// During a binary upgrade two processes serve one bind, each on its own
+// set of sockets (generation 0 or 1); the steering program sends a packet
+// to the set its ID's generation names (steer_linux.go, docs/quic.md).
 const (
 	// MaxCIDLen is the longest connection ID QUIC version 1 allows
 	// (RFC 9000, section 17.2).
@@ -39,7 +51,30 @@ const (
 	// balancer the connection ID carries no server ID: it routes such
 	// packets by their 4-tuple.
 	Unroutable = 0b111
+	// MaxShards is the most shards (sockets per generation) a bind can
+	// have: the shard index takes the low seven bits of the shard byte,
+	// indexes 0 to 127.
+	MaxShards = 1 << 7
+	// generationBit is the bit of the shard byte that holds the
+	// generation.
+	generationBit = 0x80
 )
+
+// Generation is the socket set, 0 or 1, a process serves: during a binary
+// upgrade the old process keeps its generation's sockets for the
+// connections it drains, and the new process serves the other one. Every
+// connection ID a process issues carries its generation.
+type Generation uint8
+
+// Other returns the other generation: the one the next process serves.
+func (g Generation) Other() Generation { return g ^ 1 }
+
+func (g Generation) valid() error {
+	if g > 1 {
+		return fmt.Errorf("quic generation %d: want 0 or 1", g)
+	}
+	return nil
+}
 
 // CIDFormat is the layout of the connection IDs of one bind. All shards of
 // a bind, and all instances behind one QUIC-LB balancer, share it; only the
@@ -102,12 +137,25 @@ func (f CIDFormat) firstOctet() byte {
 	return f.ConfigRotation<<5 | byte(f.Len()-1)&0x1f
 }
 
-// ShardOf returns the shard byte of cid, a connection ID in format f. cid
-// may be longer than f.Len() (for example, the rest of a short-header
-// packet after its first byte); only its first f.Len() bytes are read. ok
-// is false when cid is too short or its first octet's length bits do not
-// say f.Len(): the ID was not issued in this format.
+// ShardOf returns the shard index of cid, a connection ID in format f: the
+// low seven bits of its shard byte. cid may be longer than f.Len() (for
+// example, the rest of a short-header packet after its first byte); only
+// its first f.Len() bytes are read. ok is false when cid is too short or
+// its first octet's length bits do not say f.Len(): the ID was not issued
+// in this format.
 func ShardOf(f CIDFormat, cid []byte) (shard uint8, ok bool) {
+	b, ok := shardByte(f, cid)
+	return b &^ generationBit, ok
+}
+
+// GenerationOf returns the generation that issued cid, a connection ID in
+// format f: the top bit of its shard byte. ok is as for ShardOf.
+func GenerationOf(f CIDFormat, cid []byte) (gen Generation, ok bool) {
+	b, ok := shardByte(f, cid)
+	return Generation(b >> 7), ok
+}
+
+func shardByte(f CIDFormat, cid []byte) (byte, bool) {
 	n := f.Len()
 	if n < 2 || len(cid) < n || int(cid[0]&0x1f) != n-1 {
 		return 0, false
@@ -115,18 +163,21 @@ func ShardOf(f CIDFormat, cid []byte) (shard uint8, ok bool) {
 	return cid[f.ShardOffset()], true
 }
 
-// ShardFor returns the shard the steering program picks for a packet whose
-// Destination Connection ID is dcid, among shards sockets: the byte at
-// ShardOffset modulo shards. ok is false when dcid is too short to hold
-// that byte; the program then leaves the choice to the kernel's 4-tuple
-// hash. Unlike ShardOf it accepts any DCID, such as the one a client picks
-// for its first Initial.
+// ShardFor returns the shard the steering program picks, within a
+// generation's set of shards sockets, for a packet whose Destination
+// Connection ID is dcid: the low seven bits of the byte at ShardOffset,
+// modulo shards. For an ID portcullis issued that is the shard that issued
+// it; for the DCID a client picks for its first Initial it spreads new
+// connections like a hash. The generation bit is left out so that a packet
+// gets the same shard whichever generation's set it goes to. ok is false
+// when dcid is too short to hold that byte; the program then picks the
+// shard by the kernel's 4-tuple hash. Unlike ShardOf it accepts any DCID.
 func ShardFor(f CIDFormat, dcid []byte, shards int) (shard int, ok bool) {
 	off := f.ShardOffset()
 	if shards < 1 || len(dcid) <= off {
 		return 0, false
 	}
-	return int(dcid[off]) % shards, true
+	return int(dcid[off]&^generationBit) % shards, true
 }
 
 // cidGenerator issues the connection IDs of one shard. It is safe for
@@ -139,19 +190,34 @@ type cidGenerator struct {
 
 var _ quicgo.ConnectionIDGenerator = (*cidGenerator)(nil)
 
-// NewCIDGenerator returns the quic-go Transport.ConnectionIDGenerator for
-// shard: connection IDs in format f with shard at f.ShardOffset() and a
-// fresh crypto/rand nonce each. f must be valid (see Validate); an invalid
-// format is a programming error and panics. The steering program picks
-// socket shard % N, so shard must be the socket's index, below N.
+// NewCIDGenerator is NewGenCIDGenerator(f, 0, shard): the generator of a
+// process of generation 0.
 func NewCIDGenerator(f CIDFormat, shard uint8) quicgo.ConnectionIDGenerator {
+	return NewGenCIDGenerator(f, 0, int(shard))
+}
+
+// NewGenCIDGenerator returns the quic-go Transport.ConnectionIDGenerator
+// for shard of generation gen: connection IDs in format f whose shard byte
+// (at f.ShardOffset()) holds gen in its top bit and shard in the low seven,
+// with a fresh crypto/rand nonce each. The steering program picks socket
+// gen*N + shard of its 2*N, so shard must be the socket's index in its
+// generation's set, below N. An invalid format (see Validate), a
+// generation other than 0 or 1, or a shard outside 0 to MaxShards-1 is a
+// programming error and panics.
+func NewGenCIDGenerator(f CIDFormat, gen Generation, shard int) quicgo.ConnectionIDGenerator {
 	if err := f.Validate(); err != nil {
 		panic(err)
+	}
+	if err := gen.valid(); err != nil {
+		panic(err)
+	}
+	if shard < 0 || shard >= MaxShards {
+		panic(fmt.Sprintf("quic connection IDs: shard %d: want 0 to %d", shard, MaxShards-1))
 	}
 	g := &cidGenerator{n: f.Len()}
 	g.prefix[0] = f.firstOctet()
 	copy(g.prefix[1:], f.ServerID)
-	g.prefix[f.ShardOffset()] = shard
+	g.prefix[f.ShardOffset()] = byte(gen)<<7 | byte(shard)
 	g.fixed = f.ShardOffset() + 1
 	return g
 }

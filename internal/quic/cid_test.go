@@ -42,7 +42,7 @@ func TestCIDLayout(t *testing.T) {
 		// A 2-byte server ID: config rotation 0, length 12, shard at 3.
 		{"server id", []byte{0x0a, 0x1b}, 7, []byte{0b000_01011, 0x0a, 0x1b, 7}, 3},
 		// The longest server ID: 20 bytes (0b10011 = 19).
-		{"longest", bytes.Repeat([]byte{0xee}, 10), 255, append(append([]byte{0b000_10011}, bytes.Repeat([]byte{0xee}, 10)...), 255), 11},
+		{"longest", bytes.Repeat([]byte{0xee}, 10), 127, append(append([]byte{0b000_10011}, bytes.Repeat([]byte{0xee}, 10)...), 127), 11},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := mustFormat(t, tc.serverID)
@@ -112,6 +112,76 @@ func TestNewCIDGeneratorPanicsOnInvalidFormat(t *testing.T) {
 	NewCIDGenerator(CIDFormat{}, 0)
 }
 
+func TestNewGenCIDGeneratorPanics(t *testing.T) {
+	f := mustFormat(t, nil)
+	for _, tc := range []struct {
+		name  string
+		gen   Generation
+		shard int
+	}{
+		{"generation 2", 2, 0},
+		{"shard 128", 0, MaxShards},
+		{"shard -1", 1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Fatal("no panic")
+				}
+			}()
+			NewGenCIDGenerator(f, tc.gen, tc.shard)
+		})
+	}
+	// Through the generation 0 constructor too: shard 128 would set the
+	// generation bit.
+	defer func() {
+		if recover() == nil {
+			t.Fatal("NewCIDGenerator(f, 128): no panic")
+		}
+	}()
+	NewCIDGenerator(f, 128)
+}
+
+func TestCIDGeneration(t *testing.T) {
+	f := mustFormat(t, []byte{0x0a, 0x1b}) // shard byte at 3
+	for _, tc := range []struct {
+		gen   Generation
+		shard int
+		byte  byte
+	}{
+		{0, 0, 0x00},
+		{0, 5, 0x05},
+		{0, 127, 0x7f},
+		{1, 0, 0x80},
+		{1, 5, 0x85},
+		{1, 127, 0xff},
+	} {
+		id := generate(t, NewGenCIDGenerator(f, tc.gen, tc.shard))
+		if id[3] != tc.byte || id[0] != 0b000_01011 {
+			t.Errorf("generation %d shard %d: id %x, want first octet 0b000_01011 and shard byte %#02x", tc.gen, tc.shard, id, tc.byte)
+		}
+		if g, ok := GenerationOf(f, id); !ok || g != tc.gen {
+			t.Errorf("GenerationOf(%x) = %d, %v; want %d", id, g, ok, tc.gen)
+		}
+		if s, ok := ShardOf(f, id); !ok || int(s) != tc.shard {
+			t.Errorf("ShardOf(%x) = %d, %v; want %d", id, s, ok, tc.shard)
+		}
+		// Whatever the generation, the shard within the set.
+		if s, ok := ShardFor(f, id, 128); !ok || s != tc.shard {
+			t.Errorf("ShardFor(%x, 128) = %d, %v; want %d", id, s, ok, tc.shard)
+		}
+	}
+	if g := Generation(0).Other(); g != 1 {
+		t.Errorf("Generation(0).Other() = %d", g)
+	}
+	if g := Generation(1).Other(); g != 0 {
+		t.Errorf("Generation(1).Other() = %d", g)
+	}
+	if _, ok := GenerationOf(f, []byte{0x0b, 1, 2}); ok {
+		t.Error("GenerationOf accepted a truncated ID")
+	}
+}
+
 func TestCIDUnique(t *testing.T) {
 	const n = 100_000
 	g := NewCIDGenerator(mustFormat(t, nil), 3)
@@ -145,18 +215,23 @@ func TestCIDGeneratorDoesNotAllocate(t *testing.T) {
 func TestShardOfRoundTrip(t *testing.T) {
 	for _, sid := range [][]byte{nil, {0xab}, bytes.Repeat([]byte{0xcd}, MaxServerIDLen)} {
 		f := mustFormat(t, sid)
-		for shard := 0; shard < 256; shard++ {
-			id := generate(t, NewCIDGenerator(f, uint8(shard)))
-			got, ok := ShardOf(f, id)
-			if !ok || got != uint8(shard) {
-				t.Fatalf("server ID %x: ShardOf(%x) = %d, %v; want %d, true", sid, id, got, ok, shard)
-			}
-			// The rest of a short-header packet: the ID, then more bytes.
-			if got, ok := ShardOf(f, append(id, 0x55, 0x66)); !ok || got != uint8(shard) {
-				t.Fatalf("ShardOf(id + payload) = %d, %v", got, ok)
-			}
-			if got, ok := ShardFor(f, id, 4); !ok || got != shard%4 {
-				t.Fatalf("ShardFor(%x, 4) = %d, %v; want %d", id, got, ok, shard%4)
+		for gen := Generation(0); gen <= 1; gen++ {
+			for shard := 0; shard < MaxShards; shard++ {
+				id := generate(t, NewGenCIDGenerator(f, gen, shard))
+				got, ok := ShardOf(f, id)
+				if !ok || got != uint8(shard) {
+					t.Fatalf("server ID %x: ShardOf(%x) = %d, %v; want %d, true", sid, id, got, ok, shard)
+				}
+				if g, ok := GenerationOf(f, id); !ok || g != gen {
+					t.Fatalf("server ID %x: GenerationOf(%x) = %d, %v; want %d, true", sid, id, g, ok, gen)
+				}
+				// The rest of a short-header packet: the ID, then more bytes.
+				if got, ok := ShardOf(f, append(id, 0x55, 0x66)); !ok || got != uint8(shard) {
+					t.Fatalf("ShardOf(id + payload) = %d, %v", got, ok)
+				}
+				if got, ok := ShardFor(f, id, 4); !ok || got != shard%4 {
+					t.Fatalf("ShardFor(%x, 4) = %d, %v; want %d", id, got, ok, shard%4)
+				}
 			}
 		}
 	}
@@ -194,6 +269,8 @@ func TestShardFor(t *testing.T) {
 		ok     bool
 	}{
 		{[]byte{9, 9, 9, 6, 9, 9, 9, 9}, 4, 2, true},
+		{[]byte{9, 9, 9, 0x86, 9, 9, 9, 9}, 4, 2, true}, // the generation bit is not the shard's
+		{[]byte{9, 9, 9, 0x86, 9, 9, 9, 9}, 5, 1, true},
 		{[]byte{9, 9, 9, 6}, 1, 0, true},
 		{[]byte{9, 9, 9}, 4, 0, false}, // too short: the kernel's hash
 		{[]byte{9, 9, 9, 6}, 0, 0, false},
@@ -324,13 +401,42 @@ func FuzzShardOf(f *testing.F) {
 			t.Fatal(err)
 		}
 		shard, ok := ShardOf(format, cid)
+		gen, genOK := GenerationOf(format, cid)
+		if ok != genOK {
+			t.Fatalf("ShardOf(%x) ok = %v, GenerationOf ok = %v", cid, ok, genOK)
+		}
 		if ok {
-			if len(cid) < format.Len() || int(cid[0]&0x1f) != format.Len()-1 || shard != cid[format.ShardOffset()] {
-				t.Fatalf("ShardOf(%x) = %d, true for a format of length %d", cid, shard, format.Len())
+			if len(cid) < format.Len() || int(cid[0]&0x1f) != format.Len()-1 || shard >= MaxShards || gen > 1 ||
+				byte(gen)<<7|shard != cid[format.ShardOffset()] {
+				t.Fatalf("ShardOf(%x) = %d, GenerationOf = %d for a format of length %d", cid, shard, gen, format.Len())
+			}
+			// An ID in this format reads back as issued by that
+			// generation's shard.
+			id := generate(t, NewGenCIDGenerator(format, gen, int(shard)))
+			if s, _ := ShardOf(format, id); s != shard {
+				t.Fatalf("regenerated %x: shard %d, want %d", id, s, shard)
+			}
+			if g, _ := GenerationOf(format, id); g != gen {
+				t.Fatalf("regenerated %x: generation %d, want %d", id, g, gen)
 			}
 		}
-		if s, ok := ShardFor(format, cid, 1+int(serverIDLen)%8); ok && (s < 0 || s >= 1+int(serverIDLen)%8) {
+		n := 1 + int(serverIDLen)%8
+		if s, ok := ShardFor(format, cid, n); ok && (s < 0 || s >= n) {
 			t.Fatalf("ShardFor out of range: %d", s)
+		}
+		// The steering rule, for every current generation and set of
+		// serving generations: a socket of a set someone reads.
+		for current := Generation(0); current <= 1; current++ {
+			for mask := 0; mask < 4; mask++ {
+				serving := [2]bool{mask&1 != 0, mask&2 != 0}
+				serving[current] = true
+				for _, p := range [][]byte{append([]byte{0x40}, cid...), append([]byte{0xc0, 0, 0, 0, 1}, cid...)} {
+					g, s, kind := steerModel(format, n, current, serving, p)
+					if !serving[g] || s >= n || (s < 0) != (kind == steerHashed) {
+						t.Fatalf("steer(%x) with current %d, serving %v: generation %d shard %d (%v)", p, current, serving, g, s, kind)
+					}
+				}
+			}
 		}
 	})
 }

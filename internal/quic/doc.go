@@ -4,8 +4,11 @@
 //
 // Connection IDs follow the plaintext mode of the QUIC-LB draft
 // (draft-ietf-quic-load-balancers) and carry the index of the shard that
-// owns the connection (cid.go); a reuseport eBPF program reads that byte and
-// steers every packet to its shard (steer_linux.go). The package also loads
+// owns the connection and the generation of the process that issued them
+// (cid.go); a reuseport eBPF program reads that byte and steers every
+// packet to its shard, on the socket set of its generation, so that the
+// old and the new process of a binary upgrade each keep their connections
+// (steer_linux.go, steer_prog_linux.go). The package also loads
 // the keys that must be shared by shards, restarts and instances (keys.go),
 // decides when to validate client addresses with Retry (retry.go), and
 // counts what each shard sees (metrics.go). docs/quic.md is the operator's
