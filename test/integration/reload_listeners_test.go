@@ -113,7 +113,11 @@ func TestReloadAddsListener(t *testing.T) {
 	if !strings.Contains(line, "msg=reloaded") {
 		t.Fatalf("a reload adding 127.0.0.1:8443: %s", line)
 	}
-	p.waitNotify("serving the reloaded configuration", scaled(5*time.Second))
+	// What Type=notify-reload (systemd 253 and later) waits for.
+	if n := p.waitNotify("RELOADING=1", scaled(5*time.Second)); !strings.Contains(n, "MONOTONIC_USEC=") {
+		t.Errorf("RELOADING=1 without MONOTONIC_USEC=: %q", n)
+	}
+	p.waitNotify("READY=1\nSTATUS=serving the reloaded configuration", scaled(5*time.Second))
 	waitLogWith(t, p, mark, scaled(time.Second), "msg=listening", "network=tcp", "address=127.0.0.1:8443")
 	waitLogWith(t, p, mark, scaled(time.Second), "msg=listening", "network=udp", "address=127.0.0.1:8443")
 	waitLogCount(t, p, mark, 1, scaled(time.Second), "level=WARN", "one shard instead of 2", "restart")
