@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -13,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // Reloads that change listeners. Every test starts portcullis as root
@@ -85,6 +89,54 @@ func (k *keepAlive) get(path string) (int, string, error) {
 		return 0, "", err
 	}
 	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// heldH3 is one HTTP/3 connection the test keeps across reloads: requests
+// go over it only, so a request that succeeds after a reload proves the
+// connection survived it.
+type heldH3 struct {
+	conn *quic.Conn
+	cc   *http3.ClientConn
+	tr   *quic.Transport
+}
+
+func dialHeldH3(t *testing.T, s *site, addr string) *heldH3 {
+	t.Helper()
+	udp, err := loopbackUDP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	t.Cleanup(func() { tr.Close(); udp.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(5*time.Second))
+	defer cancel()
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tr.Dial(ctx, ua, &tls.Config{RootCAs: s.pool, ServerName: "localhost", NextProtos: []string{http3.NextProtoH3}},
+		&quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: time.Second})
+	if err != nil {
+		t.Fatalf("QUIC handshake with %s: %v", addr, err)
+	}
+	return &heldH3{conn: conn, cc: (&http3.Transport{}).NewClientConn(conn), tr: tr}
+}
+
+// get requests path on the held connection.
+func (h *heldH3) get(path string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(5*time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://localhost"+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := h.cc.RoundTrip(req)
 	if err != nil {
 		return 0, "", err
 	}
@@ -246,11 +298,20 @@ func TestReloadRemovesListener(t *testing.T) {
 // connection: no connection is refused at any point (the socket is never
 // unbound), every request is answered by the old or the new server, and
 // after each reload the new kind serves: HTTP adds Via to the response,
-// a tcp relay passes the upstream's response as it is.
+// a tcp relay passes the upstream's response as it is. An HTTP/3
+// connection to another bind, whose listener the reloads keep, serves
+// requests across every reload.
 func TestReloadChangesMode(t *testing.T) {
 	up := startUp(t, "a", "127.0.0.1:0")
-	config := func(mode string) string { return listenerConfig("2s", listenerFrontend(mode, plainBind), up.addr) }
+	site := "  site:\n    bind:\n" + tlsBind + "    routes:\n      - backend: pool\n"
+	config := func(mode string) string {
+		return listenerConfig("2s", listenerFrontend(mode, plainBind)+site, up.addr)
+	}
 	s, p := startLB(t, config("http"))
+	h3 := dialHeldH3(t, s, "127.0.0.1:8443")
+	if code, body, err := h3.get("/h3/0"); err != nil || code != 200 || !strings.HasPrefix(body, "a GET /h3/0") {
+		t.Fatalf("HTTP/3 before the reloads: %d %q %v", code, body, err)
+	}
 	c := &http.Client{Timeout: scaled(10 * time.Second), Transport: &http.Transport{DisableKeepAlives: true}}
 	t.Cleanup(c.CloseIdleConnections)
 	viaOf := func(r result) bool { return r.header.Get("Via") != "" }
@@ -267,6 +328,10 @@ func TestReloadChangesMode(t *testing.T) {
 		r := get(c, "http://127.0.0.1:8080/check")
 		if r.err != nil || r.status != 200 || viaOf(r) != (mode == "http") {
 			t.Errorf("after the reload to mode %s: %v (Via %q)", mode, r, r.header.Get("Via"))
+		}
+		path := fmt.Sprintf("/h3/%d", i+1)
+		if code, body, err := h3.get(path); err != nil || code != 200 || !strings.HasPrefix(body, "a GET "+path) {
+			t.Errorf("the HTTP/3 connection opened before the reloads, after reload %d: %d %q %v", i+1, code, body, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
