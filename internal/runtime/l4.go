@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
@@ -95,11 +96,18 @@ func (l *l4Bind) settings() string {
 // passes each to its http.Server once the PROXY header of a trusted peer
 // is read, in the connection's own goroutine, so that a slow peer holds up
 // nobody else.
+//
+// Once ln is closed, connections still reading their header are passed on
+// until the proxyListener itself is closed (the http.Server's Shutdown or
+// Close does), so that a listener a reload replaces loses none.
 type proxyListener struct {
 	ln    net.Listener
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// waiting counts connections accepted and not yet taken by Accept
+	// (or closed).
+	waiting atomic.Int64
 }
 
 func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListener {
@@ -110,7 +118,6 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 			c, err := ln.Accept()
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
-					p.Close()
 					return
 				}
 				// Out of file descriptors, most likely: back off as
@@ -121,7 +128,9 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 				continue
 			}
 			delay = 0
+			p.waiting.Add(1)
 			go func() {
+				defer p.waiting.Add(-1)
 				pc, err := proxyproto.Accept(c, b.Trusted, b.HeaderTimeout)
 				if err != nil {
 					log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", c.RemoteAddr().String(), "error", err)
@@ -148,6 +157,10 @@ func (p *proxyListener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 }
+
+// pending returns the number of accepted connections not yet taken by
+// Accept: still reading their header, or waiting for Accept.
+func (p *proxyListener) pending() int { return int(p.waiting.Load()) }
 
 // Close stops accepting; connections still reading their header are
 // closed.

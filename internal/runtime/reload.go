@@ -222,7 +222,10 @@ func (s *serving) retire(units []unit, grace time.Duration) {
 		var wg sync.WaitGroup
 		errs := make([]error, len(units))
 		for i, u := range units {
-			wg.Go(func() { errs[i] = u.drain(ctx) })
+			wg.Go(func() {
+				u.settle(ctx)
+				errs[i] = u.drain(ctx)
+			})
 		}
 		wg.Wait()
 		s.mu.Lock()

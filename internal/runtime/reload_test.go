@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -200,4 +201,112 @@ func TestReloadListeners(t *testing.T) {
 		t.Errorf("shutdown: %v", err)
 	}
 	refused(a)
+}
+
+// TestReloadReplaceTLSUnderLoad gives a TLS bind its first sni route and
+// takes it away again, four times, under a loop of HTTPS requests on new
+// connections: the layer-4 side that reads ClientHellos comes and goes on
+// the same socket, and no request fails (a connection accepted by the old
+// servers is handed to the old http.Server and answered).
+func TestReloadReplaceTLSUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "default.test")
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "backend "+r.URL.Path)
+	}))
+	t.Cleanup(backend.Close)
+	a := freePort(t)
+	file := func(sni bool) string {
+		routes := "      - backend: app\n"
+		if sni {
+			routes = "      - sni: pass.test\n        backend: app\n" + routes
+		}
+		return fmt.Sprintf(`global:
+  grace: 2s
+frontends:
+  web:
+    bind:
+      - address: %s
+        tls:
+          certificates:
+            - cert: default.test.pem
+              key: default.test.key
+    routes:
+%sbackends:
+  app:
+    servers:
+      - address: %s
+`, a, routes, backend.Listener.Addr())
+	}
+	g, err := compileFile(t, dir, file(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "portcullis.yaml")
+	sockets, err := listen.Acquire(g.Specs(), nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	s, err := serve(g, sockets, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	reg := newRegistry(log)
+
+	client := &http.Client{Timeout: scaledTimeout(), Transport: &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, ServerName: "default.test"},
+	}}
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var n int
+	var failures []string
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get("https://" + a + "/x")
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				mu.Lock()
+				n++
+				if err != nil || string(body) != "backend /x" {
+					failures = append(failures, fmt.Sprintf("%q %v", body, err))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for i, sni := range []bool{true, false, true, false} {
+		time.Sleep(100 * time.Millisecond)
+		if err := os.WriteFile(path, []byte(file(sni)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.reload(path, reg); err != nil {
+			t.Fatalf("reload %d: %v", i+1, err)
+		}
+		if got := s.units["tcp "+a].(*tcpUnit).tcp != nil; got != sni {
+			t.Fatalf("reload %d: the bind has a layer-4 side: %v, want %v", i+1, got, sni)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Errorf("%d of %d requests failed across the reloads, first: %s", len(failures), n, failures[0])
+	}
+	if n < 40 {
+		t.Errorf("only %d requests: the load proves nothing", n)
+	}
+	t.Logf("%d requests", n)
 }

@@ -37,6 +37,11 @@ type unit interface {
 	// the sockets to a replacement, which goes on accepting on them). It
 	// does not wait.
 	stopAccepting()
+	// settle, before a reload drains the unit, lets connections accepted
+	// just before it stopped accepting reach the point where drain serves
+	// them (see tcpUnit.settle). A stop of the process does not wait for
+	// it.
+	settle(ctx context.Context)
 	// drain lets the servers finish their connections (GOAWAY on HTTP/2
 	// and HTTP/3, in-flight requests, relayed connections) until ctx
 	// ends, then closes those left. Call stopAccepting first.

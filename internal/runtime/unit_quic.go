@@ -120,6 +120,7 @@ func (s *serving) startQUIC(us unitSpec, shards []*listen.Socket) (*quicUnit, er
 func (u *quicUnit) spec() unitSpec            { return *u.us.Load() }
 func (u *quicUnit) sockets() []*listen.Socket { return u.socks.sockets() }
 func (u *quicUnit) release()                  { u.socks.release() }
+func (u *quicUnit) settle(context.Context)    {}
 
 // update serves the new bind. A retry policy of the same mode carries
 // over, with what it has counted (the handshake rate of retry: auto).

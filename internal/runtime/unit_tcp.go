@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -34,9 +35,16 @@ type tcpUnit struct {
 	tcp  *l4.TCP      // nil without a layer-4 side
 	rest net.Listener // what the http.Server accepts on when it is not ln
 	http *http.Server // nil for tcp frontends
+	// served is closed when the l4.TCP's accept loop has returned: every
+	// connection it accepted is then tracked by its Shutdown.
+	served chan struct{}
 	// stopping is set once the unit stops accepting: the servers'
 	// accept loops end then, which is no failure.
 	stopping atomic.Bool
+	// fresh counts the http.Server's connections that have not sent a
+	// request yet (in StateNew), for settle; freshConns holds them.
+	fresh      atomic.Int64
+	freshConns sync.Map // net.Conn → struct{}
 }
 
 // startTCP starts the servers of a "tcp" unit on sock.
@@ -103,13 +111,16 @@ func (u *tcpUnit) serveL4(b *Bind) net.Listener {
 		h := l4.NewHandoff(u.ln.Addr())
 		u.tcp.Terminate = h
 		rest = h
+		u.rest = h
 	}
+	u.served = make(chan struct{})
+	// The http.Server closes rest (Shutdown, Close): connections the
+	// layer-4 side accepted before the unit stopped accepting are still
+	// handed off.
 	go func() {
+		defer close(u.served)
 		if err := u.tcp.Serve(u.ln); err != nil {
 			u.fail(fmt.Errorf("%s: %w", b.TCP, err))
-		}
-		if rest != nil {
-			rest.Close()
 		}
 	}()
 	return rest
@@ -141,6 +152,12 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 			return proxy.WithClientConn(ctx, cc)
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				u.freshConns.Store(c, struct{}{})
+				u.fresh.Add(1)
+			} else if _, ok := u.freshConns.LoadAndDelete(c); ok {
+				u.fresh.Add(-1)
+			}
 			if st == http.StateClosed || st == http.StateHijacked {
 				if cc, ok := s.clients.LoadAndDelete(c); ok {
 					cc.(*proxy.ClientConn).Close()
@@ -164,14 +181,67 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 
 // stopAccepting closes the socket (unless a replacement took it) and the
 // servers' duplicate: the kernel refuses new connections once no
-// descriptor of the socket is left.
+// descriptor of the socket is left. Connections accepted before still
+// reach the http.Server (rest stays open until drain or close).
 func (u *tcpUnit) stopAccepting() {
 	u.stopping.Store(true)
 	u.socks.closeFiles()
 	u.ln.Close()
-	if u.rest != nil {
-		u.rest.Close()
+}
+
+// settleMax bounds settle: a client that has just connected sends its
+// PROXY header, ClientHello or first request at once.
+const settleMax = time.Second
+
+// settle lets the connections accepted just before a reload stopped the
+// unit reach the point where drain serves them instead of closing them:
+// routed by the layer-4 side (a PROXY header, a ClientHello, handed to the
+// http.Server) and with their first request read, since net/http's
+// Shutdown closes a connection whose first request arrives after it began,
+// unanswered. Keep-alive is turned off first, so that idle connections
+// close and busy ones close after their response: their clients go on
+// with the new servers. It returns when no such connection is left (seen
+// twice in a row, to cover a connection between two counts), after
+// settleMax, or when ctx ends.
+func (u *tcpUnit) settle(ctx context.Context) {
+	if u.http != nil {
+		u.http.SetKeepAlivesEnabled(false)
 	}
+	ctx, cancel := context.WithTimeout(ctx, settleMax)
+	defer cancel()
+	if u.served != nil {
+		select {
+		case <-u.served:
+		case <-ctx.Done():
+			return
+		}
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for zero := 0; zero < 2; {
+		if u.unsettled() == 0 {
+			zero++
+		} else {
+			zero = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// unsettled counts the connections settle waits for.
+func (u *tcpUnit) unsettled() int {
+	n := int(u.fresh.Load())
+	if u.tcp != nil {
+		n += u.tcp.Routing()
+	}
+	if p, ok := u.rest.(*proxyListener); ok {
+		n += p.pending()
+	}
+	return n
 }
 
 // drain sends GOAWAY on HTTP/2 connections, closes idle HTTP/1.1 ones,
@@ -181,7 +251,16 @@ func (u *tcpUnit) drain(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var errL4, errHTTP error
 	if u.tcp != nil {
-		wg.Go(func() { errL4 = u.tcp.Shutdown(ctx) })
+		wg.Go(func() {
+			// A connection the accept loop has just accepted is not
+			// tracked yet, and Shutdown would close it: wait for the
+			// loop to return (stopAccepting closed its listener).
+			select {
+			case <-u.served:
+			case <-ctx.Done():
+			}
+			errL4 = u.tcp.Shutdown(ctx)
+		})
 	}
 	if u.http != nil {
 		wg.Go(func() { errHTTP = u.http.Shutdown(ctx) })
@@ -192,6 +271,9 @@ func (u *tcpUnit) drain(ctx context.Context) error {
 
 func (u *tcpUnit) close() {
 	u.stopAccepting()
+	if u.rest != nil {
+		u.rest.Close()
+	}
 	if u.http != nil {
 		u.http.Close()
 	}

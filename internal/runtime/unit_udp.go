@@ -64,6 +64,7 @@ func (s *serving) startRelay(us unitSpec, sock *listen.Socket) (*relayUnit, erro
 func (u *relayUnit) spec() unitSpec            { return *u.us.Load() }
 func (u *relayUnit) sockets() []*listen.Socket { return u.socks.sockets() }
 func (u *relayUnit) release()                  { u.socks.release() }
+func (u *relayUnit) settle(context.Context)    {}
 
 func (u *relayUnit) update(us unitSpec) {
 	u.us.Store(&us)

@@ -348,7 +348,7 @@ func TestReloadChangesMode(t *testing.T) {
 		case r.err != nil || r.status != 200 || !strings.HasPrefix(r.body, "a GET /loop"):
 			failed++
 			if failed <= 3 {
-				t.Errorf("a request failed during the reloads: %v", r)
+				t.Errorf("a request failed during the reloads: %v (start %s)", r, r.start.UTC().Format("15:04:05.000000"))
 			}
 		case viaOf(r):
 			byHTTP++
