@@ -171,3 +171,45 @@ type readerOnly struct {
 }
 
 func (r readerOnly) Read(b []byte) (int, error) { return r.r.Read(b[:min(len(b), r.n)]) }
+
+// TestTCPRouting checks Routing: a connection counts while its ClientHello
+// is awaited and while it waits for Terminate's listener to accept it, and
+// no longer once it is relayed or handed off.
+func TestTCPRouting(t *testing.T) {
+	pass := startTLSServer(t, "pass", nil, "pass.test")
+	ln := listen(t)
+	h := NewHandoff(ln.Addr())
+	tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(pass.addr), BackendName: "pass"}})
+	p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Terminate: h}
+	go p.Serve(ln)
+	t.Cleanup(func() { ln.Close(); h.Close(); p.Shutdown(context.Background()) })
+	if n := p.Routing(); n != 0 {
+		t.Fatalf("Routing() = %d before any connection", n)
+	}
+
+	// A connection that sends nothing yet.
+	c := dial(t, ln.Addr().String())
+	waitFor(t, "one connection awaiting its ClientHello", func() bool { return p.Routing() == 1 })
+
+	// A passthrough connection is routed once its ClientHello is read.
+	if _, line, err := tlsDial(t, ln.Addr().String(), "pass.test", nil, pass.cert); err != nil || line != "pass " {
+		t.Fatalf("pass.test: %q, %v", line, err)
+	}
+	if n := p.Routing(); n != 1 {
+		t.Errorf("Routing() = %d after a relayed connection, want 1 (the silent one)", n)
+	}
+
+	// A connection for Terminate counts until its listener accepts it.
+	tc := tls.Client(c, &tls.Config{ServerName: "term.test", InsecureSkipVerify: true})
+	go tc.Handshake()
+	time.Sleep(50 * time.Millisecond)
+	if n := p.Routing(); n != 1 {
+		t.Errorf("Routing() = %d while a connection waits for the Handoff to accept it, want 1", n)
+	}
+	got, err := h.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	waitFor(t, "no connection left to route", func() bool { return p.Routing() == 0 })
+}

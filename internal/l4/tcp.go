@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
@@ -66,10 +67,14 @@ type TCP struct {
 	Terminate *Handoff
 
 	initOnce sync.Once
-	log      *slog.Logger
-	ctx      context.Context // ends when Shutdown gives up waiting
-	cancel   context.CancelFunc
-	conns    connSet
+	// routing counts accepted connections not yet routed: still reading
+	// the PROXY header or the ClientHello, or waiting for Terminate to
+	// take them.
+	routing atomic.Int64
+	log     *slog.Logger
+	ctx     context.Context // ends when Shutdown gives up waiting
+	cancel  context.CancelFunc
+	conns   connSet
 }
 
 func (t *TCP) init() {
@@ -125,9 +130,16 @@ func (t *TCP) Serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
+		t.routing.Add(1)
 		go t.serveConn(tc)
 	}
 }
+
+// Routing returns the number of accepted connections that are not routed
+// yet: still reading their PROXY header or ClientHello, or waiting for
+// Terminate's listener to accept them. Once it is zero after the listener
+// closed, every connection Serve accepted is relayed, handed off or closed.
+func (t *TCP) Routing() int { return int(t.routing.Load()) }
 
 // Shutdown waits for the open connections to end, or for ctx to end: then
 // it closes those left and returns ctx.Err(). The caller closes the
@@ -141,7 +153,9 @@ func (t *TCP) Shutdown(ctx context.Context) error {
 // serveConn proxies one accepted connection and closes it.
 func (t *TCP) serveConn(tc *tcpConn) {
 	handedOff := false
+	routed := sync.OnceFunc(func() { t.routing.Add(-1) })
 	defer func() {
+		routed()
 		if !handedOff {
 			tc.client.Close()
 		}
@@ -199,6 +213,7 @@ func (t *TCP) serveConn(tc *tcpConn) {
 		return
 	}
 	log = log.With("backend", route.BackendName)
+	routed()
 
 	b := route.Backend
 	server, m, err := t.connect(log, tc, b, client.RemoteAddr())

@@ -1,8 +1,9 @@
 // Package listen owns listening sockets: it binds TCP and UDP addresses,
 // receives sockets passed by systemd (LISTEN_FDS) or by the previous
 // process, and matches each to the bind that needs it. Sockets are acquired
-// once, at startup, before privileges are dropped; nothing here is called to
-// bind afterwards.
+// at startup, before privileges are dropped; afterwards, only a reload that
+// adds listeners binds (Acquire without passed sockets), with whatever the
+// unprivileged process may bind.
 package listen
 
 import (

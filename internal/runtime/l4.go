@@ -1,15 +1,14 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
@@ -80,8 +79,8 @@ func compileRelay(fe *config.Frontend, b *config.Bind, backends map[string]*prox
 	}
 }
 
-// settings describes what a running layer-4 listener cannot change
-// without a restart, for sameSockets.
+// settings describes how a layer-4 listener accepts connections, which
+// its l4.TCP fixes when it starts (part of tcpKind).
 func (l *l4Bind) settings() string {
 	if l == nil {
 		return ""
@@ -94,113 +93,22 @@ func (l *l4Bind) settings() string {
 		l.AcceptProxy, strings.Join(trusted, " "), l.HeaderTimeout, l.IdleTimeout, l.Table.NeedHello())
 }
 
-// serveL4 serves a bind of a tcp frontend, or the accepting side of an
-// http bind with sni routes or accept_proxy, whose remaining connections
-// go to the bind's http.Server through the returned listener (nil for a
-// tcp frontend).
-func (s *serving) serveL4(frontend string, b *Bind, ln net.Listener) net.Listener {
-	addr := b.TCP.Address
-	t := &l4.TCP{
-		Frontend:      frontend,
-		Table:         func() *l4.Table { return s.current(addr).L4.Table },
-		AcceptProxy:   b.L4.AcceptProxy,
-		Trusted:       b.L4.Trusted,
-		HeaderTimeout: b.L4.HeaderTimeout,
-		IdleTimeout:   b.L4.IdleTimeout,
-		Log:           s.log,
-	}
-	s.tcp = append(s.tcp, t)
-	s.listeners = append(s.listeners, ln)
-	var rest net.Listener
-	switch {
-	case b.Handler == nil: // a tcp frontend
-	case b.L4.Table.NeedHello():
-		h := l4.NewHandoff(ln.Addr())
-		t.Terminate = h
-		rest = h
-	default:
-		// Plain HTTP (or TLS without passthrough) behind PROXY headers:
-		// every connection goes to the http.Server once its header is read.
-		rest = newProxyListener(ln, b.L4, s.log.With("frontend", frontend, "address", addr))
-		s.listeners = append(s.listeners, rest)
-		return rest
-	}
-	s.wg.Go(func() {
-		if err := t.Serve(ln); err != nil {
-			s.errs <- fmt.Errorf("%s: %w", b.TCP, err)
-		}
-		if rest != nil {
-			rest.Close()
-		}
-	})
-	return rest
-}
-
-// serveRelay serves a bind of a udp frontend.
-func (s *serving) serveRelay(frontend string, r *Relay, sock *listen.Socket) error {
-	pc, err := net.FilePacketConn(sock.File)
-	if err != nil {
-		return fmt.Errorf("%s: %w", sock.Spec, err)
-	}
-	udp, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return fmt.Errorf("%s: not a UDP socket", sock.Spec)
-	}
-	s.files = append(s.files, sock.File)
-	addr := r.Spec.Address
-	u := &l4.UDP{
-		Frontend: frontend,
-		Backend: func() (l4.Backend, string) {
-			cur := s.graph.Load().relays[addr]
-			if cur == nil || cur.Backend == nil {
-				return nil, ""
-			}
-			return cur.Backend, cur.BackendName
-		},
-		IdleTimeout: r.IdleTimeout,
-		Log:         s.log,
-	}
-	s.udp = append(s.udp, u)
-	s.packetConns = append(s.packetConns, udp)
-	s.wg.Go(func() {
-		if err := u.Serve(udp); err != nil {
-			s.errs <- fmt.Errorf("%s: %w", sock.Spec, err)
-		}
-	})
-	return nil
-}
-
-// shutdownL4 stops the layer-4 listeners and waits for their connections
-// until ctx ends, then closes what is left.
-func (s *serving) shutdownL4(ctx context.Context) error {
-	for _, ln := range s.listeners {
-		ln.Close()
-	}
-	for _, pc := range s.packetConns {
-		pc.Close()
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(s.tcp)+len(s.udp))
-	for i, t := range s.tcp {
-		wg.Go(func() { errs[i] = t.Shutdown(ctx) })
-	}
-	for i, u := range s.udp {
-		wg.Go(func() { errs[len(s.tcp)+i] = u.Shutdown(ctx) })
-	}
-	wg.Wait()
-	return errors.Join(slices.DeleteFunc(errs, func(e error) bool { return e == nil })...)
-}
-
 // proxyListener accepts connections on a bind with accept_proxy and
 // passes each to its http.Server once the PROXY header of a trusted peer
 // is read, in the connection's own goroutine, so that a slow peer holds up
 // nobody else.
+//
+// Once ln is closed, connections still reading their header are passed on
+// until the proxyListener itself is closed (the http.Server's Shutdown or
+// Close does), so that a listener a reload replaces loses none.
 type proxyListener struct {
 	ln    net.Listener
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// waiting counts connections accepted and not yet taken by Accept
+	// (or closed).
+	waiting atomic.Int64
 }
 
 func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListener {
@@ -211,7 +119,6 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 			c, err := ln.Accept()
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
-					p.Close()
 					return
 				}
 				// Out of file descriptors, most likely: back off as
@@ -222,7 +129,9 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 				continue
 			}
 			delay = 0
+			p.waiting.Add(1)
 			go func() {
+				defer p.waiting.Add(-1)
 				pc, err := proxyproto.Accept(c, b.Trusted, b.HeaderTimeout)
 				if err != nil {
 					log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", c.RemoteAddr().String(), "error", err)
@@ -272,6 +181,10 @@ func (p *proxyListener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 }
+
+// pending returns the number of accepted connections not yet taken by
+// Accept: still reading their header, or waiting for Accept.
+func (p *proxyListener) pending() int { return int(p.waiting.Load()) }
 
 // Close stops accepting; connections still reading their header are
 // closed.

@@ -21,13 +21,19 @@ type quicBind struct {
 	// shards is how many sockets serve the address. Compile sets the
 	// configured number; startup lowers it to 1 when steering cannot be
 	// loaded, and later generations take the number the sockets have.
-	shards   int
-	format   pquic.CIDFormat
-	resetKey *quic.StatelessResetKey
-	tokenKey *quic.TokenGeneratorKey
-	retry    *pquic.RetryPolicy
-	rcvbuf   int
-	sndbuf   int
+	shards int
+	// configured is the number of shards the configuration asks for (the
+	// number of CPUs, at most maxAutoShards, when it sets none): a reload
+	// compares it, not shards, to tell whether the transports must change.
+	configured int
+	format     pquic.CIDFormat
+	// resetFile and tokenFile are the key files; "" for a random key.
+	resetFile, tokenFile string
+	resetKey             *quic.StatelessResetKey
+	tokenKey             *quic.TokenGeneratorKey
+	retry                *pquic.RetryPolicy
+	rcvbuf               int
+	sndbuf               int
 }
 
 // maxAutoShards caps the default number of shards (one per CPU).
@@ -44,6 +50,7 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 	if qb.shards == 0 {
 		qb.shards = min(gort.NumCPU(), maxAutoShards)
 	}
+	qb.configured = qb.shards
 	var errs config.ErrorList
 	var id []byte
 	var err error
@@ -62,7 +69,8 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 		}
 		return cfg.Path(p)
 	}
-	reset, token, notes, err := pquic.LoadKeys(path(q.StatelessResetKeyFile), path(q.TokenKeyFile), readFile)
+	qb.resetFile, qb.tokenFile = path(q.StatelessResetKeyFile), path(q.TokenKeyFile)
+	reset, token, notes, err := pquic.LoadKeys(qb.resetFile, qb.tokenFile, readFile)
 	if err != nil {
 		pos := q.At.Self
 		var kerr *pquic.KeyFileError

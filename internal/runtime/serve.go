@@ -2,23 +2,14 @@ package runtime
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
-
-	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
-	"github.com/portcullis/portcullis/internal/proxy"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
@@ -28,9 +19,9 @@ const (
 	idleTimeout       = 120 * time.Second // keep-alive and HTTP/3 idle connections
 )
 
-// serving is the set of servers running on acquired sockets. The servers
-// stay; what they serve is the current graph, swapped atomically by a
-// reload.
+// serving is the running listeners (units) and the graph they serve. A
+// reload swaps the graph, keeps the units whose sockets and servers stay,
+// starts new ones and stops those the new graph does not have.
 type serving struct {
 	log *slog.Logger
 	// ctx ends when the servers stop; background work (metrics) follows it.
@@ -39,267 +30,149 @@ type serving struct {
 	counters map[string]*pquic.Counters
 	tickets  *ticketKeys
 	graph    atomic.Pointer[Graph]
-	https    []*http.Server
-	h3       []*http3.Server
-	quic     []*quic.Transport
-	tcp      []*l4.TCP
-	udp      []*l4.UDP
-	// listeners and packetConns are the layer-4 servers' sockets, closed
-	// first by shutdown.
-	listeners   []net.Listener
-	packetConns []*net.UDPConn
 	// clients are the client connections of the http.Servers, for the
 	// private server connections of send_proxy.
 	clients sync.Map // net.Conn → *proxy.ClientConn
-	wg      sync.WaitGroup
 	errs    chan error
-	// files are the TCP sockets' own descriptors (listen.Socket.File). A
-	// net.Listener made from one is a duplicate, so closing the listener
-	// alone leaves the socket listening: the kernel would go on completing
-	// connections that nobody accepts. shutdown closes them too, so that new
-	// connections are refused.
-	files []*os.File
+
+	mu sync.Mutex
+	// units are the listeners of the current graph, by key (unit.go).
+	units map[string]unit
+	// draining are units a reload stopped, still finishing their
+	// connections; drains counts their goroutines.
+	draining map[unit]struct{}
+	drains   sync.WaitGroup
 }
 
 // serve starts a server on every socket of the graph. sockets must hold one
-// socket per spec of g.Specs(), in any order.
-// counters are the steering programs' packet counts by address.
+// socket per spec of g.Specs(), in any order (shards of one address in
+// shard order). counters are the steering programs' packet counts by
+// address.
 func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counters, log *slog.Logger) (*serving, error) {
-	byKey := map[string][]*listen.Socket{}
-	for _, s := range sockets {
-		key := s.Network + " " + s.Address
-		byKey[key] = append(byKey[key], s)
+	s := &serving{
+		log:      log,
+		errs:     make(chan error, 16),
+		counters: counters,
+		tickets:  newTicketKeys(),
+		units:    map[string]unit{},
+		draining: map[unit]struct{}{},
 	}
-	s := &serving{log: log, errs: make(chan error, 16), counters: counters}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.tickets = newTicketKeys()
 	go s.tickets.rotateEvery(s.ctx, ticketKeyRotation)
 	s.graph.Store(g)
-	for _, f := range g.Frontends {
-		for _, b := range f.Binds {
-			tcp := byKey["tcp "+b.TCP.Address]
-			if len(tcp) != 1 {
-				s.close()
-				return nil, fmt.Errorf("internal error: %d sockets for %s", len(tcp), b.TCP)
-			}
-			if err := s.serveBind(f.Name, b, tcp[0]); err != nil {
-				s.close()
-				return nil, err
-			}
-			if b.UDP != nil {
-				udp := byKey["udp "+b.UDP.Address]
-				if len(udp) != b.QUIC.shards {
-					s.close()
-					return nil, fmt.Errorf("internal error: %d sockets for %d shards of %s", len(udp), b.QUIC.shards, b.UDP)
-				}
-				if err := s.serveQUIC(f.Name, b, udp); err != nil {
-					s.close()
-					return nil, err
-				}
-			}
+	byAddr := map[string][]*listen.Socket{}
+	for _, sock := range sockets {
+		key := sock.Network + " " + sock.Address
+		byAddr[key] = append(byAddr[key], sock)
+	}
+	for _, us := range g.unitSpecs() {
+		_, addr := unitKind(us.key)
+		socks := byAddr[us.specs[0].Network+" "+addr]
+		u, err := s.start(us, socks)
+		if err != nil {
+			s.close()
+			return nil, err
 		}
-		for _, r := range f.Relays {
-			udp := byKey["udp "+r.Spec.Address]
-			if len(udp) != 1 {
-				s.close()
-				return nil, fmt.Errorf("internal error: %d sockets for %s", len(udp), r.Spec)
-			}
-			if err := s.serveRelay(f.Name, r, udp[0]); err != nil {
-				s.close()
-				return nil, err
-			}
-		}
+		s.units[us.key] = u
 	}
 	return s, nil
 }
 
-// serveBind serves a bind's TCP socket: as HTTP, as a layer-4 proxy, or
-// both (passthrough by SNI, PROXY headers) with the layer-4 side first.
-func (s *serving) serveBind(frontend string, b *Bind, sock *listen.Socket) error {
-	ln, err := net.FileListener(sock.File)
-	if err != nil {
-		return fmt.Errorf("%s: %w", b.TCP, err)
+// start starts the servers of a unit on its sockets.
+func (s *serving) start(us unitSpec, socks []*listen.Socket) (unit, error) {
+	if len(socks) != len(us.specs) {
+		return nil, fmt.Errorf("internal error: %d sockets for the %d of %s", len(socks), len(us.specs), us.key)
 	}
-	s.files = append(s.files, sock.File)
-	if b.L4 != nil {
-		ln = s.serveL4(frontend, b, ln)
+	kind, _ := unitKind(us.key)
+	switch kind {
+	case unitTCP:
+		return s.startTCP(us, socks[0])
+	case unitQUIC:
+		return s.startQUIC(us, socks)
+	case unitUDP:
+		return s.startRelay(us, socks[0])
 	}
-	if b.Handler == nil {
-		return nil
-	}
-	s.serveTCP(frontend, b, ln)
-	return nil
+	return nil, fmt.Errorf("internal error: unit %q", us.key)
 }
 
-// current returns what the bind at address serves now.
-func (s *serving) current(address string) *Bind { return s.graph.Load().binds[address] }
-
-// handler serves a request with the current graph's handler of a bind.
-func (s *serving) handler(address string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.current(address).Handler.ServeHTTP(w, r)
-	})
-}
-
-// tlsConfig hands each new TLS handshake the current graph's certificates
-// for a bind, so that a reload takes effect for new connections.
-func (s *serving) tlsConfig(address string) *tls.Config {
-	return &tls.Config{
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return s.current(address).TLS, nil
-		},
+// fail reports a server that stopped serving by itself: loop stops the
+// process. Failures beyond the first few are dropped (one is enough).
+func (s *serving) fail(err error) {
+	select {
+	case s.errs <- err:
+	default:
 	}
 }
 
-func (s *serving) serveTCP(frontend string, b *Bind, ln net.Listener) {
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	var tlsConf *tls.Config
-	if b.TLS != nil {
-		protocols.SetHTTP2(true)
-		tlsConf = s.tlsConfig(b.TCP.Address)
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
+// sockets returns every socket of the running listeners, ordered by unit
+// key and shard: what the process holds for its configuration (a binary
+// upgrade hands them over). Sockets of listeners that a reload removed
+// and that still drain are not among them.
+func (s *serving) sockets() []*listen.Socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.units))
+	for k := range s.units {
+		keys = append(keys, k)
 	}
-	srv := &http.Server{
-		Handler:           s.handler(b.TCP.Address),
-		TLSConfig:         tlsConf,
-		Protocols:         protocols,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.With("frontend", frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
-			s.clients.Store(c, cc)
-			return proxy.WithClientConn(ctx, cc)
-		},
-		ConnState: func(c net.Conn, st http.ConnState) {
-			if st == http.StateClosed || st == http.StateHijacked {
-				if cc, ok := s.clients.LoadAndDelete(c); ok {
-					cc.(*proxy.ClientConn).Close()
-				}
-			}
-		},
+	slices.Sort(keys)
+	var out []*listen.Socket
+	for _, k := range keys {
+		out = append(out, s.units[k].sockets()...)
 	}
-	s.https = append(s.https, srv)
-	s.wg.Go(func() {
-		var err error
-		if tlsConf != nil {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if !errors.Is(err, http.ErrServerClosed) {
-			s.errs <- fmt.Errorf("%s: %w", b.TCP, err)
-		}
-	})
+	return out
 }
 
-// serveQUIC serves HTTP/3 on every shard of a bind: one quic.Transport per
-// socket, each minting connection IDs that name its shard, and one
-// http3.Server for them all.
-func (s *serving) serveQUIC(frontend string, b *Bind, shards []*listen.Socket) error {
-	srv := &http3.Server{
-		Handler:     s.handler(b.TCP.Address),
-		IdleTimeout: idleTimeout,
-		Logger:      s.log.With("frontend", frontend, "address", b.UDP.Address),
-		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
-			context.AfterFunc(ctx, cc.Close)
-			return proxy.WithClientConn(ctx, cc)
-		},
-	}
-	s.h3 = append(s.h3, srv)
-	tlsConf := http3.ConfigureTLSConfig(s.tlsConfig(b.TCP.Address))
-	s.tickets.use(tlsConf)
-	q := b.QUIC
-	metrics := pquic.NewMetrics(q.format, len(shards))
-	watchShards(s.ctx, metrics, s.counters[b.TCP.Address], s.log.With("frontend", frontend, "address", b.UDP.Address))
-	for i, sock := range shards {
-		pc, err := net.FilePacketConn(sock.File)
-		if err != nil {
-			return fmt.Errorf("%s: %w", sock.Spec, err)
-		}
-		udp, ok := pc.(*net.UDPConn)
-		if !ok {
-			pc.Close()
-			return fmt.Errorf("%s: not a UDP socket", sock.Spec)
-		}
-		tr := &quic.Transport{
-			Conn:                  udp,
-			ConnectionIDGenerator: pquic.NewCIDGenerator(q.format, uint8(i)),
-			StatelessResetKey:     q.resetKey,
-			TokenGeneratorKey:     q.tokenKey,
-			VerifySourceAddress:   q.retry.VerifySourceAddress,
-			Tracer:                metrics.TransportTracer(i, nil),
-		}
-		s.quic = append(s.quic, tr)
-		ln, err := tr.ListenEarly(tlsConf, &quic.Config{
-			MaxIdleTimeout: idleTimeout,
-			Allow0RTT:      false,
-			Tracer:         metrics.ConnTracer(i, nil),
-		})
-		if err != nil {
-			return fmt.Errorf("%s: %w", sock.Spec, err)
-		}
-		s.wg.Go(func() {
-			err := srv.ServeListener(ln)
-			if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
-				s.errs <- fmt.Errorf("%s: %w", sock.Spec, err)
-			}
-			ln.Close()
-		})
-	}
-	return nil
-}
-
-// shutdown stops accepting, sends GOAWAY on HTTP/2 and HTTP/3 connections
-// and waits for in-flight requests until ctx ends; then it closes whatever
-// is left.
+// shutdown stops accepting on every listener at once, sends GOAWAY on
+// HTTP/2 and HTTP/3 connections and waits for in-flight requests (and for
+// listeners a reload stopped and that still drain) until ctx ends; then it
+// closes whatever is left.
 func (s *serving) shutdown(ctx context.Context) error {
-	for _, f := range s.files {
-		f.Close()
+	s.mu.Lock()
+	units := make([]unit, 0, len(s.units))
+	for _, u := range s.units {
+		units = append(units, u)
+	}
+	s.mu.Unlock()
+	for _, u := range units {
+		u.stopAccepting()
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, len(s.https)+len(s.h3)+1)
-	wg.Go(func() { errs <- s.shutdownL4(ctx) })
-	for _, srv := range s.https {
-		wg.Go(func() { errs <- srv.Shutdown(ctx) })
+	errs := make([]error, len(units)+1)
+	for i, u := range units {
+		wg.Go(func() { errs[i] = u.drain(ctx) })
 	}
-	for _, srv := range s.h3 {
-		wg.Go(func() { errs <- srv.Shutdown(ctx) })
-	}
+	wg.Go(func() {
+		done := make(chan struct{})
+		go func() {
+			s.drains.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs[len(units)] = ctx.Err()
+		}
+	})
 	wg.Wait()
-	close(errs)
-	var first error
-	for err := range errs {
-		if err != nil && first == nil {
-			first = err
+	s.close()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
-	s.close()
-	return first
+	return nil
 }
 
-// close closes every server and transport at once.
+// close closes every listener, draining ones included, at once.
 func (s *serving) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.cancel()
-	for _, f := range s.files {
-		f.Close()
+	for _, u := range s.units {
+		u.close()
 	}
-	for _, srv := range s.https {
-		srv.Close()
-	}
-	for _, srv := range s.h3 {
-		srv.Close()
-	}
-	for _, tr := range s.quic {
-		tr.Close()
-	}
-	for _, ln := range s.listeners {
-		ln.Close()
-	}
-	for _, pc := range s.packetConns {
-		pc.Close()
+	for u := range s.draining {
+		u.close()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"slices"
 	"sync"
 	"time"
 )
@@ -44,6 +45,13 @@ func (k *ticketKeys) use(c *tls.Config) {
 	defer k.mu.Unlock()
 	c.SetSessionTicketKeys(k.keys)
 	k.configs = append(k.configs, c)
+}
+
+// forget stops rotating the keys of c (its listener is closed).
+func (k *ticketKeys) forget(c *tls.Config) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.configs = slices.DeleteFunc(k.configs, func(x *tls.Config) bool { return x == c })
 }
 
 // rotate puts a new key first; the older ones still decrypt tickets.
