@@ -4,12 +4,16 @@
 //
 // Usage:
 //
-//	backend -listen 127.0.0.1:0
+//	backend -listen 127.0.0.1:0 [-tcp 127.0.0.1:0]
 //
-// Once listening it prints "ready ADDR" on stdout. Endpoints:
+// Once listening it prints "ready ADDR" on stdout (after "tcp ADDR" with
+// -tcp). Endpoints:
 //
 //	/bytes?n=N   200 with a body of exactly N bytes (0 <= N <= 64 MiB)
 //	anything else  200 with the 3-byte body "ok\n"
+//
+// -tcp also serves the byte source of bench/tcpload (see serveTCP) on a
+// second, plain TCP listener.
 package main
 
 import (
@@ -26,6 +30,7 @@ const maxBytes = 64 << 20
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
+	tcpAddr := flag.String("tcp", "", "also serve bench/tcpload's byte source on this TCP address (\"\": no)")
 	flag.Parse()
 	log.SetPrefix("bench backend: ")
 	log.SetFlags(0)
@@ -59,6 +64,14 @@ func main() {
 		w.Write(ok)
 	})
 
+	if *tcpAddr != "" {
+		tln, err := net.Listen("tcp", *tcpAddr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("tcp %s\n", tln.Addr())
+		go serveTCP(tln)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)

@@ -9,8 +9,9 @@ const usage = `usage: go run ./bench/run MODE [flags]   (as root, from the repos
 
 modes:
   shards   HTTP/3 on one QUIC shard vs N shards (about 70 s)
-  compare  portcullis side by side with HAProxy, nginx and Caddy
-           (installs missing peers with apt-get; about 6 minutes)
+  compare  portcullis side by side with HAProxy, nginx and Caddy, over
+           HTTP and at layer 4 (installs missing peers with apt-get;
+           about 8 minutes)
 
 go run ./bench/run MODE -h lists the flags of a mode; bench/README.md
 describes both.

@@ -2,14 +2,19 @@
 // the same backend, certificate, pinning and load generators.
 //
 //	go run ./bench/run compare [-d 8s] [-warmup 1s] [-idle 10000]
-//	                           [-only portcullis,haproxy,nginx,caddy] [-keep]
+//	                           [-only portcullis,haproxy,nginx,caddy]
+//	                           [-scenarios TCP,...] [-keep]
 //
 // Every proxy gets one core's worth of work (haproxy nbthread 1, nginx
 // worker_processes 1, GOMAXPROCS=1 for Caddy and portcullis), no access
 // log, keep-alive to the backend, and runs pinned to CPU 0; the load
 // generator and bench/backend share CPU 1. Each scenario runs against
 // each proxy in turn (and against the backend directly where it can: the
-// backend speaks plain HTTP/1.1 only), after an unmeasured warm-up.
+// backend speaks plain HTTP/1.1, and plain TCP for the layer-4
+// scenarios), after an unmeasured warm-up. The layer-4 (TCP) scenarios
+// run against the proxies that relay TCP: portcullis (a mode tcp
+// frontend), HAProxy (mode tcp) and nginx (stream, when Debian's
+// libnginx-mod-stream is there); they have a table of their own.
 // bench/README.md describes the scenarios, the configurations and the
 // table.
 
@@ -34,7 +39,9 @@ type target struct {
 	name  string
 	plain string // plain HTTP/1.1 address
 	tls   string // TLS address (TCP, and UDP for HTTP/3); "" if none
+	tcp   string // layer-4 address relaying to the backend's TCP byte source; "" if none
 	h3    bool
+	h1    bool // HTTP/1.1 only: the HTTP/2 scenario skips it
 	cmd   *exec.Cmd
 	pid   int // 0: the backend (its CPU is not a proxy's)
 }
@@ -42,7 +49,7 @@ type target struct {
 // cscenario is one side-by-side scenario.
 type cscenario struct {
 	name   string
-	kind   string // h2load, h3load, tlsload, idle, idle-h3
+	kind   string // h2load, h3load, tlsload, tcpload, idle, idle-h3
 	args   []string
 	path   string
 	tls    bool
@@ -58,6 +65,10 @@ var compareScenarios = []cscenario{
 	{name: "1 MiB, HTTP/1.1 TLS", kind: "h2load", args: []string{"--h1", "-c", "8"}, path: "/bytes?n=1048576", tls: true},
 	{name: "idle HTTP/1.1 TLS", kind: "idle", path: "/", tls: true},
 	{name: "idle HTTP/3", kind: "idle-h3", path: "/", tls: true},
+	// Layer 4: a new TCP connection per transfer (bench/tcpload).
+	{name: "TCP 1 MiB", kind: "tcpload", args: []string{"-mode", "stream", "-size", "1048576", "-c", "8"}, direct: true},
+	{name: "TCP 100 MiB", kind: "tcpload", args: []string{"-mode", "stream", "-size", "104857600", "-c", "4"}, direct: true},
+	{name: "TCP connections/s", kind: "tcpload", args: []string{"-mode", "connect", "-c", "16"}, direct: true},
 }
 
 // crow is one scenario against one target.
@@ -70,12 +81,26 @@ type crow struct {
 	rssBefore         int64 // KiB
 	rssAfter          int64
 	note              string
+
+	tcp   bool    // a layer-4 scenario (its own table)
+	bytes float64 // payload bytes of the successful transfers (tcpload)
+	wall  float64 // seconds from before to after the measurement
+	// Ticks of /proc/stat for CPU 0 and CPU 1 over the measurement: busy,
+	// and all.
+	busy, ticks [2]uint64
 }
 
 func (w *crow) reqPerSec() float64 { return w.requests / w.elapsed }
 func (w *crow) cpuPer10k() float64 { return w.cpu / w.requests * 10000 }
 func (w *crow) kibPerConn() float64 {
 	return float64(w.rssAfter-w.rssBefore) / float64(w.idleConns)
+}
+func (w *crow) cpuPerGiB() float64 { return w.cpu / (w.bytes / (1 << 30)) }
+func (w *crow) busyPct(cpu int) string {
+	if w.ticks[cpu] == 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(w.busy[cpu])/float64(w.ticks[cpu]))
 }
 
 func compareMain(args []string) {
@@ -125,7 +150,7 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 		return errors.New("-scenarios: matches no scenario")
 	}
 	for _, p := range proxies {
-		if !slices.Contains([]string{"portcullis", "haproxy", "nginx", "caddy"}, p) {
+		if !slices.Contains([]string{"portcullis", "haproxy", "nginx", "caddy", "fasthttp"}, p) {
 			return fmt.Errorf("-only: unknown proxy %q", p)
 		}
 	}
@@ -140,7 +165,8 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 		return err
 	}
 	r.trapSignals()
-	if err := ensurePeers(proxies); err != nil {
+	l4 := slices.ContainsFunc(scenarios, func(sc cscenario) bool { return sc.kind == "tcpload" })
+	if err := ensurePeers(proxies, l4); err != nil {
 		return err
 	}
 	// Raise the open-files soft limit to the hard limit; every child
@@ -166,10 +192,10 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 		fmt.Fprintln(os.Stderr, "bench/run: no taskset or fewer than 2 CPUs: not pinning")
 	}
 	fmt.Fprintf(os.Stderr, "bench/run: building in %s\n", r.dir)
-	if err := r.build(root, "./cmd/portcullis", "./bench/h3load", "./bench/backend", "./bench/idle", "./bench/tlsload"); err != nil {
+	if err := r.build(root, "./cmd/portcullis", "./bench/h3load", "./bench/backend", "./bench/idle", "./bench/tlsload", "./bench/tcpload"); err != nil {
 		return err
 	}
-	backend, err := r.startBackend()
+	backend, backendTCP, err := r.startBackend(l4)
 	if err != nil {
 		return err
 	}
@@ -179,9 +205,9 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 	fmt.Printf("peers: %s\n", peerVersions(proxies))
 	fmt.Printf("each scenario and target: %v measured after %v of warm-up; idle: %d connections\n\n", dur, warmup, idle)
 
-	targets := []*target{{name: "direct", plain: backend}}
+	targets := []*target{{name: "direct", plain: backend, tcp: backendTCP}}
 	for _, p := range proxies {
-		t, err := r.startProxy(p, backend, idle)
+		t, err := r.startProxy(p, backend, backendTCP, idle)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
@@ -192,10 +218,11 @@ func (r *runner) compare(dur, warmup time.Duration, idle int, proxies []string, 
 	var failed []string
 	for _, sc := range scenarios {
 		for _, t := range targets {
-			if t.pid == 0 && !sc.direct || sc.tls && t.tls == "" || strings.Contains(sc.kind, "h3") && !t.h3 {
+			if t.pid == 0 && !sc.direct || sc.tls && t.tls == "" || strings.Contains(sc.kind, "h3") && !t.h3 ||
+				sc.kind == "tcpload" && t.tcp == "" || t.h1 && sc.kind == "h2load" && !slices.Contains(sc.args, "--h1") {
 				continue
 			}
-			w := &crow{scenario: sc.name, target: t.name}
+			w := &crow{scenario: sc.name, target: t.name, tcp: sc.kind == "tcpload"}
 			var err error
 			switch sc.kind {
 			case "idle", "idle-h3":
@@ -243,6 +270,9 @@ func (r *runner) loadRun(t *target, sc cscenario, dur, warmup time.Duration, w *
 		host, scheme = t.tls, "https"
 	}
 	url := scheme + "://" + host + sc.path
+	if sc.kind == "tcpload" {
+		url = t.tcp
+	}
 	n := 0
 	if warmup > 0 {
 		if _, err := r.loadOnce(sc, url, warmup, 0, ""); err != nil {
@@ -253,6 +283,11 @@ func (r *runner) loadRun(t *target, sc cscenario, dur, warmup time.Duration, w *
 	if err != nil {
 		return err
 	}
+	ticksBefore, err := cpuTicks()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
 	latFile := filepath.Join(r.dir, "latencies")
 	res, err := r.loadOnce(sc, url, dur, n, latFile)
 	if err != nil {
@@ -262,17 +297,47 @@ func (r *runner) loadRun(t *target, sc cscenario, dur, warmup time.Duration, w *
 	if err != nil {
 		return err
 	}
-	w.requests, w.elapsed, w.p50, w.p99 = res.requests, res.elapsed, res.p50, res.p99
+	ticksAfter, err := cpuTicks()
+	if err != nil {
+		return err
+	}
+	w.wall = time.Since(t0).Seconds()
+	for i := range ticksAfter {
+		w.busy[i] = ticksAfter[i].busy - ticksBefore[i].busy
+		w.ticks[i] = ticksAfter[i].all - ticksBefore[i].all
+	}
+	w.requests, w.elapsed, w.p50, w.p99, w.bytes = res.requests, res.elapsed, res.p50, res.p99, res.bytes
 	w.cpu = after - before
-	fmt.Fprintf(os.Stderr, "bench/run: %-26s %-10s %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %.2f s\n",
-		sc.name, t.name, w.reqPerSec(), ms(w.p50), ms(w.p99), w.cpu)
+	fmt.Fprintf(os.Stderr, "bench/run: %-26s %-10s %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy CPU %.2f s  CPU 0/1 busy %s/%s\n",
+		sc.name, t.name, w.reqPerSec(), ms(w.p50), ms(w.p99), w.cpu, w.busyPct(0), w.busyPct(1))
 	return nil
 }
 
 // printCompare prints the table. The ratios are portcullis's figure over
 // the peer's: req/s; requests per proxy CPU second (speed per core); KiB
 // per idle connection (below 1: portcullis uses less).
-func printCompare(rows []*crow) {
+func printCompare(all []*crow) {
+	var rows, l4 []*crow
+	for _, w := range all {
+		if w.tcp {
+			l4 = append(l4, w)
+		} else {
+			rows = append(rows, w)
+		}
+	}
+	if len(rows) > 0 {
+		printHTTP(rows)
+	}
+	if len(l4) > 0 {
+		if len(rows) > 0 {
+			fmt.Println()
+		}
+		printTCP(l4)
+	}
+}
+
+// printHTTP prints the table of the HTTP scenarios.
+func printHTTP(rows []*crow) {
 	base := map[string]*crow{}
 	for _, w := range rows {
 		if w.target == "portcullis" && w.note == "" {
@@ -309,5 +374,55 @@ func printCompare(rows []*crow) {
 			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %s | | %s | %s | |\n",
 				w.scenario, w.target, w.reqPerSec(), ms(w.p50), ms(w.p99), cpu, ratio, cpuRatio)
 		}
+	}
+}
+
+// printTCP prints the table of the layer-4 scenarios: transfers (each on
+// a new connection) per second and MiB/s; the proxy's CPU seconds per GiB
+// relayed and per 10,000 connections; its CPU use (CPU seconds per second
+// of the run: 100% is its whole core) and how busy each CPU was; and the
+// ratios of portcullis's figure to the peer's: transfers/s, and transfers
+// per proxy CPU second (speed per core).
+func printTCP(rows []*crow) {
+	base := map[string]*crow{}
+	for _, w := range rows {
+		if w.target == "portcullis" && w.note == "" {
+			base[w.scenario] = w
+		}
+	}
+	fmt.Println("| scenario | target | transfers/s | MiB/s | p50 ms | p99 ms | proxy CPU s / GiB | proxy CPU s / 10k conn | proxy CPU use | CPU 0 busy | CPU 1 busy | portcullis / peer: transfers/s | portcullis / peer: transfers per CPU s |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, w := range rows {
+		if w.note != "" {
+			fmt.Printf("| %s | %s | %s | | | | | | | | | | |\n", w.scenario, w.target, w.note)
+			continue
+		}
+		b := base[w.scenario]
+		if b == w {
+			b = nil
+		}
+		// A transfer of more than a byte is a stream: its MiB/s and CPU
+		// per GiB mean something; a connection's single byte does not.
+		stream := w.bytes > w.requests
+		mib, perGiB, per10k, use, ratio, cpuRatio := "", "", "", "", "", ""
+		if stream {
+			mib = fmt.Sprintf("%.0f", w.bytes/w.elapsed/(1<<20))
+		}
+		if w.target != "direct" {
+			per10k = fmt.Sprintf("%.2f", w.cpuPer10k())
+			use = fmt.Sprintf("%.0f%%", 100*w.cpu/w.wall)
+			if stream {
+				perGiB = fmt.Sprintf("%.2f", w.cpuPerGiB())
+			}
+		}
+		if b != nil {
+			ratio = fmt.Sprintf("%.2f", b.reqPerSec()/w.reqPerSec())
+			if w.target != "direct" && b.cpu > 0 {
+				cpuRatio = fmt.Sprintf("%.2f", w.cpuPer10k()/b.cpuPer10k())
+			}
+		}
+		fmt.Printf("| %s | %s | %.1f | %s | %.2f | %.2f | %s | %s | %s | %s | %s | %s | %s |\n",
+			w.scenario, w.target, w.reqPerSec(), mib, ms(w.p50), ms(w.p99), perGiB, per10k, use,
+			w.busyPct(0), w.busyPct(1), ratio, cpuRatio)
 	}
 }

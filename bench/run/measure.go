@@ -13,18 +13,30 @@ import (
 
 type loadResult struct {
 	requests, elapsed float64
+	bytes             float64 // tcpload: payload bytes of the successful transfers
 	p50, p99          time.Duration
 }
 
-// loadOnce runs h2load or h3load once, for d or (n > 0) n requests.
+// loadOnce runs h2load, h3load, tlsload or tcpload once, for d or
+// (h2load, n > 0) n requests. url is the TCP address for tcpload.
 func (r *runner) loadOnce(sc cscenario, url string, d time.Duration, n int, latFile string) (*loadResult, error) {
-	if sc.kind == "h3load" || sc.kind == "tlsload" {
+	if sc.kind == "h3load" || sc.kind == "tlsload" || sc.kind == "tcpload" {
 		w := &row{}
-		res, _, err := r.goLoad(sc.kind, url, scenario{args: sc.args}, d, latFile)
+		var res map[string]float64
+		var err error
+		if sc.kind == "tcpload" {
+			args := append([]string{"-addr", url, "-d", d.String()}, sc.args...)
+			if latFile != "" {
+				args = append(args, "-latency-file", latFile)
+			}
+			res, _, err = r.loadTool("tcpload", args)
+		} else {
+			res, _, err = r.goLoad(sc.kind, url, scenario{args: sc.args}, d, latFile)
+		}
 		if err != nil {
 			return nil, err
 		}
-		out := &loadResult{requests: res["requests"], elapsed: res["elapsed_s"]}
+		out := &loadResult{requests: res["requests"], elapsed: res["elapsed_s"], bytes: res["bytes"]}
 		if latFile != "" {
 			if w.latencies, err = readLatencies(latFile); err != nil {
 				return nil, err

@@ -13,9 +13,16 @@ import (
 	"time"
 )
 
+// nginxStreamModule is nginx's stream (layer-4) module as Debian's
+// libnginx-mod-stream installs it: Debian's nginx builds it as a dynamic
+// module, in a package of its own.
+const nginxStreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
 // ensurePeers installs the missing peers and load generator from Debian's
-// packages.
-func ensurePeers(proxies []string) error {
+// packages, and with l4 (a layer-4 scenario will run) nginx's stream
+// module. Without that module nginx still runs the HTTP scenarios: the
+// layer-4 ones skip it.
+func ensurePeers(proxies []string, l4 bool) error {
 	pkgs := map[string]string{"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "h2load": "nghttp2-client"}
 	var missing []string
 	for _, bin := range append(slices.Clone(proxies), "h2load") {
@@ -25,19 +32,41 @@ func ensurePeers(proxies []string) error {
 			}
 		}
 	}
-	if len(missing) == 0 {
+	stream := l4 && slices.Contains(proxies, "nginx") && !exists(nginxStreamModule)
+	if len(missing) == 0 && !stream {
 		return nil
 	}
-	fmt.Fprintf(os.Stderr, "bench/run: installing %s\n", strings.Join(missing, " "))
-	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq"}, missing...)} {
-		cmd := exec.Command("apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("apt-get %s: %w", strings.Join(args, " "), err)
+	if err := aptGet("update", "-qq"); err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(os.Stderr, "bench/run: installing %s\n", strings.Join(missing, " "))
+		if err := aptGet(append([]string{"install", "-y", "-qq"}, missing...)...); err != nil {
+			return err
+		}
+	}
+	if stream {
+		fmt.Fprintln(os.Stderr, "bench/run: installing libnginx-mod-stream")
+		if err := aptGet("install", "-y", "-qq", "libnginx-mod-stream"); err != nil || !exists(nginxStreamModule) {
+			fmt.Fprintf(os.Stderr, "bench/run: no %s (%v): the TCP scenarios skip nginx\n", nginxStreamModule, err)
 		}
 	}
 	return nil
+}
+
+func aptGet(args ...string) error {
+	cmd := exec.Command("apt-get", args...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("apt-get %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func peerVersions(proxies []string) string {
@@ -61,8 +90,11 @@ func peerVersions(proxies []string) string {
 }
 
 // startProxy writes the proxy's configuration, starts it pinned to CPU 0
-// and waits until both its ports accept connections.
-func (r *runner) startProxy(name, backend string, idle int) (*target, error) {
+// and waits until its ports accept connections. With backendTCP (the
+// backend's TCP byte source) a proxy that relays TCP (portcullis,
+// HAProxy, nginx with its stream module) gets a third port, a layer-4
+// frontend in front of it.
+func (r *runner) startProxy(name, backend, backendTCP string, idle int) (*target, error) {
 	p1, err := freePort()
 	if err != nil {
 		return nil, err
@@ -72,6 +104,14 @@ func (r *runner) startProxy(name, backend string, idle int) (*target, error) {
 		return nil, err
 	}
 	t := &target{name: name, plain: net.JoinHostPort("127.0.0.1", strconv.Itoa(p1)), tls: net.JoinHostPort("127.0.0.1", strconv.Itoa(p2))}
+	l4 := backendTCP != "" && (name == "portcullis" || name == "haproxy" || name == "nginx" && exists(nginxStreamModule))
+	if l4 {
+		p3, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		t.tcp = net.JoinHostPort("127.0.0.1", strconv.Itoa(p3))
+	}
 	dir := r.dir
 	var conf, confName string
 	var argv []string
@@ -102,11 +142,11 @@ frontends:
           retry: never
     routes:
       - backend: bench
-backends:
+%sbackends:
   bench:
     servers:
       - address: %s
-`, t.plain, t.tls, backend)
+%s`, t.plain, t.tls, portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
 		argv = []string{filepath.Join(dir, "portcullis"), "run", "-c", filepath.Join(dir, confName)}
 		env = []string{"GOMAXPROCS=1"}
 	case "haproxy":
@@ -142,12 +182,12 @@ frontend tls
     default_backend bench
 backend bench
     server s1 %s
-`, idle+200, t.plain, t.tls, pem, backend)
+%s`, idle+200, t.plain, t.tls, pem, backend, haproxyL4(t.tcp, backendTCP))
 		argv = []string{"haproxy", "-db", "-f", filepath.Join(dir, confName)}
 	case "nginx":
 		confName = "nginx.conf"
-		conf = fmt.Sprintf(`worker_processes 1;
-worker_rlimit_nofile %d;
+		conf = fmt.Sprintf(`%[7]sworker_processes 1;
+worker_rlimit_nofile %[1]d;
 daemon off;
 pid %[2]s/nginx.pid;
 error_log %[2]s/nginx-error.log warn;
@@ -177,7 +217,7 @@ http {
         }
     }
 }
-`, idle+2000, dir, idle+1000, backend, t.plain, t.tls)
+%[8]s`, idle+2000, dir, idle+1000, backend, t.plain, t.tls, nginxL4Module(t.tcp), nginxL4(t.tcp, backendTCP))
 		argv = []string{"nginx", "-c", filepath.Join(dir, confName)}
 	case "caddy":
 		t.h3 = true
@@ -199,6 +239,28 @@ https://%s {
 `, t.plain, backend, t.tls, dir, dir, backend)
 		argv = []string{"caddy", "run", "--adapter", "caddyfile", "--config", filepath.Join(dir, confName)}
 		env = []string{"GOMAXPROCS=1", "HOME=" + dir, "XDG_DATA_HOME=" + dir + "/caddy-data", "XDG_CONFIG_HOME=" + dir + "/caddy-config"}
+	case "fasthttp":
+		// bench/alt/fasthttp, a measurement of an alternative: HTTP/1.1
+		// only (no HTTP/2, no HTTP/3). It is a module of its own, so
+		// that portcullis does not depend on fasthttp: r.build cannot
+		// build it.
+		t.h1 = true
+		root, err := repoRoot()
+		if err != nil {
+			return nil, err
+		}
+		bin := filepath.Join(dir, "fasthttp-proxy")
+		build := exec.Command("go", "build", "-C", "bench/alt/fasthttp", "-o", bin, ".")
+		build.Dir = root
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return nil, fmt.Errorf("go build -C bench/alt/fasthttp: %w", err)
+		}
+		argv = []string{bin, "-listen", t.plain, "-tls-listen", t.tls,
+			"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"), "-backend", backend}
+		env = []string{"GOMAXPROCS=1"}
+		// It has no configuration file: its command line stands for one.
+		confName, conf = "fasthttp-proxy.args", strings.Join(argv, " ")+"\n"
 	}
 	if err := os.WriteFile(filepath.Join(dir, confName), []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -222,7 +284,10 @@ https://%s {
 		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for _, a := range []string{t.plain, t.tls} {
+	for _, a := range []string{t.plain, t.tls, t.tcp} {
+		if a == "" {
+			continue
+		}
 		for {
 			c, err := net.DialTimeout("tcp", a, time.Second)
 			if err == nil {
@@ -236,6 +301,86 @@ https://%s {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "bench/run: %s pid %d on %s (plain) and %s (TLS)\n", name, t.pid, t.plain, t.tls)
+	l4Text := ""
+	if t.tcp != "" {
+		l4Text = " and " + t.tcp + " (TCP)"
+	}
+	fmt.Fprintf(os.Stderr, "bench/run: %s pid %d on %s (plain), %s (TLS)%s\n", name, t.pid, t.plain, t.tls, l4Text)
 	return t, nil
+}
+
+// The layer-4 parts of the configurations: one frontend on addr relaying
+// every connection to the backend's byte source, nothing for addr "".
+
+func portcullisL4(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf(`  tcp:
+    mode: tcp
+    bind:
+      - address: %s
+    routes:
+      - backend: sink
+`, addr)
+}
+
+func portcullisL4Backend(addr, backendTCP string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf(`  sink:
+    servers:
+      - address: %s
+`, backendTCP)
+}
+
+// haproxyL4 sets its own timeouts (the defaults' are for HTTP) and
+// splices both directions, as portcullis does: without splice-request
+// and splice-response HAProxy copies through user space (splice-auto
+// splices only when a buffer fills), and spent about twice the CPU per
+// GiB here (bench/README.md).
+func haproxyL4(addr, backendTCP string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf(`frontend tcp
+    mode tcp
+    bind %s
+    timeout client 300s
+    default_backend sink
+backend sink
+    mode tcp
+    option splice-request
+    option splice-response
+    timeout connect 5s
+    timeout server 300s
+    server s1 %s
+`, addr, backendTCP)
+}
+
+func nginxL4Module(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return "load_module " + nginxStreamModule + ";\n"
+}
+
+// nginxL4 raises proxy_buffer_size from 16k to 256k (the block the
+// backend writes): nginx has no splice, and with 16k it spent about 1.7
+// times the CPU per GiB here (bench/README.md).
+func nginxL4(addr, backendTCP string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf(`stream {
+    server {
+        listen %s;
+        proxy_pass %s;
+        proxy_buffer_size 256k;
+        proxy_connect_timeout 5s;
+        proxy_timeout 300s;
+    }
+}
+`, addr, backendTCP)
 }

@@ -159,7 +159,7 @@ func (r *runner) main(dur, warmup time.Duration, rounds int, shardList, retry st
 		return err
 	}
 
-	backend, err := r.startBackend()
+	backend, _, err := r.startBackend(false)
 	if err != nil {
 		return err
 	}
@@ -336,6 +336,13 @@ func (r *runner) goLoad(bin, url string, sc scenario, d time.Duration, latFile s
 	if latFile != "" {
 		args = append(args, "-latency-file", latFile)
 	}
+	return r.loadTool(bin, args)
+}
+
+// loadTool runs one of the repository's load generators (bench/h3load,
+// bench/tlsload, bench/tcpload) on CPU 1 and parses its line of
+// key=value pairs. It also returns the generator's CPU seconds.
+func (r *runner) loadTool(bin string, args []string) (map[string]float64, float64, error) {
 	cmd := r.command(1, filepath.Join(r.dir, bin), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -360,37 +367,52 @@ func (r *runner) goLoad(bin, url string, sc scenario, d time.Duration, latFile s
 		res[k] = x
 	}
 	if res["requests"] == 0 || res["elapsed_s"] == 0 {
-		return nil, 0, fmt.Errorf("h3load printed %q", stdout.String())
+		return nil, 0, fmt.Errorf("%s printed %q", bin, stdout.String())
 	}
 	return res, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(), nil
 }
 
-// startBackend starts bench/backend and returns its address.
-func (r *runner) startBackend() (string, error) {
-	cmd := r.command(1, filepath.Join(r.dir, "backend"), "-listen", "127.0.0.1:0")
+// startBackend starts bench/backend and returns its HTTP address and, with
+// tcp, the address of its TCP byte source (bench/tcpload's server).
+func (r *runner) startBackend(tcp bool) (addr, tcpAddr string, err error) {
+	args := []string{"-listen", "127.0.0.1:0"}
+	if tcp {
+		args = append(args, "-tcp", "127.0.0.1:0")
+	}
+	cmd := r.command(1, filepath.Join(r.dir, "backend"), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	cmd.Stderr = os.Stderr
 	if err := r.start(cmd); err != nil {
-		return "", err
+		return "", "", err
 	}
-	line := make(chan string, 1)
+	type addrs struct{ addr, tcp, line string }
+	got := make(chan addrs, 1)
 	go func() {
+		// "tcp ADDR" (with -tcp), then "ready ADDR".
+		var a addrs
 		s := bufio.NewScanner(out)
-		s.Scan()
-		line <- s.Text()
+		for s.Scan() {
+			a.line = s.Text()
+			if t, ok := strings.CutPrefix(a.line, "tcp "); ok {
+				a.tcp = t
+				continue
+			}
+			a.addr, _ = strings.CutPrefix(a.line, "ready ")
+			break
+		}
+		got <- a
 	}()
 	select {
-	case l := <-line:
-		addr, ok := strings.CutPrefix(l, "ready ")
-		if !ok {
-			return "", fmt.Errorf("backend printed %q", l)
+	case a := <-got:
+		if a.addr == "" || a.addr == a.line || tcp && a.tcp == "" {
+			return "", "", fmt.Errorf("backend printed %q", a.line)
 		}
 		r.backendPid = cmd.Process.Pid
-		return addr, nil
+		return a.addr, a.tcp, nil
 	case <-time.After(10 * time.Second):
-		return "", errors.New("backend did not start within 10s")
+		return "", "", errors.New("backend did not start within 10s")
 	}
 }
