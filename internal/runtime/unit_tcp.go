@@ -45,6 +45,10 @@ type tcpUnit struct {
 	// request yet (in StateNew), for settle; freshConns holds them.
 	fresh      atomic.Int64
 	freshConns sync.Map // net.Conn → struct{}
+	// tunnels are the connections the http.Server handed to a handler
+	// (WebSocket upgrades): it no longer tracks them, so drain waits for
+	// them and close closes them.
+	tunnels tunnelSet
 }
 
 // startTCP starts the servers of a "tcp" unit on sock.
@@ -163,9 +167,13 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 					cc.(*proxy.ClientConn).Close()
 				}
 			}
+			if st == http.StateHijacked {
+				u.tunnels.add(c)
+			}
 		},
 	}
 	srv := u.http
+	ln = &tunnelListener{Listener: ln, set: &u.tunnels}
 	go func() {
 		var err error
 		if tlsConf != nil {
@@ -263,7 +271,12 @@ func (u *tcpUnit) drain(ctx context.Context) error {
 		})
 	}
 	if u.http != nil {
-		wg.Go(func() { errHTTP = u.http.Shutdown(ctx) })
+		wg.Go(func() {
+			errHTTP = u.http.Shutdown(ctx)
+			if err := u.tunnels.wait(ctx); err != nil && errHTTP == nil {
+				errHTTP = err
+			}
+		})
 	}
 	wg.Wait()
 	return errors.Join(errL4, errHTTP)
@@ -276,6 +289,7 @@ func (u *tcpUnit) close() {
 	}
 	if u.http != nil {
 		u.http.Close()
+		u.tunnels.closeAll()
 	}
 	if u.tcp != nil {
 		// Shutdown with an ended context closes every connection at once.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/websocket"
 )
 
 // Reloads that change listeners. Every test starts portcullis as root
@@ -364,4 +366,48 @@ func TestReloadChangesMode(t *testing.T) {
 		t.Fatalf("portcullis exited: %s", p.describe())
 	}
 	p.stop()
+}
+
+// TestReloadClosesReplacedTunnels checks that a WebSocket accepted by a
+// listener that a reload replaces is closed when the grace period ends:
+// net/http forgets upgraded connections, so without tracking them the old
+// listener's WebSockets would live on with the old configuration.
+func TestReloadClosesReplacedTunnels(t *testing.T) {
+	up := startUp(t, "a", "127.0.0.1:0")
+	config := func(mode string) string {
+		return listenerConfig("1s", listenerFrontend(mode, "      - address: 127.0.0.1:80\n"), up.addr)
+	}
+	s, p := startLB(t, config("http"))
+	ws := dialWS(t, s, "ws://localhost/ws")
+	echo := func() error {
+		ws.SetDeadline(time.Now().Add(scaled(5 * time.Second)))
+		if err := websocket.Message.Send(ws, "ping"); err != nil {
+			return err
+		}
+		var got string
+		return websocket.Message.Receive(ws, &got)
+	}
+	if err := echo(); err != nil {
+		t.Fatalf("WebSocket before the reload: %v", err)
+	}
+	mark := len(p.stderr.String())
+	start := time.Now()
+	if line := reload(t, s, p, config("tcp")); !strings.Contains(line, "msg=reloaded") {
+		t.Fatalf("reload to mode tcp: %s", line)
+	}
+	// The old listener's WebSocket keeps working during the grace period,
+	// then is closed.
+	if err := echo(); err != nil {
+		t.Fatalf("WebSocket right after the reload (within grace): %v", err)
+	}
+	ws.SetDeadline(time.Now().Add(scaled(5 * time.Second)))
+	var got string
+	err := websocket.Message.Receive(ws, &got)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the replaced listener's WebSocket was not closed at the end of the 1s grace: %v", err)
+	}
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("the WebSocket was closed %v after the reload, before the grace period ended", took)
+	}
+	waitLogWith(t, p, mark, scaled(2*time.Second), "listeners stopped by the reload")
 }

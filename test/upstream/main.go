@@ -20,9 +20,15 @@
 //	/concurrency        "peak=P current=C": the most requests seen at once
 //	                    since start (or the last reset) and those now
 //	/concurrency/reset  forget the peak
+//	/ws                 a WebSocket echo (RFC 6455, over HTTP/1.1): each
+//	                    message is answered with the text message
+//	                    "NAME N MESSAGE", N numbering the upstream's
+//	                    WebSocket connections from 1, so that a client
+//	                    can tell that the same connection answered
 //	anything else       "NAME METHOD PATH PROTO"
 //
-// /healthz and /concurrency do not count as requests for /concurrency.
+// /healthz, /concurrency and /ws do not count as requests for
+// /concurrency.
 // With -hang it accepts TCP connections and never answers on them.
 //
 // Layer-4 modes (for the tests of tcp and udp frontends) serve no HTTP:
@@ -128,6 +134,7 @@ type server struct {
 
 	mu            sync.Mutex
 	current, peak int
+	wsConns       int // WebSocket connections accepted
 }
 
 func (s *server) enter() {
@@ -164,6 +171,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.peak = s.current
 		s.mu.Unlock()
 		io.WriteString(w, "reset\n")
+		return
+	case "/ws":
+		s.serveWebSocket(w, r)
 		return
 	}
 	s.enter()
