@@ -112,7 +112,7 @@ func reloadShards(g *Graph, running map[string]unitSpec) []string {
 		}
 		b.QUIC.shards, b.QUIC.sets = 1, 1
 		if b.QUIC.configured > 1 {
-			notes = append(notes, fmt.Sprintf("QUIC on %s: one shard instead of %d: HTTP/3 added by a reload runs on one UDP socket, because the program that steers packets between shards can only be loaded at startup, while privileged; restart (or upgrade) to use %d, or set quic shards: 1 to silence this",
+			notes = append(notes, fmt.Sprintf("QUIC on %s: one shard instead of %d: HTTP/3 added by a reload runs on one UDP socket, because the program that steers packets between shards can only be loaded at startup, while privileged; restart to use %d (an upgrade keeps the sockets), or set quic shards: 1 to silence this",
 				addr, b.QUIC.configured, b.QUIC.configured))
 		}
 	}
