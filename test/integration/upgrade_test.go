@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -376,6 +377,65 @@ func TestUpgradeFailure(t *testing.T) {
 	c.upgrade(grace, true)
 	if err := checkBody(get(h3, "https://127.0.0.1/after-upgrade")); err != nil {
 		t.Errorf("HTTP/3 after the upgrade: %v", err)
+	}
+	c.stop()
+}
+
+// TestUpgradeDuringReloadDrain: an upgrade while a listener that a reload
+// removed still drains is fine: that listener stays with the old process,
+// which answers its request in flight before it exits, and is not handed
+// over. The new process then reloads the file from disk like any other.
+func TestUpgradeDuringReloadDrain(t *testing.T) {
+	const grace = 5 * time.Second
+	up := echoUpstream(t)
+	dir := sharedDir(t)
+	cfg := dir + "/portcullis.yaml"
+	config := func(binds ...string) string {
+		var b strings.Builder
+		b.WriteString("global:\n  user: nobody\n  group: nogroup\n  grace: 5s\nfrontends:\n  web:\n    bind:\n")
+		for _, a := range binds {
+			fmt.Fprintf(&b, "      - address: %s\n", a)
+		}
+		fmt.Fprintf(&b, "    routes:\n      - backend: app\nbackends:\n  app:\n    servers:\n      - address: %s\n", up.addr)
+		return b.String()
+	}
+	writeFile(t, cfg, config("127.0.0.1:80", "127.0.0.1:8081"), 0o644)
+	exe := executableDir(t, defaultBinary(t))
+	p := start(t, asRoot(exe, cfg), startOptions{Outlived: true})
+	p.waitReady()
+	c := newChain(t, p, exe)
+	client := &http.Client{Timeout: scaled(10 * time.Second)}
+
+	slow := make(chan result, 1)
+	go func() { slow <- get(client, "http://127.0.0.1:8081/slow?ms=2000") }()
+	time.Sleep(200 * time.Millisecond)
+	writeFile(t, cfg, config("127.0.0.1:80"), 0o644)
+	p.signal(unix.SIGHUP)
+	if c.notification("STATUS=serving the reloaded configuration", scaled(5*time.Second)) == "" {
+		t.Fatalf("the reload removing 127.0.0.1:8081 was not applied; log:\n%s", p.stderr.String())
+	}
+	checkRefused(t, "127.0.0.1:8081", "after the reload")
+
+	installBinary(t, binary(t, variantNext), exe)
+	old, new := c.upgrade(grace, true)
+	if r := <-slow; checkBody(r) != nil {
+		t.Errorf("the request in flight on the listener the reload removed: %v", r)
+	}
+	if took := old.exitedAt.Sub(old.signaled); took < time.Second {
+		t.Errorf("the old process exited %v after the upgrade began, before its draining listener's request was done", took)
+	}
+	checkRefused(t, "127.0.0.1:8081", "after the upgrade")
+	if err := checkBody(get(client, "http://127.0.0.1/after-upgrade")); err != nil {
+		t.Errorf("after the upgrade: %v", err)
+	}
+
+	writeFile(t, cfg, config("127.0.0.1:80", "127.0.0.1:8082"), 0o644)
+	unix.Kill(new.pid, unix.SIGHUP)
+	if c.notification("STATUS=serving the reloaded configuration", scaled(5*time.Second)) == "" {
+		t.Fatalf("the new process did not apply a reload; log:\n%s", p.stderr.String())
+	}
+	if err := checkBody(get(client, "http://127.0.0.1:8082/reloaded")); err != nil {
+		t.Errorf("a listener the new process's reload added: %v", err)
 	}
 	c.stop()
 }
