@@ -155,23 +155,30 @@ func Run(opt Options) error {
 		fmt.Fprint(opt.Stdout, instructions)
 	}
 	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
+	srv.announce(up, notifier, status, opt.Version)
+	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+}
+
+// announce says the process serves: in the log, and to the service
+// manager (as its new main process, after a binary upgrade, which also
+// tells the process it replaces).
+func (s *serving) announce(up *upgradeHandoff, n *systemd.Notifier, status, version string) {
+	var err error
 	if up == nil {
-		log.Info("ready", "status", status, "pid", os.Getpid(), "version", opt.Version)
-		if err := notifier.Ready(status); err != nil {
-			log.Warn("cannot notify the service manager", "error", err)
-		}
+		s.log.Info("ready", "status", status, "pid", os.Getpid(), "version", version)
+		err = n.Ready(status)
 	} else {
-		srv.watchPredecessor(&predecessor{pid: up.PID, gen: up.Generation.Other(), gone: make(chan struct{})})
+		s.watchPredecessor(&predecessor{pid: up.PID, gen: up.Generation.Other(), gone: make(chan struct{})})
 		if err := up.tellReady(); err != nil {
-			log.Warn("upgrade: cannot tell the previous process that this one is ready", "pid", up.PID, "error", err)
+			s.log.Warn("upgrade: cannot tell the previous process that this one is ready", "pid", up.PID, "error", err)
 		}
 		status += fmt.Sprintf(" (upgraded from process %d)", up.PID)
-		log.Info("ready", "status", status, "pid", os.Getpid(), "version", opt.Version, "replaces", up.PID)
-		if err := notifier.ReadyMain(os.Getpid(), status); err != nil {
-			log.Warn("cannot notify the service manager", "error", err)
-		}
+		s.log.Info("ready", "status", status, "pid", os.Getpid(), "version", version, "replaces", up.PID)
+		err = n.ReadyMain(os.Getpid(), status)
 	}
-	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+	if err != nil {
+		s.log.Warn("cannot notify the service manager", "error", err)
+	}
 }
 
 // executable is the path of the executable this process was started

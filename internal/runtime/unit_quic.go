@@ -94,12 +94,16 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		counters = u.steer.Counters
 	}
 	watchShards(ctx, metrics, counters, u.gen, log)
+	fail := func(err error) (*quicUnit, error) {
+		u.closeServers()
+		u.releaseSteering()
+		return nil, err
+	}
 	verify := func(a net.Addr) bool { return u.cur.Load().QUIC.retry.VerifySourceAddress(a) }
 	for i, sock := range shards {
 		conn, err := u.packetConn(sock, q, s.takePeer(b.TCP.Address), len(shards))
 		if err != nil {
-			u.closeServers()
-			return nil, err
+			return fail(err)
 		}
 		tr := &quic.Transport{
 			Conn:                  conn,
@@ -116,8 +120,7 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 			Tracer:         metrics.ConnTracer(i, nil),
 		})
 		if err != nil {
-			u.closeServers()
-			return nil, fmt.Errorf("%s: %w", sock.Spec, err)
+			return fail(fmt.Errorf("%s: %w", sock.Spec, err))
 		}
 		u.lns = append(u.lns, ln)
 		go func() {
@@ -131,9 +134,12 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 	if u.steer != nil {
 		// Its sockets are read: from now on this process's connections
 		// reach it, and new connections too.
-		if err := errors.Join(u.steer.MarkServing(u.gen), u.steer.SetGeneration(u.gen)); err != nil {
-			u.closeServers()
-			return nil, fmt.Errorf("QUIC on %s: %w", b.UDP.Address, err)
+		err := u.steer.MarkServing(u.gen)
+		if err == nil {
+			err = u.steer.SetGeneration(u.gen)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("QUIC on %s: %w", b.UDP.Address, err))
 		}
 	}
 	return u, nil
@@ -204,21 +210,28 @@ func (u *quicUnit) drain(ctx context.Context) error {
 func (u *quicUnit) close() {
 	u.stopAccepting()
 	u.closeServers()
-	if u.steer != nil {
-		u.steerDone.Do(func() {
-			if err := u.steer.MarkDone(u.gen); err != nil {
-				u.s.log.Warn("QUIC steering", "address", u.spec().bind.UDP.Address, "error", err)
-			}
-			u.steer.Close()
-			u.steer.Counters.Close()
-		})
-	}
+	u.releaseSteering()
 	u.socks.closeFiles()
 }
 
-// release makes the old process of a binary upgrade stop reading the one
-// socket of a bind without steering, and read what the new process, at
-// the other end of peer, forwards.
+// releaseSteering records that this process no longer serves its
+// generation (if it did) and closes its handles on the steering maps.
+func (u *quicUnit) releaseSteering() {
+	if u.steer == nil {
+		return
+	}
+	u.steerDone.Do(func() {
+		if err := u.steer.MarkDone(u.gen); err != nil {
+			u.s.log.Warn("QUIC steering", "address", u.spec().bind.UDP.Address, "error", err)
+		}
+		u.steer.Close()
+		u.steer.Counters.Close()
+	})
+}
+
+// releaseSocket makes the old process of a binary upgrade stop reading
+// the one socket of a bind without steering, and read what the new
+// process, at the other end of peer, forwards.
 func (u *quicUnit) releaseSocket(peer *net.UnixConn) error {
 	if u.handover == nil {
 		peer.Close()
