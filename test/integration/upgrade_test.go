@@ -91,7 +91,7 @@ func upgradeThrice(t *testing.T, s *site, c *chain, grace time.Duration, wantNNP
 		// With every packet reaching its process, clients leave the old
 		// one at once (GOAWAY, end of their requests): it exits long
 		// before the grace period ends.
-		if took := old.exitedAt.Sub(old.signaled); took > grace/2 {
+		if took := old.exitedAt.Sub(old.signaled); took > scaled(grace/2) {
 			t.Errorf("upgrade %d: the old process took %v to finish, want well under the grace period (%v)", i, took.Round(time.Millisecond), grace)
 		}
 		line := c.waitOutput(mark, scaled(2*time.Second), "msg=ready", fmt.Sprintf("pid=%d ", new.pid))
