@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,12 +22,14 @@ import (
 
 // upgradeConfig serves frontend "web" on 127.0.0.1:80 and, with TLS and
 // HTTP/3 on shards sockets, on 127.0.0.1:443, to upstream; user adds
-// global.user nobody.
+// global.user nobody and QUIC key files (root-only, see upgradeSite).
 func upgradeConfig(user bool, grace string, shards int, upstream string) string {
 	var b strings.Builder
 	b.WriteString("global:\n")
+	keys := ""
 	if user {
 		b.WriteString("  user: nobody\n  group: nogroup\n")
+		keys = "\n          stateless_reset_key_file: quic-reset.key\n          token_key_file: quic-token.key"
 	}
 	fmt.Fprintf(&b, `  grace: %s
 frontends:
@@ -40,24 +43,30 @@ frontends:
               key: site.key
         http3: true
         quic:
-          shards: %d
+          shards: %d%s
     routes:
       - backend: app
 backends:
   app:
     servers:
       - address: %s
-`, grace, shards, upstream)
+`, grace, shards, keys, upstream)
 	return b.String()
 }
 
 // upgradeSite is a site with upgradeConfig, its upstream (echoUpstream),
 // and the executable the service is started from (the default build).
+// With user, the TLS key and the QUIC key files are readable by root only:
+// new processes, which run as nobody, use the bytes handed over.
 func upgradeSite(t *testing.T, user bool, grace string, shards int) (*site, string) {
 	t.Helper()
 	up := echoUpstream(t)
 	s := newSite(t, siteOptions{User: user, PrivateKey: user, App: [2]string{up.addr, up.addr}, API: up.addr})
 	writeFile(t, s.config, upgradeConfig(user, grace, shards, up.addr), 0o644)
+	if user {
+		writeFile(t, filepath.Join(s.dir, "quic-reset.key"), strings.Repeat("5a", 32)+"\n", 0o600)
+		writeFile(t, filepath.Join(s.dir, "quic-token.key"), strings.Repeat("a5", 32)+"\n", 0o600)
+	}
 	return s, executableDir(t, defaultBinary(t))
 }
 
