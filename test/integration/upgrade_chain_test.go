@@ -94,6 +94,10 @@ func newChain(t *testing.T, p *proc, exe string) *chain {
 				unix.Kill(m.pid, syscall.SIGKILL)
 			}
 		}
+		// A new process the test never learned of (it failed first).
+		for _, pid := range startedFrom(exe) {
+			unix.Kill(pid, syscall.SIGKILL)
+		}
 		for _, m := range c.members[1:] {
 			select {
 			case <-m.done:
@@ -106,6 +110,25 @@ func newChain(t *testing.T, p *proc, exe string) *chain {
 		}
 	})
 	return c
+}
+
+// startedFrom returns the processes whose command line starts with exe,
+// the path only the chain's processes are started from.
+func startedFrom(exe string) []int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var out []int
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		argv0, _, _ := strings.Cut(string(b), "\x00")
+		if argv0 == exe {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (m *member) exited() bool {
@@ -160,11 +183,10 @@ func (c *chain) notification(want string, timeout time.Duration) string {
 	return msg
 }
 
-// upgrade sends SIGUSR2 to the current process and waits until the new
-// one says it is the main process (MAINPID=) and is ready, and until the
-// old one has exited, within grace. It checks that the old one exited
-// with status 0, and that the new one holds no privilege.
-func (c *chain) upgrade(grace time.Duration, wantNNP bool) (old, new *member) {
+// signalUpgrade sends SIGUSR2 to the current process and waits until the
+// new one says it is the main process (MAINPID=) and is ready; it follows
+// the new one from then on.
+func (c *chain) signalUpgrade() (old, new *member) {
 	c.t.Helper()
 	old = c.current()
 	old.signaled = time.Now()
@@ -183,7 +205,16 @@ func (c *chain) upgrade(grace time.Duration, wantNNP bool) (old, new *member) {
 	if err != nil || pid == old.pid || pid <= 0 {
 		c.t.Fatalf("MAINPID=%q after an upgrade of %d: want the new process's PID", v, old.pid)
 	}
-	new = c.follow(pid)
+	return old, c.follow(pid)
+}
+
+// upgrade is signalUpgrade, then it waits until the old process has
+// exited, within grace. It checks that the old one exited with status 0,
+// and that the new one holds no privilege.
+func (c *chain) upgrade(grace time.Duration, wantNNP bool) (old, new *member) {
+	c.t.Helper()
+	old, new = c.signalUpgrade()
+	pid := new.pid
 	ready := time.Now()
 	select {
 	case <-old.done:
@@ -218,6 +249,10 @@ func (c *chain) waitOutput(mark int, timeout time.Duration, parts ...string) str
 func (c *chain) stop() {
 	c.t.Helper()
 	m := c.current()
+	if m.exited() {
+		c.t.Errorf("pid %d, the newest process, has exited already (status %d)", m.pid, m.status)
+		return
+	}
 	unix.Kill(m.pid, syscall.SIGTERM)
 	select {
 	case <-m.done:

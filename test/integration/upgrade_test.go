@@ -263,14 +263,7 @@ backends:
 	})
 
 	installBinary(t, binary(t, variantNext), exe)
-	old := c.current()
-	if err := unix.Kill(old.pid, unix.SIGUSR2); err != nil {
-		t.Fatal(err)
-	}
-	msg := c.notification("MAINPID=", scaled(10*time.Second))
-	if msg == "" {
-		t.Fatalf("no MAINPID= notification; log:\n%s", p.stderr.String())
-	}
+	old, _ := c.signalUpgrade()
 	upgraded := time.Now()
 	// The old process relays the connection it holds while it drains.
 	for i := 0; time.Since(upgraded) < grace/2; i++ {
@@ -355,17 +348,7 @@ func TestUpgradeFailure(t *testing.T) {
 	slow := make(chan result, 1)
 	go func() { slow <- get(clientFor(t, s, "HTTP/2", 1), "https://127.0.0.1/slow?ms=1500") }()
 	time.Sleep(100 * time.Millisecond)
-	first := c.current()
-	if err := unix.Kill(first.pid, unix.SIGUSR2); err != nil {
-		t.Fatal(err)
-	}
-	msg := c.notification("MAINPID=", scaled(10*time.Second))
-	if msg == "" {
-		t.Fatalf("no MAINPID= notification; log:\n%s", p.stderr.String())
-	}
-	var pid int
-	fmt.Sscanf(msg[strings.Index(msg, "MAINPID="):], "MAINPID=%d", &pid)
-	second := c.follow(pid)
+	first, second := c.signalUpgrade()
 	mark = len(p.stderr.String())
 	unix.Kill(second.pid, unix.SIGUSR2)
 	if msg := c.notification("STATUS=upgrade refused, still serving: an upgrade is in progress", scaled(5*time.Second)); msg == "" {
