@@ -80,7 +80,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	err := runtime.Run(runtime.Options{ConfigPath: *path, Log: log, Stdout: stdout, Argv: args})
+	err := runtime.Run(runtime.Options{ConfigPath: *path, Log: log, Stdout: stdout, Argv: args, Version: versionString()})
 	return report(err, stderr)
 }
 

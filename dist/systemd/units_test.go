@@ -28,11 +28,12 @@ var units = []string{
 // maxExposure is the highest "systemd-analyze security --offline=true"
 // exposure each service may have, in tenths (the unit of --threshold). The
 // values are the scores measured with systemd 252; a change that weakens the
-// sandbox fails here.
+// sandbox fails here. NotifyAccess=all, which a binary upgrade needs (the
+// new process sends MAINPID=), costs 0.2 of each.
 var maxExposure = map[string]int{
-	"portcullis.service":           22,
-	"portcullis-ambient.service":   16,
-	"portcullis-activated.service": 13,
+	"portcullis.service":           24,
+	"portcullis-ambient.service":   18,
+	"portcullis-activated.service": 15,
 }
 
 const testConfig = `frontends:
@@ -201,6 +202,7 @@ func testDirectives(t *testing.T) {
 	)
 	common := map[string]string{
 		"Type":            "notify",
+		"NotifyAccess":    "all", // the new process of a binary upgrade sends MAINPID=
 		"ExecStart":       run,
 		"ExecStartPre":    validate,
 		"KillSignal":      "SIGTERM",

@@ -38,9 +38,21 @@ type Spec struct {
 	// UDP address with SO_REUSEPORT (QUIC shards). Shards ≤ 1: a single
 	// socket.
 	Shard, Shards int
+	// Set is the socket set this socket belongs to when the address has
+	// Sets sets of Shards sockets (2 for a QUIC bind whose connections
+	// survive a binary upgrade: one set per process generation). Sets ≤ 1:
+	// one set.
+	Set, Sets int
 }
 
+// ReusePort says whether the socket is one of several bound to its
+// address with SO_REUSEPORT.
+func (s Spec) ReusePort() bool { return s.Shards > 1 || s.Sets > 1 }
+
 func (s Spec) String() string {
+	if s.Sets > 1 {
+		return fmt.Sprintf("frontend %q: %s %s (%s, set %d, shard %d of %d)", s.Frontend, s.Network, s.Address, s.Purpose, s.Set, s.Shard, s.Shards)
+	}
 	if s.Shards > 1 {
 		return fmt.Sprintf("frontend %q: %s %s (%s, shard %d of %d)", s.Frontend, s.Network, s.Address, s.Purpose, s.Shard, s.Shards)
 	}
@@ -112,7 +124,7 @@ func Acquire(specs []Spec, passed []*Passed, bind bool) ([]*Socket, error) {
 		}
 		var f *os.File
 		if spec.Network == "udp" {
-			f, err = bindUDP(spec.Address, spec.Shards > 1)
+			f, err = bindUDP(spec.Address, spec.ReusePort())
 		} else {
 			f, err = Bind(spec.Network, spec.Address)
 		}
@@ -178,7 +190,7 @@ func Bind(network, address string) (*os.File, error) {
 }
 
 // bindUDP binds a UDP socket, with SO_REUSEPORT when it is one of
-// several shards of one address.
+// several sockets of one address (shards, socket sets).
 func bindUDP(address string, reusePort bool) (*os.File, error) {
 	lc := net.ListenConfig{}
 	if reusePort {

@@ -272,3 +272,32 @@ func TestBindWildcardIPv4(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestAcquireSocketSets binds the two socket sets of a QUIC bind with one
+// shard: two UDP sockets on one address, which only SO_REUSEPORT allows.
+func TestAcquireSocketSets(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	specs := make([]Spec, 2)
+	for i := range specs {
+		specs[i] = webSpec("udp", addr)
+		specs[i].Shard, specs[i].Shards, specs[i].Set, specs[i].Sets = 0, 1, i, 2
+	}
+	socks, err := Acquire(specs, nil, true)
+	if err != nil {
+		t.Fatalf("binding two socket sets of %s: %v", addr, err)
+	}
+	for _, s := range socks {
+		closeOnCleanup(t, s.File)
+		if on, err := unix.GetsockoptInt(int(s.File.Fd()), unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil || on != 1 {
+			t.Errorf("%v: SO_REUSEPORT = %d (%v), want 1", s.Spec, on, err)
+		}
+	}
+	if got, want := specs[1].String(), `frontend "web": udp `+addr+` (HTTP, set 1, shard 0 of 1)`; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}

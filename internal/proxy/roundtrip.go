@@ -162,6 +162,9 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 		if private != nil {
 			private.upgraded()
 		}
+		if tu := tunnelsFrom(req.Context()); tu != nil {
+			rwc = tu.track(rwc)
+		}
 		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m, own: own}}
 	} else {
 		resp.Body = &releaseBody{resp.Body, releaser{b: b, m: m, own: own}}

@@ -8,9 +8,10 @@
 // (cid.go); a reuseport eBPF program reads that byte and steers every
 // packet to its shard, on the socket set of its generation, so that the
 // old and the new process of a binary upgrade each keep their connections
-// (steer_linux.go, steer_prog_linux.go). The package also loads
-// the keys that must be shared by shards, restarts and instances (keys.go),
-// decides when to validate client addresses with Retry (retry.go), and
-// counts what each shard sees (metrics.go). docs/quic.md is the operator's
-// guide.
+// (steer_linux.go, steer_prog_linux.go). Without that program a bind has
+// one socket, and HandoverConn passes the old process's datagrams on to it
+// during an upgrade (handover.go). The package also loads the keys that
+// must be shared by shards, restarts and instances (keys.go), decides when
+// to validate client addresses with Retry (retry.go), and counts what each
+// shard sees (metrics.go). docs/quic.md is the operator's guide.
 package quic

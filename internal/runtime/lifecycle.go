@@ -13,13 +13,18 @@ import (
 
 // loop serves until SIGTERM or SIGINT (or a listener failure), reloading on
 // SIGHUP, then stops gracefully within the current configuration's grace.
+// On SIGUSR2 it starts a binary upgrade; once the new process serves,
+// this one stops accepting, finishes its connections within grace and
+// returns (signals that arrive meanwhile are left to the new process).
 func (s *serving) loop(sigs <-chan os.Signal, n *systemd.Notifier, reload func() error) error {
 	var runErr error
+	handedOver := false
 wait:
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
+			switch sig {
+			case syscall.SIGHUP:
 				n.Reloading()
 				start := time.Now()
 				if err := reload(); err != nil {
@@ -30,6 +35,11 @@ wait:
 				s.log.Info("reloaded", "took", time.Since(start).Round(time.Millisecond))
 				n.Ready("serving the reloaded configuration")
 				continue
+			case syscall.SIGUSR2:
+				if handedOver = s.upgrade(n); handedOver {
+					break wait
+				}
+				continue
 			}
 			s.log.Info("stopping", "signal", sig.String(), "grace", s.graph.Load().Config.Global.Grace)
 			break wait
@@ -39,11 +49,19 @@ wait:
 		}
 	}
 	grace := s.graph.Load().Config.Global.Grace
-	n.Stopping(fmt.Sprintf("stopping: finishing in-flight requests (up to %s)", grace))
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	start := time.Now()
-	if err := s.shutdown(ctx); err != nil {
+	var err error
+	if handedOver {
+		// The new process is the service's main process now: its status
+		// is the one to show.
+		err = s.handOver(ctx)
+	} else {
+		n.Stopping(fmt.Sprintf("stopping: finishing in-flight requests (up to %s)", grace))
+		err = s.shutdown(ctx)
+	}
+	if err != nil {
 		s.log.Warn("grace period over; closed the remaining connections", "grace", grace, "error", err)
 	} else {
 		s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))

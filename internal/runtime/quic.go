@@ -1,13 +1,9 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	gort "runtime"
-	"sort"
-	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -18,10 +14,15 @@ import (
 
 // quicBind is the compiled HTTP/3 side of a bind.
 type quicBind struct {
-	// shards is how many sockets serve the address. Compile sets the
-	// configured number; startup lowers it to 1 when steering cannot be
-	// loaded, and later generations take the number the sockets have.
+	// shards is how many sockets serve the address in each socket set.
+	// Compile sets the configured number; startup lowers it to 1 when
+	// steering cannot be loaded, and later generations take the number
+	// the sockets have.
 	shards int
+	// sets is 2 when the steering program serves the bind (a set of
+	// shards sockets per process generation, so that a binary upgrade
+	// keeps the connections), else 1 (one socket, no steering).
+	sets int
 	// configured is the number of shards the configuration asks for (the
 	// number of CPUs, at most maxAutoShards, when it sets none): a reload
 	// compares it, not shards, to tell whether the transports must change.
@@ -34,6 +35,8 @@ type quicBind struct {
 	retry                *pquic.RetryPolicy
 	rcvbuf               int
 	sndbuf               int
+	// notes are said when the bind goes live (random keys).
+	notes []string
 }
 
 // maxAutoShards caps the default number of shards (one per CPU).
@@ -46,7 +49,7 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 	if q == nil {
 		q = &config.QUIC{Retry: config.DefaultRetry, RcvBuf: config.DefaultQUICBuffer, SndBuf: config.DefaultQUICBuffer}
 	}
-	qb := &quicBind{shards: q.Shards, rcvbuf: q.RcvBuf, sndbuf: q.SndBuf}
+	qb := &quicBind{shards: q.Shards, sets: 1, rcvbuf: q.RcvBuf, sndbuf: q.SndBuf}
 	if qb.shards == 0 {
 		qb.shards = min(gort.NumCPU(), maxAutoShards)
 	}
@@ -90,24 +93,30 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 	for i, n := range notes {
 		notes[i] = fmt.Sprintf("frontend %q %s: %s", fe, b.Address, n)
 	}
+	qb.notes = notes
 	return qb, notes, errs
 }
 
-// udpSpecs lists a bind's UDP sockets, one per shard.
+// udpSpecs lists a bind's UDP sockets: one per shard, for each socket
+// set (generation 0's shards, then generation 1's).
 func (b *Bind) udpSpecs() []listen.Spec {
 	if b.UDP == nil {
 		return nil
 	}
-	n := b.QUIC.shards
-	specs := make([]listen.Spec, n)
+	n, sets := b.QUIC.shards, max(b.QUIC.sets, 1)
+	specs := make([]listen.Spec, n*sets)
 	for i := range specs {
 		specs[i] = *b.UDP
-		specs[i].Shard, specs[i].Shards = i, n
+		specs[i].Shard, specs[i].Shards = i%n, n
+		if sets > 1 {
+			specs[i].Set, specs[i].Sets = i/n, sets
+		}
 	}
 	return specs
 }
 
-// shardCounts records the number of shards of every HTTP/3 bind.
+// shardCounts records the number of shards (per socket set) of every
+// HTTP/3 bind.
 func (g *Graph) shardCounts() map[string]int {
 	m := map[string]int{}
 	for _, b := range g.binds {
@@ -118,114 +127,16 @@ func (g *Graph) shardCounts() map[string]int {
 	return m
 }
 
-// setShardCounts applies counts decided earlier (by startup steering, or
-// by the process that handed its sockets over).
-func (g *Graph) setShardCounts(m map[string]int) {
-	for addr, n := range m {
+// setQUICSockets applies the shard counts decided earlier (by startup
+// steering, or by the process that handed its sockets over) and gives the
+// binds with a steering program two socket sets.
+func (g *Graph) setQUICSockets(shards map[string]int, steered map[string]pquic.SteeringFDs) {
+	for addr, n := range shards {
 		if b := g.binds[addr]; b != nil && b.QUIC != nil {
-			b.QUIC.shards = n
-		}
-	}
-}
-
-// steering loads the reuseport program of every bind with more than one
-// shard, before any socket is bound. A bind whose program cannot be loaded
-// falls back to one shard, said once with the reason and the remedy: shards
-// are never run unsteered. passed sockets (socket activation) fix the
-// number of shards of their address.
-func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*pquic.Steering, error) {
-	passedUDP := map[string]int{}
-	for _, p := range passed {
-		if p.Network == "udp" {
-			for addr := range g.binds {
-				if p.MatchesAddress(addr) {
-					passedUDP[addr]++
-				}
+			b.QUIC.shards, b.QUIC.sets = n, 1
+			if _, ok := steered[addr]; ok {
+				b.QUIC.sets = 2
 			}
 		}
 	}
-	out := map[string]*pquic.Steering{}
-	addrs := make([]string, 0, len(g.binds))
-	for addr := range g.binds {
-		addrs = append(addrs, addr)
-	}
-	sort.Strings(addrs)
-	for _, addr := range addrs {
-		b := g.binds[addr]
-		if b.QUIC == nil {
-			continue
-		}
-		if n := passedUDP[addr]; n > 0 {
-			b.QUIC.shards = n
-		}
-		if b.QUIC.shards <= 1 {
-			continue
-		}
-		st, err := pquic.LoadSteering(b.QUIC.shards, b.QUIC.format.ShardOffset())
-		if err != nil {
-			if passedUDP[addr] > 1 {
-				// The sockets exist already, and several unsteered shards
-				// would reset connections whose address changes.
-				for _, st := range out {
-					st.Close()
-				}
-				return nil, fmt.Errorf("QUIC on %s: %d UDP sockets were passed, but the steering program that keeps each connection on its socket cannot be loaded (%v): pass one ListenDatagram= socket for the address, or grant CAP_BPF at startup", addr, passedUDP[addr], err)
-			}
-			log.Warn("QUIC: one shard instead of several: the steering program cannot be loaded; to use every core for HTTP/3, start as root (or grant CAP_BPF, or CAP_SYS_ADMIN, at startup only), or set quic shards: 1 to silence this",
-				"address", addr, "shards_wanted", b.QUIC.shards, "reason", err)
-			b.QUIC.shards = 1
-			continue
-		}
-		out[addr] = st
-	}
-	return out, nil
-}
-
-// attachSteering puts each bind's sockets into its program's map, in shard
-// order, and attaches the program. It returns the programs' packet
-// counters by address.
-func attachSteering(steer map[string]*pquic.Steering, sockets []*listen.Socket) (map[string]*pquic.Counters, error) {
-	counters := map[string]*pquic.Counters{}
-	for addr, st := range steer {
-		var fds []int
-		for _, s := range sockets {
-			if s.Network == "udp" && s.Address == addr {
-				fds = append(fds, int(s.File.Fd()))
-			}
-		}
-		if err := st.Attach(fds); err != nil {
-			return nil, fmt.Errorf("QUIC on %s: %w", addr, err)
-		}
-		st.Close() // the kernel keeps the attached program and its map
-		counters[addr] = st.Counters
-	}
-	return counters, nil
-}
-
-// metricsInterval is how often per-shard QUIC numbers are logged (debug).
-const metricsInterval = time.Minute
-
-// watchShards logs a bind's per-shard numbers every metricsInterval, with
-// the packet counts of its steering program when it has one.
-func watchShards(ctx context.Context, m *pquic.Metrics, counters *pquic.Counters, log *slog.Logger) {
-	go m.LogEvery(ctx, metricsInterval, log)
-	if counters == nil {
-		return
-	}
-	go func() {
-		last := make([]uint64, m.Shards())
-		t := time.NewTicker(metricsInterval / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			for i, n := range counters.Read(m.Shards()) {
-				m.AddSteered(i, n-last[i])
-				last[i] = n
-			}
-		}
-	}()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -16,7 +15,8 @@ import (
 
 // reload reads the configuration file again (as the unprivileged user),
 // compiles it beside the running one and applies it, or refuses it as a
-// whole and changes nothing:
+// whole and changes nothing (the bytes it read become those a binary
+// upgrade hands over only when it is applied):
 //
 //  1. compile; a file with problems is refused with its FILE:LINE:COL
 //     errors;
@@ -40,8 +40,9 @@ func (s *serving) reload(path string, reg *registry) error {
 	if path == "" {
 		return errors.New("the embedded quickstart has no file to reload")
 	}
-	cfg, err := config.Load(path, nil)
-	g, err := compileAll(cfg, err, os.ReadFile, s.log, reg)
+	rec := newRecorder()
+	cfg, err := config.Load(path, rec.ReadFile)
+	g, err := compileAll(cfg, err, rec.ReadFile, s.log, reg)
 	if err != nil {
 		return err
 	}
@@ -79,7 +80,9 @@ func (s *serving) reload(path string, reg *registry) error {
 		retired = append(retired, s.units[key])
 		delete(s.units, key)
 	}
+	s.tickets.useGraph(g)
 	s.graph.Store(g)
+	s.files.Store(&rec.files)
 	reg.commit(g.servers)
 	for _, b := range old.Backends {
 		b.Transport.CloseIdleConnections()
@@ -104,12 +107,12 @@ func reloadShards(g *Graph, running map[string]unitSpec) []string {
 			continue
 		}
 		if r, ok := running[unitQUIC+" "+addr]; ok {
-			b.QUIC.shards = len(r.specs)
+			b.QUIC.shards, b.QUIC.sets = r.bind.QUIC.shards, r.bind.QUIC.sets
 			continue
 		}
-		b.QUIC.shards = 1
+		b.QUIC.shards, b.QUIC.sets = 1, 1
 		if b.QUIC.configured > 1 {
-			notes = append(notes, fmt.Sprintf("QUIC on %s: one shard instead of %d: HTTP/3 added by a reload runs on one UDP socket, because the program that steers packets between shards can only be loaded at startup, while privileged; restart (or upgrade) to use %d, or set quic shards: 1 to silence this",
+			notes = append(notes, fmt.Sprintf("QUIC on %s: one shard instead of %d: HTTP/3 added by a reload runs on one UDP socket, because the program that steers packets between shards can only be loaded at startup, while privileged; restart to use %d (an upgrade keeps the sockets), or set quic shards: 1 to silence this",
 				addr, b.QUIC.configured, b.QUIC.configured))
 		}
 	}
@@ -153,14 +156,14 @@ func (s *serving) startUnits(d unitDiff, running map[string]unitSpec) (map[strin
 	for _, us := range d.add {
 		socks := sockets[i : i+len(us.specs)]
 		i += len(us.specs)
-		u, err := s.start(us, socks)
+		u, err := s.startUnit(us, socks)
 		if err != nil {
 			return fail(err)
 		}
 		started[us.key] = u
 	}
 	for _, us := range d.replace {
-		u, err := s.start(us, withSpecs(s.units[us.key].sockets(), us.specs))
+		u, err := s.startUnit(us, withSpecs(s.units[us.key].sockets(), us.specs))
 		if err != nil {
 			return fail(err)
 		}

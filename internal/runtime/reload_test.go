@@ -23,16 +23,26 @@ import (
 	"github.com/portcullis/portcullis/internal/listen"
 )
 
-// freePort returns a TCP port of 127.0.0.1 that nothing listens on (and,
-// most likely, nothing binds until the test does).
+// freePort returns a port of 127.0.0.1 that nothing uses, for TCP and for
+// UDP (HTTP/3 binds both), and, most likely, that nothing binds until the
+// test does. Other processes on the machine may hold many UDP ports.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no port of 127.0.0.1 is free for both TCP and UDP")
+	return ""
 }
 
 // socketsByKey describes the serving set's sockets as "network address"

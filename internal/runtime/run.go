@@ -28,8 +28,11 @@ type Options struct {
 	// Stdout receives the quickstart's instructions.
 	Stdout io.Writer
 	// Argv is the command line, used to re-execute after dropping
-	// privileges (os.Args).
+	// privileges and to start the new process of a binary upgrade
+	// (os.Args).
 	Argv []string
+	// Version is logged when the process is ready.
+	Version string
 }
 
 // Validate runs the startup path of Run up to binding: load, validate and
@@ -57,14 +60,17 @@ func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log
 // Run starts portcullis and serves until SIGTERM or SIGINT, then stops
 // gracefully. The lifecycle (DESIGN.md): load and compile → acquire
 // sockets (handed over, socket-activated, or bound) → drop privileges by
-// re-executing → verify → serve → READY=1.
+// re-executing → verify → serve → READY=1. SIGHUP reloads; SIGUSR2 starts
+// a binary upgrade (upgrade.go), after which this process finishes its
+// connections and exits.
 func Run(opt Options) error {
 	log := opt.Log
 	notifier := systemd.NewNotifier()
-	// Catch signals before anything is bound: a SIGHUP or SIGTERM during
-	// startup must not kill the process with its default action.
+	// Catch signals before anything is bound: a SIGHUP, SIGUSR2 or
+	// SIGTERM during startup must not kill the process with its default
+	// action.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	reg := newRegistry(log)
@@ -72,10 +78,14 @@ func Run(opt Options) error {
 	if err != nil {
 		return err
 	}
-	rec := &recorder{files: map[string][]byte{}}
+	rec := newRecorder()
 	readFile := rec.ReadFile
+	files := rec.files
+	proc := procInfo{exe: executable(h), argv: opt.Argv, configPath: opt.ConfigPath}
 	if h != nil {
 		readFile = h.ReadFile
+		files = h.Files
+		proc.dropped = h.Dropped
 	}
 	var cfg *config.Config
 	var instructions string // printed once serving, for the quickstart
@@ -98,25 +108,40 @@ func Run(opt Options) error {
 	if err != nil {
 		return err
 	}
+	var up *upgradeHandoff
+	if h != nil {
+		up = h.Upgrade
+	}
+	if up != nil {
+		up.applyKeys(g)
+	}
 
-	sockets, counters, err := acquire(g, h, passed, log)
+	sockets, steer, err := acquire(g, h, passed, log)
 	if err != nil {
 		return err
 	}
 
 	me := self()
 	if h == nil && mustDrop(g, me) {
-		return dropAndExec(g, sockets, counters, rec, opt.Argv, me, log)
+		return dropAndExec(g, sockets, steer, files, proc.exe, opt.Argv, me, log)
 	}
-	dropped := h != nil && h.Dropped
-	if err := privilege.Verify(me.IsRoot() && !dropped, dropped); err != nil {
+	if err := privilege.Verify(me.IsRoot() && !proc.dropped, proc.dropped); err != nil {
+		closeSteering(steer)
 		return fmt.Errorf("privileges were not dropped as required; refusing to serve:\n%w", err)
 	}
 	if me.IsRoot() {
 		log.Warn("running as root: set global.user (and global.group) so that portcullis drops to an unprivileged user after binding")
 	}
 
-	srv, err := serve(g, sockets, counters, log)
+	st := &startState{steer: steer, files: files, proc: proc}
+	if up != nil {
+		st.gen, st.ticketKeys = up.Generation, up.TicketKeys
+		if st.peers, err = up.peers(); err != nil {
+			closeSteering(steer)
+			return err
+		}
+	}
+	srv, err := serve(g, sockets, st, log)
 	if err != nil {
 		return err
 	}
@@ -130,28 +155,63 @@ func Run(opt Options) error {
 		fmt.Fprint(opt.Stdout, instructions)
 	}
 	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
-	log.Info("ready", "status", status, "pid", os.Getpid())
-	if err := notifier.Ready(status); err != nil {
-		log.Warn("cannot notify the service manager", "error", err)
-	}
+	srv.announce(up, notifier, status, opt.Version)
 	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+}
+
+// announce says the process serves: in the log, and to the service
+// manager (as its new main process, after a binary upgrade, which also
+// tells the process it replaces).
+func (s *serving) announce(up *upgradeHandoff, n *systemd.Notifier, status, version string) {
+	var err error
+	if up == nil {
+		s.log.Info("ready", "status", status, "pid", os.Getpid(), "version", version)
+		err = n.Ready(status)
+	} else {
+		s.watchPredecessor(&predecessor{pid: up.PID, gen: up.Generation.Other(), gone: make(chan struct{})})
+		if err := up.tellReady(); err != nil {
+			s.log.Warn("upgrade: cannot tell the previous process that this one is ready", "pid", up.PID, "error", err)
+		}
+		status += fmt.Sprintf(" (upgraded from process %d)", up.PID)
+		s.log.Info("ready", "status", status, "pid", os.Getpid(), "version", version, "replaces", up.PID)
+		err = n.ReadyMain(os.Getpid(), status)
+	}
+	if err != nil {
+		s.log.Warn("cannot notify the service manager", "error", err)
+	}
+}
+
+// executable is the path of the executable this process was started
+// from, as the first process of the chain resolved it before any
+// privilege drop: the new process of a binary upgrade is started from
+// the file found there then, which may have been replaced since.
+func executable(h *handoff) string {
+	if h != nil && h.Executable != "" {
+		return h.Executable
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return exe
 }
 
 // acquire gets every socket the graph needs while the process is still
 // privileged: it loads the QUIC steering programs (which decides how many
-// shards each HTTP/3 bind gets), binds or takes passed sockets, attaches
-// the programs and sizes the UDP buffers; none of that can be done after
-// the drop. A re-executed process takes what its privileged self handed
-// over instead.
-func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*pquic.Counters, error) {
+// shards and socket sets each HTTP/3 bind gets), binds or takes passed
+// sockets, attaches the programs and sizes the UDP buffers; none of that
+// can be done after the drop. A re-executed process, or the new process
+// of a binary upgrade, takes what the previous one handed over instead.
+// It returns the steering programs by address.
+func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*pquic.Steering, error) {
 	if h != nil {
-		g.setShardCounts(h.Shards)
+		g.setQUICSockets(h.Shards, h.Steering)
 		sockets, err := listen.Acquire(g.Specs(), passed, false)
 		if err != nil {
 			return nil, nil, &StartupError{Err: err, Thread: self()}
 		}
-		counters, err := h.counters()
-		return sockets, counters, err
+		steer, err := openSteering(g, h.Steering)
+		return sockets, steer, err
 	}
 	passed, err := listen.Activated()
 	if err != nil {
@@ -163,25 +223,25 @@ func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([
 	}
 	sockets, err := listen.Acquire(g.Specs(), passed, true)
 	if err != nil {
+		closeSteering(steer)
 		return nil, nil, &StartupError{Err: err, Thread: self()}
 	}
-	counters, err := attachSteering(steer, sockets)
-	if err != nil {
+	if err := attachSteering(steer, sockets); err != nil {
 		return nil, nil, err
 	}
 	sizeUDPBuffers(g, sockets, log)
-	return sockets, counters, nil
+	return sockets, steer, nil
 }
 
 // logListening says what each socket serves, once per address.
 func logListening(sockets []*listen.Socket, log *slog.Logger) {
 	for _, s := range sockets {
-		if s.Shards > 1 && s.Shard > 0 {
-			continue // said with shard 0
+		if s.Shard > 0 || s.Set > 0 {
+			continue // said with shard 0 of set 0
 		}
 		attrs := []any{"frontend", s.Frontend, "network", s.Network, "address", s.Address, "serves", s.Purpose, "socket", s.Source}
-		if s.Shards > 1 {
-			attrs = append(attrs, "shards", s.Shards, "steering", "by connection ID (reuseport eBPF)")
+		if s.Sets > 1 {
+			attrs = append(attrs, "shards", s.Shards, "steering", "by connection ID and generation (reuseport eBPF)")
 		}
 		log.Info("listening", attrs...)
 	}
@@ -218,15 +278,16 @@ func self() privilege.Thread {
 	return t
 }
 
-// dropAndExec hands the sockets and the files read so far to a
-// re-executed, unprivileged image of this binary. It returns only on error.
-func dropAndExec(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counters, rec *recorder, argv []string, me privilege.Thread, log *slog.Logger) error {
+// dropAndExec hands the sockets, the steering programs and the files read
+// so far to a re-executed, unprivileged image of this binary. It returns
+// only on error.
+func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*pquic.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
 	target := privilege.Target{}
 	if g.User != nil && me.IsRoot() {
 		target = *g.User
 	}
-	h := &handoff{Dropped: true, Files: rec.files, Shards: g.shardCounts()}
-	env, f, err := h.write(sockets, counters)
+	h := &handoff{Dropped: true, Executable: exe, Files: files, Shards: g.shardCounts()}
+	env, f, err := h.write(sockets, steer, inPlace{})
 	if err != nil {
 		return err
 	}

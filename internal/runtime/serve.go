@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/proxy"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
@@ -25,15 +27,25 @@ const (
 type serving struct {
 	log *slog.Logger
 	// ctx ends when the servers stop; background work (metrics) follows it.
-	ctx      context.Context
-	cancel   context.CancelFunc
-	counters map[string]*pquic.Counters
-	tickets  *ticketKeys
-	graph    atomic.Pointer[Graph]
+	ctx     context.Context
+	cancel  context.CancelFunc
+	tickets *ticketKeys
+	graph   atomic.Pointer[Graph]
+	// files are the bytes of the files the running graph was compiled
+	// from (configuration, certificates, keys): a binary upgrade hands
+	// them to the new process. Each applied reload replaces them.
+	files atomic.Pointer[map[string][]byte]
 	// clients are the client connections of the http.Servers, for the
 	// private server connections of send_proxy.
 	clients sync.Map // net.Conn → *proxy.ClientConn
+	// tunnels are the upgraded connections (WebSocket) the servers
+	// proxy: a stop ends them at a quiet moment.
+	tunnels proxy.Tunnels
 	errs    chan error
+	start   startState
+	// prev is the process a binary upgrade replaced with this one, while
+	// it drains (upgrade_successor.go).
+	prev atomic.Pointer[predecessor]
 
 	mu sync.Mutex
 	// units are the listeners of the current graph, by key (unit.go).
@@ -44,21 +56,60 @@ type serving struct {
 	drains   sync.WaitGroup
 }
 
+// startState is what a process starts serving with, besides the graph and
+// its sockets. The zero value is a process started afresh, without
+// steering.
+type startState struct {
+	// steer are the steering programs of the HTTP/3 binds with two socket
+	// sets, by address; the units of the first graph take them.
+	steer map[string]*pquic.Steering
+	// gen is the QUIC generation this process serves: 0, or the one a
+	// binary upgrade gave it. Its connection IDs carry it.
+	gen pquic.Generation
+	// peers are, for the new process of a binary upgrade, the handover
+	// socket pairs of the HTTP/3 binds with one unsteered socket, by
+	// address (quic.HandoverConn).
+	peers map[string]*net.UnixConn
+	// ticketKeys are the TLS session ticket keys to start with; nil: new.
+	ticketKeys [][32]byte
+	// files are the bytes the graph was compiled from.
+	files map[string][]byte
+	// proc is how this process was started.
+	proc procInfo
+}
+
+// procInfo is how the process was started, for a binary upgrade, which
+// starts the next one the same way.
+type procInfo struct {
+	// exe is the path of the executable the first process was started
+	// from; argv its arguments.
+	exe  string
+	argv []string
+	// configPath is the configuration file; "" for the quickstart.
+	configPath string
+	// dropped says privileges were dropped at startup (handoff.Dropped).
+	dropped bool
+}
+
 // serve starts a server on every socket of the graph. sockets must hold one
 // socket per spec of g.Specs(), in any order (shards of one address in
-// shard order). counters are the steering programs' packet counts by
-// address.
-func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counters, log *slog.Logger) (*serving, error) {
+// shard order). st says how the process started; nil: afresh.
+func serve(g *Graph, sockets []*listen.Socket, st *startState, log *slog.Logger) (*serving, error) {
+	if st == nil {
+		st = &startState{}
+	}
 	s := &serving{
 		log:      log,
 		errs:     make(chan error, 16),
-		counters: counters,
-		tickets:  newTicketKeys(),
+		tickets:  newTicketKeys(st.ticketKeys),
+		start:    *st,
 		units:    map[string]unit{},
 		draining: map[unit]struct{}{},
 	}
+	s.files.Store(&st.files)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.tickets.rotateEvery(s.ctx, ticketKeyRotation)
+	s.tickets.useGraph(g)
 	s.graph.Store(g)
 	byAddr := map[string][]*listen.Socket{}
 	for _, sock := range sockets {
@@ -68,18 +119,42 @@ func serve(g *Graph, sockets []*listen.Socket, counters map[string]*pquic.Counte
 	for _, us := range g.unitSpecs() {
 		_, addr := unitKind(us.key)
 		socks := byAddr[us.specs[0].Network+" "+addr]
-		u, err := s.start(us, socks)
+		u, err := s.startUnit(us, socks)
 		if err != nil {
 			s.close()
+			closeSteering(s.takeAllSteering())
 			return nil, err
 		}
 		s.units[us.key] = u
 	}
+	closeSteering(s.takeAllSteering()) // none left unless the graph lost a bind
 	return s, nil
 }
 
-// start starts the servers of a unit on its sockets.
-func (s *serving) start(us unitSpec, socks []*listen.Socket) (unit, error) {
+// takeSteering returns the steering program of the HTTP/3 bind at addr
+// for its first unit, or nil.
+func (s *serving) takeSteering(addr string) *pquic.Steering {
+	st := s.start.steer[addr]
+	delete(s.start.steer, addr)
+	return st
+}
+
+func (s *serving) takeAllSteering() map[string]*pquic.Steering {
+	m := s.start.steer
+	s.start.steer = nil
+	return m
+}
+
+// takePeer returns the handover socket pair end of the HTTP/3 bind at
+// addr for its first unit, or nil.
+func (s *serving) takePeer(addr string) *net.UnixConn {
+	p := s.start.peers[addr]
+	delete(s.start.peers, addr)
+	return p
+}
+
+// startUnit starts the servers of a unit on its sockets.
+func (s *serving) startUnit(us unitSpec, socks []*listen.Socket) (unit, error) {
 	if len(socks) != len(us.specs) {
 		return nil, fmt.Errorf("internal error: %d sockets for the %d of %s", len(socks), len(us.specs), us.key)
 	}
@@ -124,24 +199,31 @@ func (s *serving) sockets() []*listen.Socket {
 }
 
 // shutdown stops accepting on every listener at once, sends GOAWAY on
-// HTTP/2 and HTTP/3 connections and waits for in-flight requests (and for
-// listeners a reload stopped and that still drain) until ctx ends; then it
-// closes whatever is left.
-func (s *serving) shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	units := make([]unit, 0, len(s.units))
-	for _, u := range s.units {
-		units = append(units, u)
-	}
-	s.mu.Unlock()
-	for _, u := range units {
-		u.stopAccepting()
-	}
+// HTTP/2 and HTTP/3 connections and waits for in-flight requests, for
+// upgraded connections (ended at a quiet moment) and for listeners a
+// reload stopped and that still drain, until ctx ends; then it closes
+// whatever is left.
+func (s *serving) shutdown(ctx context.Context) error { return s.stop(ctx, false) }
+
+// handOver is shutdown after a binary upgrade, whose new process accepts
+// on the same sockets: it first lets connections accepted just before
+// reach the point where they are served (unit.settle), as a reload does
+// for the listeners it replaces.
+func (s *serving) handOver(ctx context.Context) error { return s.stop(ctx, true) }
+
+func (s *serving) stop(ctx context.Context, settle bool) error {
+	units := s.stopAccepting()
 	var wg sync.WaitGroup
-	errs := make([]error, len(units)+1)
+	errs := make([]error, len(units)+2)
 	for i, u := range units {
-		wg.Go(func() { errs[i] = u.drain(ctx) })
+		wg.Go(func() {
+			if settle {
+				u.settle(ctx)
+			}
+			errs[i] = u.drain(ctx)
+		})
 	}
+	wg.Go(func() { errs[len(units)+1] = s.tunnels.Drain(ctx) })
 	wg.Go(func() {
 		done := make(chan struct{})
 		go func() {
@@ -162,6 +244,20 @@ func (s *serving) shutdown(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stopAccepting makes every running unit stop accepting and returns them.
+func (s *serving) stopAccepting() []unit {
+	s.mu.Lock()
+	units := make([]unit, 0, len(s.units))
+	for _, u := range s.units {
+		units = append(units, u)
+	}
+	s.mu.Unlock()
+	for _, u := range units {
+		u.stopAccepting()
+	}
+	return units
 }
 
 // close closes every listener, draining ones included, at once.

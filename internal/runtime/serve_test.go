@@ -108,12 +108,7 @@ func TestHTTP3SessionResumption(t *testing.T) {
 	dir := t.TempDir()
 	writeCert(t, dir, "default.test")
 	writeCert(t, dir, "other.test", "*.other.test")
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := probe.Addr().String()
-	probe.Close()
+	addr := freePort(t)
 	yaml := strings.Replace(twoCerts, "127.0.0.1:8443\n        http3: true", addr+"\n        http3: true\n        quic: {shards: 1}", 1)
 	g, err := compileFile(t, dir, yaml)
 	if err != nil {

@@ -232,7 +232,7 @@ func diffUnits(running map[string]unitSpec, want []unitSpec) (unitDiff, error) {
 		case r.kind == w.kind:
 			d.keep = append(d.keep, w)
 		case kind == unitQUIC:
-			errs = append(errs, fmt.Sprintf("frontend %q, HTTP/3 on udp %s: a reload cannot change %s: the bind's QUIC transports would have to be replaced, dropping their connections; restart or upgrade to apply it",
+			errs = append(errs, fmt.Sprintf("frontend %q, HTTP/3 on udp %s: a reload cannot change %s: the bind's QUIC transports would have to be replaced, dropping their connections; restart to apply it (an upgrade keeps the running configuration and its QUIC sockets)",
 				w.frontend(), addr, strings.Join(quicChanges(r.bind.QUIC, w.bind.QUIC), ", ")))
 		default:
 			d.replace = append(d.replace, w)

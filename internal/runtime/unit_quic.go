@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
@@ -17,11 +19,16 @@ import (
 )
 
 // quicUnit serves HTTP/3 on every shard of a bind: one quic.Transport per
-// socket, each minting connection IDs that name its shard, and one
-// http3.Server for them all. The transports hold the QUIC connections, so
-// they stay for as long as the bind has http3: reloads change the routes,
-// certificates and retry mode they serve, never the transports
-// (quicSettings).
+// socket, each minting connection IDs that name its shard and the
+// process's generation, and one http3.Server for them all. The transports
+// hold the QUIC connections, so they stay for as long as the bind has
+// http3: reloads change the routes, certificates and retry mode they
+// serve, never the transports (quicSettings).
+//
+// With a steering program the unit holds both socket sets of the bind
+// and serves its generation's; without, its one socket is read through a
+// quic.HandoverConn, which passes datagrams between the two processes of
+// a binary upgrade.
 type quicUnit struct {
 	s     *serving
 	us    atomic.Pointer[unitSpec]
@@ -30,22 +37,39 @@ type quicUnit struct {
 	// requests, handshakes and connection attempts use.
 	cur atomic.Pointer[Bind]
 	srv *http3.Server
-	pcs []*net.UDPConn
+	pcs []io.Closer
 	trs []*quic.Transport
 	lns []*quic.EarlyListener
+	// gen is the generation whose connection IDs the transports issue.
+	gen pquic.Generation
+	// steer is the bind's steering program; nil without.
+	steer     *pquic.Steering
+	steerDone sync.Once
+	// handover wraps the one socket of a bind without steering.
+	handover *pquic.HandoverConn
+	// keys are those the transports use, handed over on upgrade.
+	keys quicHandoff
 	// cancel ends the shard metrics and the ticket key rotation of the
 	// unit's TLS configuration.
 	cancel   context.CancelFunc
 	stopping atomic.Bool
 }
 
-// startQUIC starts HTTP/3 on the shards of a "quic" unit, in shard order.
-func (s *serving) startQUIC(us unitSpec, shards []*listen.Socket) (*quicUnit, error) {
+// startQUIC starts HTTP/3 on the shards of a "quic" unit, in shard order
+// (both socket sets, with steering).
+func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, error) {
 	b := us.bind
-	u := &quicUnit{s: s}
+	q := b.QUIC
+	u := &quicUnit{s: s, gen: s.start.gen, steer: s.takeSteering(b.TCP.Address), cancel: func() {}}
 	u.us.Store(&us)
-	u.socks.list = shards
+	u.socks.list = socks
 	u.cur.Store(b)
+	u.keys = quicHandoff{ResetKey: [32]byte(*q.resetKey), TokenKey: [32]byte(*q.tokenKey), Forward: -1}
+	shards := socks
+	if u.steer != nil {
+		n := len(socks) / 2
+		shards = socks[int(u.gen)*n : int(u.gen)*n+n]
+	}
 	log := s.log.With("frontend", b.TCP.Frontend, "address", b.UDP.Address)
 	u.srv = &http3.Server{
 		Handler:     handler(&u.cur),
@@ -64,32 +88,26 @@ func (s *serving) startQUIC(us unitSpec, shards []*listen.Socket) (*quicUnit, er
 		cancel()
 		s.tickets.forget(tlsConf)
 	}
-	q := b.QUIC
 	metrics := pquic.NewMetrics(q.format, len(shards))
-	// Steering (and its packet counters) exists only for the shards bound
-	// at startup; HTTP/3 added by a reload has one shard.
-	counters := s.counters[b.TCP.Address]
-	if len(shards) <= 1 {
-		counters = nil
+	var counters *pquic.Counters
+	if u.steer != nil {
+		counters = u.steer.Counters
 	}
-	watchShards(ctx, metrics, counters, log)
+	watchShards(ctx, metrics, counters, u.gen, log)
+	fail := func(err error) (*quicUnit, error) {
+		u.closeServers()
+		u.releaseSteering()
+		return nil, err
+	}
 	verify := func(a net.Addr) bool { return u.cur.Load().QUIC.retry.VerifySourceAddress(a) }
 	for i, sock := range shards {
-		pc, err := net.FilePacketConn(sock.File)
+		conn, err := u.packetConn(sock, q, s.takePeer(b.TCP.Address), len(shards))
 		if err != nil {
-			u.closeServers()
-			return nil, fmt.Errorf("%s: %w", sock.Spec, err)
+			return fail(err)
 		}
-		udp, ok := pc.(*net.UDPConn)
-		if !ok {
-			pc.Close()
-			u.closeServers()
-			return nil, fmt.Errorf("%s: not a UDP socket", sock.Spec)
-		}
-		u.pcs = append(u.pcs, udp)
 		tr := &quic.Transport{
-			Conn:                  udp,
-			ConnectionIDGenerator: pquic.NewCIDGenerator(q.format, uint8(i)),
+			Conn:                  conn,
+			ConnectionIDGenerator: pquic.NewGenCIDGenerator(q.format, u.gen, i),
 			StatelessResetKey:     q.resetKey,
 			TokenGeneratorKey:     q.tokenKey,
 			VerifySourceAddress:   verify,
@@ -102,8 +120,7 @@ func (s *serving) startQUIC(us unitSpec, shards []*listen.Socket) (*quicUnit, er
 			Tracer:         metrics.ConnTracer(i, nil),
 		})
 		if err != nil {
-			u.closeServers()
-			return nil, fmt.Errorf("%s: %w", sock.Spec, err)
+			return fail(fmt.Errorf("%s: %w", sock.Spec, err))
 		}
 		u.lns = append(u.lns, ln)
 		go func() {
@@ -114,7 +131,43 @@ func (s *serving) startQUIC(us unitSpec, shards []*listen.Socket) (*quicUnit, er
 			ln.Close()
 		}()
 	}
+	if u.steer != nil {
+		// Its sockets are read: from now on this process's connections
+		// reach it, and new connections too.
+		err := u.steer.MarkServing(u.gen)
+		if err == nil {
+			err = u.steer.SetGeneration(u.gen)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("QUIC on %s: %w", b.UDP.Address, err))
+		}
+	}
 	return u, nil
+}
+
+// packetConn is what shard sock's transport reads: the socket, or, for
+// the one socket of a bind without steering, a HandoverConn on it (with
+// peer, the new process of an upgrade waits for its predecessor).
+func (u *quicUnit) packetConn(sock *listen.Socket, q *quicBind, peer *net.UnixConn, shards int) (net.PacketConn, error) {
+	pc, err := net.FilePacketConn(sock.File)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sock.Spec, err)
+	}
+	udp, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("%s: not a UDP socket", sock.Spec)
+	}
+	if u.steer != nil || shards > 1 {
+		u.pcs = append(u.pcs, udp)
+		return udp, nil
+	}
+	u.handover = pquic.NewHandoverConn(udp, q.format, u.gen)
+	if peer != nil {
+		u.handover.Await(peer)
+	}
+	u.pcs = append(u.pcs, u.handover)
+	return u.handover, nil
 }
 
 func (u *quicUnit) spec() unitSpec            { return *u.us.Load() }
@@ -150,11 +203,41 @@ func (u *quicUnit) drain(ctx context.Context) error {
 	return u.srv.Shutdown(ctx)
 }
 
-// close closes the server, then the transports and the sockets.
+// close closes the server, then the transports and the sockets. With
+// steering, it records that this process no longer serves its
+// generation: the packets of its connections go to the other process
+// from then on, which answers with a stateless reset.
 func (u *quicUnit) close() {
 	u.stopAccepting()
 	u.closeServers()
+	u.releaseSteering()
 	u.socks.closeFiles()
+}
+
+// releaseSteering records that this process no longer serves its
+// generation (if it did) and closes its handles on the steering maps.
+func (u *quicUnit) releaseSteering() {
+	if u.steer == nil {
+		return
+	}
+	u.steerDone.Do(func() {
+		if err := u.steer.MarkDone(u.gen); err != nil {
+			u.s.log.Warn("QUIC steering", "address", u.spec().bind.UDP.Address, "error", err)
+		}
+		u.steer.Close()
+		u.steer.Counters.Close()
+	})
+}
+
+// releaseSocket makes the old process of a binary upgrade stop reading
+// the one socket of a bind without steering, and read what the new
+// process, at the other end of peer, forwards.
+func (u *quicUnit) releaseSocket(peer *net.UnixConn) error {
+	if u.handover == nil {
+		peer.Close()
+		return nil
+	}
+	return u.handover.Release(peer)
 }
 
 // closeServers closes the http3.Server, the transports and their

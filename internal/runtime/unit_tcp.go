@@ -153,7 +153,7 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
 			s.clients.Store(c, cc)
-			return proxy.WithClientConn(ctx, cc)
+			return proxy.WithTunnels(proxy.WithClientConn(ctx, cc), &s.tunnels)
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if st == http.StateNew {

@@ -102,11 +102,11 @@ func TestDiffUnits(t *testing.T) {
 		{name: "udp added", old: webHTTP, new: webHTTP + fmt.Sprintf(dns, "30s"), keep: []string{tcp}, add: []string{udp}},
 		{
 			name: "quic shards", old: https(""), new: strings.Replace(https(""), "shards: 2", "shards: 3", 1),
-			refused: []string{`frontend "web", HTTP/3 on udp 127.0.0.1:8443`, "shards (running: 2; new: 3)", "restart or upgrade"},
+			refused: []string{`frontend "web", HTTP/3 on udp 127.0.0.1:8443`, "shards (running: 2; new: 3)", "restart to apply it"},
 		},
 		{
 			name: "quic server_id", old: https(""), new: https(", server_id: 0a0b"),
-			refused: []string{"server_id (running: none; new: 0a0b)", "restart or upgrade"},
+			refused: []string{"server_id (running: none; new: 0a0b)", "restart to apply it"},
 		},
 		{
 			name: "quic reset key", old: https(", stateless_reset_key_file: reset1.key"), new: https(", stateless_reset_key_file: reset2.key"),

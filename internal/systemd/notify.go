@@ -1,5 +1,5 @@
 // Package systemd speaks the sd_notify(3) protocol: READY=1, RELOADING=1,
-// STOPPING=1, STATUS=... to the socket named by $NOTIFY_SOCKET.
+// STOPPING=1, MAINPID=, STATUS=... to the socket named by $NOTIFY_SOCKET.
 package systemd
 
 import (
@@ -53,6 +53,14 @@ func (n *Notifier) Notify(state string) error {
 // Ready says startup is complete.
 func (n *Notifier) Ready(status string) error {
 	return n.Notify("READY=1\nSTATUS=" + status)
+}
+
+// ReadyMain says that process pid, a new process started by the main one
+// (a binary upgrade), is now the service's main process and is ready.
+// The service manager accepts it only from a process other than the main
+// one with NotifyAccess=all.
+func (n *Notifier) ReadyMain(pid int, status string) error {
+	return n.Notify(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", pid, status))
 }
 
 // Reloading says a configuration reload has begun (Type=notify-reload

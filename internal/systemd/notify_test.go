@@ -56,6 +56,7 @@ func checkMessages(t *testing.T, c *net.UnixConn, n *Notifier) {
 		{func() error { return n.Status("reloading configuration") }, "STATUS=reloading configuration"},
 		{func() error { return n.Notify("RELOADING=1\nMONOTONIC_USEC=1") }, "RELOADING=1\nMONOTONIC_USEC=1"},
 		{func() error { return n.Stopping("finishing 3 requests") }, "STOPPING=1\nSTATUS=finishing 3 requests"},
+		{func() error { return n.ReadyMain(4321, "upgraded") }, "MAINPID=4321\nREADY=1\nSTATUS=upgraded"},
 	}
 	for _, s := range steps {
 		if err := s.send(); err != nil {

@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -124,6 +125,11 @@ type startOptions struct {
 	Env []string
 	// ExtraFiles become fds 3, 4, ... of the process.
 	ExtraFiles []*os.File
+	// Outlived says that processes the process starts go on writing to
+	// its standard output and error after it exits (a binary upgrade's
+	// new process): its output then goes through pipes of the test's
+	// own, so that waiting for its exit does not wait for theirs.
+	Outlived bool
 }
 
 // start runs argv with a fresh notify socket. The process is killed when
@@ -138,9 +144,28 @@ func start(t *testing.T, argv []string, opt startOptions) *proc {
 	}, opt.Env...)
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
+	var childEnds []*os.File
+	if opt.Outlived {
+		for _, buf := range []*syncBuffer{&p.stdout, &p.stderr} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				io.Copy(buf, r)
+				r.Close()
+			}()
+			childEnds = append(childEnds, w)
+		}
+		p.cmd.Stdout, p.cmd.Stderr = childEnds[0], childEnds[1]
+	}
 	p.cmd.ExtraFiles = opt.ExtraFiles
 	p.started = time.Now()
-	if err := p.cmd.Start(); err != nil {
+	err := p.cmd.Start()
+	for _, w := range childEnds {
+		w.Close()
+	}
+	if err != nil {
 		t.Fatalf("start %q: %v", argv, err)
 	}
 	go func() {

@@ -23,7 +23,13 @@ const (
 const (
 	variantCgo    = "cgo"    // go build with cgo (the default where a C compiler exists)
 	variantStatic = "static" // CGO_ENABLED=0
+	// variantNext is the default build with another version, the "new
+	// executable" of the binary upgrade tests.
+	variantNext = "next"
 )
+
+// nextVersion is the version of the variantNext build.
+const nextVersion = "upgrade-next"
 
 // binaries maps a variant to the built binary; binaryErrs says why a
 // variant is missing.
@@ -53,7 +59,7 @@ func testMain(m *testing.M) int {
 	}
 	dir := os.Getenv(binDirEnv)
 	defer os.RemoveAll(dir)
-	for _, variant := range []string{variantCgo, variantStatic} {
+	for _, variant := range []string{variantCgo, variantStatic, variantNext} {
 		bin := filepath.Join(dir, variant, "portcullis")
 		if _, err := os.Stat(bin); err == nil {
 			binaries[variant] = bin
@@ -129,9 +135,9 @@ func buildBinaries() (string, error) {
 		os.RemoveAll(dir)
 		return "", err
 	}
-	want := map[string]string{variantStatic: "0"}
+	want := map[string]string{variantStatic: "0", variantNext: "0"}
 	if cgo, _ := exec.Command(goCmd, "env", "CGO_ENABLED").Output(); strings.TrimSpace(string(cgo)) == "1" {
-		want[variantCgo] = "1"
+		want[variantCgo], want[variantNext] = "1", "1"
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -139,7 +145,11 @@ func buildBinaries() (string, error) {
 	for variant, cgoEnabled := range want {
 		wg.Go(func() {
 			bin := filepath.Join(dir, variant, "portcullis")
-			cmd := exec.Command(goCmd, "build", "-o", bin, "./cmd/portcullis")
+			args := []string{"build", "-o", bin}
+			if variant == variantNext {
+				args = append(args, "-ldflags=-X main.version="+nextVersion)
+			}
+			cmd := exec.Command(goCmd, append(args, "./cmd/portcullis")...)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgoEnabled)
 			out, err := cmd.CombinedOutput()

@@ -1,0 +1,165 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/internal/listen"
+	pquic "github.com/portcullis/portcullis/internal/quic"
+)
+
+// steering loads the generational reuseport program of every HTTP/3 bind,
+// before any socket is bound: with it a bind has two sets of shards
+// sockets, one per process generation, so that a binary upgrade keeps the
+// QUIC connections of both processes apart (docs/quic.md, "Binary
+// upgrade: generations"). It is loaded for one shard too. A bind whose
+// program cannot be loaded falls back to one socket, without generations;
+// wanting several shards, it says so once with the reason and the remedy:
+// shards are never run unsteered. Passed sockets (socket activation) fix
+// the sockets of their address: one is one unsteered socket (no program
+// is tried), 2×N are N steered shards per set.
+func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*pquic.Steering, error) {
+	passedUDP := map[string]int{}
+	for _, p := range passed {
+		if p.Network == "udp" {
+			for addr := range g.binds {
+				if p.MatchesAddress(addr) {
+					passedUDP[addr]++
+				}
+			}
+		}
+	}
+	out := map[string]*pquic.Steering{}
+	fail := func(err error) (map[string]*pquic.Steering, error) {
+		closeSteering(out)
+		return nil, err
+	}
+	addrs := make([]string, 0, len(g.binds))
+	for addr := range g.binds {
+		addrs = append(addrs, addr)
+	}
+	sort.Strings(addrs)
+	for _, addr := range addrs {
+		q := g.binds[addr].QUIC
+		if q == nil {
+			continue
+		}
+		q.sets = 1
+		n := q.shards
+		switch p := passedUDP[addr]; {
+		case p == 1:
+			q.shards = 1
+			continue
+		case p%2 != 0:
+			return fail(fmt.Errorf("QUIC on %s: %d UDP sockets were passed: pass one ListenDatagram= socket for the address, or two per shard (ReusePort=yes), one set for each process generation of a binary upgrade", addr, p))
+		case p > 1:
+			n = p / 2
+		}
+		st, err := pquic.LoadSteeringFor(q.format, n)
+		if err != nil {
+			if p := passedUDP[addr]; p > 1 {
+				// The sockets exist already, and several unsteered shards
+				// would reset connections whose address changes.
+				return fail(fmt.Errorf("QUIC on %s: %d UDP sockets were passed, but the steering program that keeps each connection on its socket cannot be loaded (%v): pass one ListenDatagram= socket for the address, or grant CAP_BPF at startup", addr, p, err))
+			}
+			if n > 1 {
+				log.Warn("QUIC: one shard instead of several: the steering program cannot be loaded; to use every core for HTTP/3, start as root (or grant CAP_BPF, or CAP_SYS_ADMIN, at startup only), or set quic shards: 1 to silence this",
+					"address", addr, "shards_wanted", n, "reason", err)
+			}
+			q.shards = 1
+			continue
+		}
+		q.shards, q.sets = n, 2
+		out[addr] = st
+	}
+	return out, nil
+}
+
+func closeSteering(m map[string]*pquic.Steering) {
+	for _, st := range m {
+		st.Close()
+		st.Counters.Close()
+	}
+}
+
+// attachSteering puts each bind's sockets into its program's map, both
+// sets in order, and attaches the program. The programs stay open: the
+// process serving them records its generation through them, and hands
+// their descriptors on.
+func attachSteering(steer map[string]*pquic.Steering, sockets []*listen.Socket) error {
+	for addr, st := range steer {
+		var fds []int
+		for _, s := range sockets {
+			if s.Network == "udp" && s.Address == addr {
+				fds = append(fds, int(s.File.Fd()))
+			}
+		}
+		if err := st.Attach(fds); err != nil {
+			closeSteering(steer)
+			return fmt.Errorf("QUIC on %s: %w", addr, err)
+		}
+	}
+	return nil
+}
+
+// openSteering opens the steering maps a previous image or process handed
+// over, and checks that the graph issues the connection IDs the inherited
+// program reads.
+func openSteering(g *Graph, fds map[string]pquic.SteeringFDs) (map[string]*pquic.Steering, error) {
+	out := map[string]*pquic.Steering{}
+	for addr, f := range fds {
+		for _, fd := range []int{f.Sockets, f.State, f.Counters} {
+			unix.CloseOnExec(fd)
+		}
+		st, err := pquic.OpenSteering(f)
+		if err != nil {
+			closeSteering(out)
+			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
+		}
+		out[addr] = st
+		b := g.binds[addr]
+		if b == nil || b.QUIC == nil {
+			closeSteering(out)
+			return nil, fmt.Errorf("handoff: QUIC on %s: the configuration has no HTTP/3 bind there", addr)
+		}
+		if err := st.CheckFormat(b.QUIC.format, b.QUIC.shards); err != nil {
+			closeSteering(out)
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// metricsInterval is how often per-shard QUIC numbers are logged (debug).
+const metricsInterval = time.Minute
+
+// watchShards logs a bind's per-shard numbers every metricsInterval, with
+// the packet counts of its steering program, for the shards of generation
+// gen, when it has one.
+func watchShards(ctx context.Context, m *pquic.Metrics, counters *pquic.Counters, gen pquic.Generation, log *slog.Logger) {
+	go m.LogEvery(ctx, metricsInterval, log)
+	if counters == nil {
+		return
+	}
+	go func() {
+		last := make([]uint64, m.Shards())
+		t := time.NewTicker(metricsInterval / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for i, n := range counters.ReadGeneration(gen, m.Shards()) {
+				m.AddSteered(i, n-last[i])
+				last[i] = n
+			}
+		}
+	}()
+}

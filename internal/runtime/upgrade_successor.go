@@ -1,0 +1,151 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/sys/unix"
+
+	pquic "github.com/portcullis/portcullis/internal/quic"
+)
+
+// The new process's side of a binary upgrade (see upgrade.go): it serves
+// the handed-over sockets with the running configuration's bytes and the
+// old process's keys, serves the other QUIC generation, says when it is
+// ready, and watches the old process until it has exited.
+
+// predecessor is the process a binary upgrade replaced with this one.
+type predecessor struct {
+	pid int
+	// gen is the QUIC generation it serves.
+	gen  pquic.Generation
+	gone chan struct{}
+}
+
+// running reports whether the process has not exited yet.
+func (p *predecessor) running() bool {
+	select {
+	case <-p.gone:
+		return false
+	default:
+		return true
+	}
+}
+
+// closeOnExec keeps the handed-over descriptors from later children.
+func (u *upgradeHandoff) closeOnExec() {
+	unix.CloseOnExec(u.Ready)
+	for _, q := range u.QUIC {
+		if q.Forward >= 0 {
+			unix.CloseOnExec(q.Forward)
+		}
+	}
+}
+
+// applyKeys gives g's HTTP/3 binds the keys the old process's transports
+// use, and drops the notes that announce random keys: they are not new.
+func (u *upgradeHandoff) applyKeys(g *Graph) {
+	var drop []string
+	for addr, k := range u.QUIC {
+		b := g.binds[addr]
+		if b == nil || b.QUIC == nil {
+			continue
+		}
+		reset, token := quic.StatelessResetKey(k.ResetKey), quic.TokenGeneratorKey(k.TokenKey)
+		b.QUIC.resetKey, b.QUIC.tokenKey = &reset, &token
+		drop = append(drop, b.QUIC.notes...)
+	}
+	g.notes = slices.DeleteFunc(g.notes, func(n string) bool { return slices.Contains(drop, n) })
+}
+
+// peers opens the new process's ends of the handover socket pairs.
+func (u *upgradeHandoff) peers() (map[string]*net.UnixConn, error) {
+	out := map[string]*net.UnixConn{}
+	for addr, q := range u.QUIC {
+		if q.Forward < 0 {
+			continue
+		}
+		c, err := pquic.PeerConn(os.NewFile(uintptr(q.Forward), "handover"))
+		if err != nil {
+			for _, c := range out {
+				c.Close()
+			}
+			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
+		}
+		out[addr] = c
+	}
+	return out, nil
+}
+
+// tellReady tells the old process that this one serves.
+func (u *upgradeHandoff) tellReady() error {
+	f := os.NewFile(uintptr(u.Ready), "ready")
+	defer f.Close()
+	_, err := fmt.Fprintf(f, "ready %d\n", os.Getpid())
+	return err
+}
+
+// watchPredecessor waits until the process this one replaced has exited,
+// then stops forwarding it QUIC datagrams, and clears its record as
+// serving its generation if it did not (it was killed): its clients then
+// get a stateless reset at once rather than silence.
+func (s *serving) watchPredecessor(p *predecessor) {
+	s.prev.Store(p)
+	go func() {
+		waitExit(p.pid)
+		close(p.gone)
+		s.log.Info("the process this one replaced has exited", "pid", p.pid)
+		for addr, u := range s.quicUnits() {
+			if u.handover != nil {
+				u.handover.StopForwarding()
+			}
+			if u.steer != nil {
+				if err := forgetExited(u.steer, p); err != nil {
+					s.log.Warn("QUIC steering: the process this one replaced is still recorded as serving its generation", "address", addr, "pid", p.pid, "error", err)
+				}
+			}
+		}
+	}()
+}
+
+// forgetExited clears p's record once the kernel no longer knows it (its
+// parent may take a moment to reap it).
+func forgetExited(st *pquic.Steering, p *predecessor) error {
+	for deadline := time.Now().Add(upgradeTimeout); ; {
+		pid, err := st.ServingPID(p.gen)
+		if err != nil || pid != p.pid {
+			return err
+		}
+		if forgot, err := st.ForgetExited(p.gen); forgot || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.New("its process ID still exists")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitExit returns once process pid has exited: a pidfd says so, or,
+// where pidfd_open is not available, kill(pid, 0) polled.
+func waitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		for !errors.Is(unix.Kill(pid, 0), unix.ESRCH) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
