@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/listen"
-	"github.com/portcullis/portcullis/internal/proxy"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
@@ -38,9 +37,6 @@ type serving struct {
 	// clients are the client connections of the http.Servers, for the
 	// private server connections of send_proxy.
 	clients sync.Map // net.Conn → *proxy.ClientConn
-	// tunnels are the upgraded connections (WebSocket) the servers
-	// proxy: a stop ends them at a quiet moment.
-	tunnels proxy.Tunnels
 	errs    chan error
 	start   startState
 	// prev is the process a binary upgrade replaced with this one, while
@@ -214,7 +210,7 @@ func (s *serving) handOver(ctx context.Context) error { return s.stop(ctx, true)
 func (s *serving) stop(ctx context.Context, settle bool) error {
 	units := s.stopAccepting()
 	var wg sync.WaitGroup
-	errs := make([]error, len(units)+2)
+	errs := make([]error, len(units)+1)
 	for i, u := range units {
 		wg.Go(func() {
 			if settle {
@@ -223,7 +219,6 @@ func (s *serving) stop(ctx context.Context, settle bool) error {
 			errs[i] = u.drain(ctx)
 		})
 	}
-	wg.Go(func() { errs[len(units)+1] = s.tunnels.Drain(ctx) })
 	wg.Go(func() {
 		done := make(chan struct{})
 		go func() {

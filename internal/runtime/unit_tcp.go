@@ -45,10 +45,10 @@ type tcpUnit struct {
 	// request yet (in StateNew), for settle; freshConns holds them.
 	fresh      atomic.Int64
 	freshConns sync.Map // net.Conn → struct{}
-	// tunnels are the connections the http.Server handed to a handler
-	// (WebSocket upgrades): it no longer tracks them, so drain waits for
-	// them and close closes them.
-	tunnels tunnelSet
+	// tunnels are the upgraded connections (WebSocket) of the
+	// http.Server, which no longer tracks them: drain ends them, close
+	// cuts them.
+	tunnels proxy.Tunnels
 }
 
 // startTCP starts the servers of a "tcp" unit on sock.
@@ -153,7 +153,7 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
 			s.clients.Store(c, cc)
-			return proxy.WithTunnels(proxy.WithClientConn(ctx, cc), &s.tunnels)
+			return proxy.WithTunnels(proxy.WithClientConn(ctx, cc), &u.tunnels)
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if st == http.StateNew {
@@ -167,13 +167,9 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 					cc.(*proxy.ClientConn).Close()
 				}
 			}
-			if st == http.StateHijacked {
-				u.tunnels.add(c)
-			}
 		},
 	}
 	srv := u.http
-	ln = &tunnelListener{Listener: ln, set: &u.tunnels}
 	go func() {
 		var err error
 		if tlsConf != nil {
@@ -273,7 +269,7 @@ func (u *tcpUnit) drain(ctx context.Context) error {
 	if u.http != nil {
 		wg.Go(func() {
 			errHTTP = u.http.Shutdown(ctx)
-			if err := u.tunnels.wait(ctx); err != nil && errHTTP == nil {
+			if err := u.tunnels.Drain(ctx); err != nil && errHTTP == nil {
 				errHTTP = err
 			}
 		})
@@ -289,7 +285,10 @@ func (u *tcpUnit) close() {
 	}
 	if u.http != nil {
 		u.http.Close()
-		u.tunnels.closeAll()
+		// Drain with an ended context cuts every tunnel at once.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		u.tunnels.Drain(ctx)
 	}
 	if u.tcp != nil {
 		// Shutdown with an ended context closes every connection at once.
