@@ -166,13 +166,20 @@ func measureIdle(b *testing.B, n int, client *idleClient, url string, check func
 }
 
 // TestIdleTLSConnClient is the client process of BenchmarkIdleTLSConn; it
-// skips unless the benchmark started it. It runs the backend and prints
-// "backend ADDR"; then it reads the proxy's URL from stdin, opens the
-// connections, prints "open N" and holds them until stdin closes.
+// skips unless the benchmark started it (see idleClientMain).
 func TestIdleTLSConnClient(t *testing.T) {
+	idleClientMain(t, func(url string) (io.Closer, error) { return openIdle(url) })
+}
+
+// idleClientMain is the body of a client process of the idle benchmarks,
+// open being how it opens one connection; it skips unless a benchmark
+// started it. It runs the backend and prints "backend ADDR"; then it reads
+// the proxy's URL from stdin, opens the connections, idleParallel at a
+// time, prints "open N" and holds them until stdin closes.
+func idleClientMain(t *testing.T, open func(url string) (io.Closer, error)) {
 	n, err := strconv.Atoi(os.Getenv(idleClientEnv))
 	if err != nil {
-		t.Skip("the client process of BenchmarkIdleTLSConn")
+		t.Skip("the client process of an idle benchmark")
 	}
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -188,7 +195,7 @@ func TestIdleTLSConnClient(t *testing.T) {
 
 	var (
 		mu    sync.Mutex
-		conns []net.Conn
+		conns []io.Closer
 		first error
 	)
 	jobs := make(chan struct{})
@@ -196,7 +203,7 @@ func TestIdleTLSConnClient(t *testing.T) {
 	for range idleParallel {
 		wg.Go(func() {
 			for range jobs {
-				c, err := openIdle(url)
+				c, err := open(url)
 				mu.Lock()
 				if err != nil && first == nil {
 					first = err
@@ -273,7 +280,14 @@ type idleClient struct {
 }
 
 func startIdleClient(b *testing.B, n int) *idleClient {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleTLSConnClient$", "-test.count=1")
+	return startIdleProcess(b, n, "TestIdleTLSConnClient")
+}
+
+// startIdleProcess starts the test binary again as the client process
+// test (which calls idleClientMain) for n connections, with args added to
+// its command line, and waits for its backend's address.
+func startIdleProcess(b *testing.B, n int, test string, args ...string) *idleClient {
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^" + test + "$", "-test.count=1"}, args...)...)
 	cmd.Env = append(os.Environ(), idleClientEnv+"="+strconv.Itoa(n))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -432,7 +446,7 @@ var idleMetrics = func() []string {
 	for _, d := range metrics.All() {
 		if strings.HasPrefix(d.Name, "/memory/classes/") || slices.Contains([]string{
 			"/gc/heap/goal:bytes", "/gc/stack/starting-size:bytes", "/gc/cycles/total:gc-cycles",
-			"/gc/heap/live:bytes", "/gc/heap/objects:objects",
+			"/gc/heap/live:bytes", "/gc/heap/objects:objects", "/gc/scan/stack:bytes",
 		}, d.Name) {
 			names = append(names, d.Name)
 		}
