@@ -43,48 +43,7 @@ func TestTLSSessionResumption(t *testing.T) {
 			// http.Server.ServeTLS clones its TLSConfig once and serves
 			// every connection with the clone.
 			conf := tlsConfig(&cur).Clone()
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer c.Close()
-						c.SetDeadline(time.Now().Add(scaledTimeout()))
-						tc := tls.Server(c, conf)
-						if tc.Handshake() != nil {
-							return
-						}
-						tc.Write([]byte{1})
-						io.Copy(io.Discard, tc)
-					}()
-				}
-			}()
-			cache := tls.NewLRUClientSessionCache(4)
-			dial := func() bool {
-				t.Helper()
-				c, err := tls.DialWithDialer(&net.Dialer{Timeout: scaledTimeout()}, "tcp", l.Addr().String(), &tls.Config{
-					ServerName: "www.other.test", InsecureSkipVerify: true,
-					MinVersion: version, MaxVersion: version, ClientSessionCache: cache,
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(scaledTimeout()))
-				// Reading the server's byte makes the client take the TLS
-				// 1.3 NewSessionTicket sent after the handshake.
-				if _, err := c.Read(make([]byte, 1)); err != nil {
-					t.Fatal(err)
-				}
-				return c.ConnectionState().DidResume
-			}
+			dial := ticketServer(t, conf, &tls.Config{MinVersion: version, MaxVersion: version})
 			if dial() {
 				t.Fatal("the first handshake resumed a session")
 			}
@@ -96,6 +55,56 @@ func TestTLSSessionResumption(t *testing.T) {
 				t.Error("after a reload, the handshake did not resume the session")
 			}
 		})
+	}
+}
+
+// ticketServer serves TLS with conf on a loopback listener: each
+// connection completes its handshake, gets one byte and is held until the
+// client closes it. It returns a dial function that connects with client
+// (ServerName www.other.test, a session cache shared by every dial) and
+// reports whether the session was resumed.
+func ticketServer(t *testing.T, conf, client *tls.Config) func() bool {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(scaledTimeout()))
+				tc := tls.Server(c, conf)
+				if tc.Handshake() != nil {
+					return
+				}
+				tc.Write([]byte{1})
+				io.Copy(io.Discard, tc)
+			}()
+		}
+	}()
+	client = client.Clone()
+	client.ServerName, client.InsecureSkipVerify = "www.other.test", true
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	return func() bool {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: scaledTimeout()}, "tcp", l.Addr().String(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(scaledTimeout()))
+		// Reading the server's byte makes the client take the TLS 1.3
+		// NewSessionTicket sent after the handshake.
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return c.ConnectionState().DidResume
 	}
 }
 

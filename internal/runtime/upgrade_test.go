@@ -2,12 +2,10 @@ package runtime
 
 import (
 	"crypto/tls"
-	"io"
 	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,45 +21,7 @@ func TestUpgradeTicketKeys(t *testing.T) {
 	const addr = "127.0.0.1:8443"
 	var cur atomic.Pointer[Bind]
 	conf := tlsConfig(&cur)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(scaledTimeout()))
-				tc := tls.Server(c, conf)
-				if tc.Handshake() != nil {
-					return
-				}
-				tc.Write([]byte{1})
-				io.Copy(io.Discard, tc)
-			}()
-		}
-	}()
-	cache := tls.NewLRUClientSessionCache(4)
-	dial := func() bool {
-		t.Helper()
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: scaledTimeout()}, "tcp", l.Addr().String(), &tls.Config{
-			ServerName: "www.other.test", InsecureSkipVerify: true, ClientSessionCache: cache,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(scaledTimeout()))
-		if _, err := c.Read(make([]byte, 1)); err != nil { // takes the ticket
-			t.Fatal(err)
-		}
-		return c.ConnectionState().DidResume
-	}
+	dial := ticketServer(t, conf, &tls.Config{})
 	process := func(keys [][32]byte) *ticketKeys {
 		t.Helper()
 		g, err := compileFile(t, dir, twoCerts)
