@@ -34,6 +34,10 @@ type Graph struct {
 	binds map[string]*Bind
 	// relays maps the address of a bind of a udp frontend to it.
 	relays map[string]*Relay
+	// sendProxy is set when a server has send_proxy: HTTP client
+	// connections then carry a proxy.ClientConn, for the private server
+	// connections that PROXY headers need.
+	sendProxy bool
 	// notes are said once when the graph goes live (random QUIC keys).
 	notes []string
 }
@@ -89,6 +93,9 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			continue
 		}
 		backends[b.Name] = pb
+		for _, srv := range b.Servers {
+			g.sendProxy = g.sendProxy || srv.SendProxy != ""
+		}
 		g.Backends = append(g.Backends, pb)
 		g.servers = append(g.servers, plans...)
 	}

@@ -76,6 +76,9 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		IdleTimeout: idleTimeout,
 		Logger:      log,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			if !s.graph.Load().sendProxy {
+				return ctx
+			}
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
 			context.AfterFunc(ctx, cc.Close)
 			return proxy.WithClientConn(ctx, cc)

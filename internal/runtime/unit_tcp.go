@@ -151,9 +151,13 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx = proxy.WithTunnels(ctx, &u.tunnels)
+			if !s.graph.Load().sendProxy {
+				return ctx
+			}
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
 			s.clients.Store(c, cc)
-			return proxy.WithTunnels(proxy.WithClientConn(ctx, cc), &u.tunnels)
+			return proxy.WithClientConn(ctx, cc)
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if st == http.StateNew {

@@ -163,6 +163,7 @@ backends:
 	})
 
 	t.Run("send", func(t *testing.T) {
+		mark := len(p.stderr.String())
 		for _, c := range []struct {
 			what, addr, path string
 		}{
@@ -177,6 +178,11 @@ backends:
 					t.Errorf("%s: client %s: want haproxy to see the client, %q; got %v, %v", c.what, from, r.from, r, err)
 				}
 			}
+		}
+		// HTTP requests to send_proxy servers go over connections private
+		// to their client connection, not a new connection each.
+		if lines := logsWith(p, mark, "has no client connection"); len(lines) > 0 {
+			t.Errorf("HTTP client connections carried no record for send_proxy: %s", lines[0])
 		}
 	})
 }
