@@ -31,7 +31,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -42,13 +41,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/portcullis/portcullis/bench/internal/loadstat"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -125,7 +123,7 @@ func main() {
 	fmt.Println(res.line())
 	res.reportErrors(os.Stderr)
 	if *latencyFile != "" {
-		if err := res.writeLatencies(*latencyFile); err != nil {
+		if err := loadstat.WriteLatencies(*latencyFile, res.latencies); err != nil {
 			fmt.Fprintf(os.Stderr, "h3load: %v\n", err)
 			os.Exit(1)
 		}
@@ -145,11 +143,7 @@ type result struct {
 }
 
 func (r *result) line() string {
-	p50, p99 := percentile(r.latencies, 0.50), percentile(r.latencies, 0.99)
-	secs := r.elapsed.Seconds()
-	return fmt.Sprintf("requests=%d failures=%d elapsed_s=%.3f req_per_s=%.1f p50_ms=%.3f p99_ms=%.3f bytes_per_s=%.0f",
-		r.requests, r.failures, secs, float64(r.requests)/secs,
-		ms(p50), ms(p99), float64(r.bytes)/secs)
+	return fmt.Sprintf("%s bytes_per_s=%.0f", loadstat.Line(r.latencies, r.failures, r.elapsed), float64(r.bytes)/r.elapsed.Seconds())
 }
 
 func (r *result) reportErrors(w io.Writer) {
@@ -169,30 +163,6 @@ func (r *result) reportErrors(w io.Writer) {
 		}
 		fmt.Fprintf(w, "h3load: %d failed: %s\n", c.n, c.msg)
 	}
-}
-
-func (r *result) writeLatencies(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
-	for _, l := range r.latencies {
-		w.WriteString(strconv.FormatInt(int64(l), 10))
-		w.WriteByte('\n')
-	}
-	return errors.Join(w.Flush(), f.Close())
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// percentile of sorted latencies, nearest rank.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
 // worker is one request loop's own tally, merged at the end.
@@ -301,7 +271,6 @@ func run(opt *options) (*result, error) {
 			res.errors[m] += n
 		}
 	}
-	slices.Sort(res.latencies)
 	return res, nil
 }
 

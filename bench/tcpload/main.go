@@ -46,10 +46,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/loadstat"
 )
 
 // options are the flags of a run.
@@ -130,7 +130,7 @@ func main() {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start).Seconds()
+	elapsed := time.Since(start)
 
 	var (
 		lat      []time.Duration
@@ -147,26 +147,14 @@ func main() {
 		}
 	}
 	if *latFile != "" {
-		var b strings.Builder
-		for _, l := range lat {
-			fmt.Fprintf(&b, "%d\n", l.Nanoseconds())
-		}
-		if err := os.WriteFile(*latFile, []byte(b.String()), 0o644); err != nil {
+		if err := loadstat.WriteLatencies(*latFile, lat); err != nil {
 			fmt.Fprintln(os.Stderr, "tcpload:", err)
 			os.Exit(1)
 		}
 	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		i := max(0, min(int(p*float64(len(lat))+0.5)-1, len(lat)-1))
-		return float64(lat[i]) / float64(time.Millisecond)
-	}
-	fmt.Printf("requests=%d failures=%d elapsed_s=%.3f req_per_s=%.1f p50_ms=%.3f p99_ms=%.3f bytes=%d bytes_per_s=%.0f mib_per_s=%.1f\n",
-		len(lat), failures, elapsed, float64(len(lat))/elapsed, pct(0.5), pct(0.99),
-		bytes, float64(bytes)/elapsed, float64(bytes)/elapsed/(1<<20))
+	secs := elapsed.Seconds()
+	fmt.Printf("%s bytes=%d bytes_per_s=%.0f mib_per_s=%.1f\n", loadstat.Line(lat, int64(failures), elapsed),
+		bytes, float64(bytes)/secs, float64(bytes)/secs/(1<<20))
 	if firstErr != nil || len(lat) == 0 {
 		fmt.Fprintf(os.Stderr, "tcpload: %d failed: %v\n", failures, firstErr)
 		os.Exit(1)

@@ -28,10 +28,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/loadstat"
 )
 
 func main() {
@@ -119,27 +119,14 @@ func main() {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start).Seconds()
+	elapsed := time.Since(start)
 	if *latFile != "" {
-		var b strings.Builder
-		for _, l := range lat {
-			fmt.Fprintf(&b, "%d\n", l.Nanoseconds())
-		}
-		if err := os.WriteFile(*latFile, []byte(b.String()), 0o644); err != nil {
+		if err := loadstat.WriteLatencies(*latFile, lat); err != nil {
 			fmt.Fprintln(os.Stderr, "tlsload:", err)
 			os.Exit(1)
 		}
 	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		i := max(0, min(int(p*float64(len(lat))+0.5)-1, len(lat)-1))
-		return float64(lat[i]) / float64(time.Millisecond)
-	}
-	fmt.Printf("requests=%d failures=%d elapsed_s=%.3f req_per_s=%.1f p50_ms=%.3f p99_ms=%.3f\n",
-		len(lat), failures, elapsed, float64(len(lat))/elapsed, pct(0.5), pct(0.99))
+	fmt.Println(loadstat.Line(lat, int64(failures), elapsed))
 	if firstErr != nil || len(lat) == 0 {
 		fmt.Fprintf(os.Stderr, "tlsload: %d failed: %v\n", failures, firstErr)
 		os.Exit(1)
