@@ -45,6 +45,36 @@ func freePort(t *testing.T) string {
 	return ""
 }
 
+// serveFile compiles the configuration yaml (written to dir), binds its
+// sockets and serves them as Run does. It returns the serving set and a
+// function that writes a new configuration over the file and reloads it.
+func serveFile(t *testing.T, dir, yaml string) (*serving, func(yaml string) error) {
+	t.Helper()
+	g, err := compileFile(t, dir, yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets, err := listen.Acquire(g.Specs(), nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	s, err := serve(g, sockets, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	reg := newRegistry(log)
+	path := filepath.Join(dir, "portcullis.yaml")
+	return s, func(yaml string) error {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return s.reload(path, reg)
+	}
+}
+
 // socketsByKey describes the serving set's sockets as "network address"
 // → file.
 func socketsByKey(s *serving) map[string]*os.File {
@@ -86,28 +116,10 @@ func TestReloadListeners(t *testing.T) {
 	file := func(frontends string) string {
 		return "global:\n  grace: 2s\nfrontends:\n" + frontends + "backends:\n  app:\n    servers:\n      - address: " + backend.Listener.Addr().String() + "\n"
 	}
-	g, err := compileFile(t, dir, file(web("http")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "portcullis.yaml")
-	sockets, err := listen.Acquire(g.Specs(), nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	s, err := serve(g, sockets, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.close)
-	reg := newRegistry(log)
+	s, reloadFile := serveFile(t, dir, file(web("http")))
 	reload := func(frontends string) error {
 		t.Helper()
-		if err := os.WriteFile(path, []byte(file(frontends)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return s.reload(path, reg)
+		return reloadFile(file(frontends))
 	}
 	client := &http.Client{Timeout: scaledTimeout(), Transport: &http.Transport{
 		DisableKeepAlives: true,
@@ -248,22 +260,7 @@ frontends:
       - address: %s
 `, a, routes, backend.Listener.Addr())
 	}
-	g, err := compileFile(t, dir, file(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "portcullis.yaml")
-	sockets, err := listen.Acquire(g.Specs(), nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	s, err := serve(g, sockets, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.close)
-	reg := newRegistry(log)
+	s, reload := serveFile(t, dir, file(false))
 
 	client := &http.Client{Timeout: scaledTimeout(), Transport: &http.Transport{
 		DisableKeepAlives: true,
@@ -299,10 +296,7 @@ frontends:
 	}
 	for i, sni := range []bool{true, false, true, false} {
 		time.Sleep(100 * time.Millisecond)
-		if err := os.WriteFile(path, []byte(file(sni)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.reload(path, reg); err != nil {
+		if err := reload(file(sni)); err != nil {
 			t.Fatalf("reload %d: %v", i+1, err)
 		}
 		if got := s.units["tcp "+a].(*tcpUnit).tcp != nil; got != sni {
