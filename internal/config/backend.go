@@ -111,15 +111,28 @@ func (b *Backend) setDefaults(uses []backendUse) {
 		if !s.At.hasValue("weight") {
 			s.Weight = 1
 		}
+		defaultInt(&s.MaxConns, s.At, "max_conns", DefaultServerMaxConns)
 		if s.State == "" {
 			s.State = "active"
 		}
 	}
 }
 
+// DefaultServerMaxConns is a server's max_conns when the file sets none:
+// as Envoy's circuit breakers, enough for a busy server, and a bound on
+// the connections any set of clients can make the proxy open to it.
+const DefaultServerMaxConns = 1024
+
 func defaultDuration(d *time.Duration, at Positions, key string, def time.Duration) {
 	if !at.hasValue(key) {
 		*d = def
+	}
+}
+
+// defaultInt sets *v to def when the file left key out.
+func defaultInt(v *int, at Positions, key string, def int) {
+	if !at.hasValue(key) {
+		*v = def
 	}
 }
 

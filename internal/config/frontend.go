@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 var modeNames = []string{ModeHTTP, ModeTCP, ModeUDP}
@@ -24,6 +25,7 @@ func (fe *Frontend) setDefaults() {
 			fe.IdleTimeout = DefaultUDPIdleTimeout
 		}
 	}
+	fe.Limits.setDefaults()
 	for _, b := range fe.Bind {
 		if b == nil {
 			continue
@@ -75,6 +77,64 @@ func (fe *Frontend) validate(backends map[string]*Backend, all []*Backend, bound
 		b.validate(fe, mode, where, bound, add)
 	}
 	fe.validateRoutes(mode, where, backends, all, add)
+	fe.Limits.validate(mode, where, add)
+}
+
+func (l *Limits) setDefaults() {
+	defaultDuration(&l.HeaderTimeout, l.At, "header_timeout", DefaultHeaderTimeout)
+	defaultDuration(&l.BodyTimeout, l.At, "body_timeout", DefaultBodyTimeout)
+	defaultDuration(&l.SendTimeout, l.At, "send_timeout", DefaultSendTimeout)
+	defaultDuration(&l.IdleTimeout, l.At, "idle_timeout", DefaultHTTPIdleTimeout)
+	defaultInt(&l.MaxHeaderBytes, l.At, "max_header_bytes", DefaultMaxHeaderBytes)
+	defaultInt(&l.MaxBodyBytes, l.At, "max_body_bytes", DefaultMaxBodyBytes)
+	defaultInt(&l.MaxConns, l.At, "max_conns", DefaultMaxConns)
+	defaultInt(&l.MaxConnsPerClient, l.At, "max_conns_per_client", DefaultMaxConnsPerClient)
+	defaultInt(&l.H2MaxStreams, l.At, "h2_max_streams", DefaultH2MaxStreams)
+}
+
+// limitsHTTPOnly are the limits keys that only http frontends use.
+var limitsHTTPOnly = []string{"header_timeout", "body_timeout", "send_timeout", "idle_timeout", "max_header_bytes", "max_body_bytes", "h2_max_streams"}
+
+// Bounds of limits values.
+const (
+	minHeaderBytes = 1 << 10
+	maxHeaderBytes = 1 << 20
+	maxH2Streams   = 10000
+)
+
+func (l *Limits) validate(mode, where string, add func(Pos, string, ...any)) {
+	if mode == ModeTCP || mode == ModeUDP {
+		for _, k := range limitsHTTPOnly {
+			if l.At.Has(k) {
+				add(l.At.Key(k), "%s: limits %s is for http frontends; a %s frontend uses max_conns, max_conns_per_client and the frontend's idle_timeout", where, k, mode)
+			}
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"header_timeout", l.HeaderTimeout}, {"body_timeout", l.BodyTimeout}, {"send_timeout", l.SendTimeout}, {"idle_timeout", l.IdleTimeout}} {
+		if d.v <= 0 {
+			add(l.At.Value(d.key), "%s: limits %s must be longer than 0, e.g. 30s (leave it out for the default)", where, d.key)
+		}
+	}
+	if l.MaxHeaderBytes < minHeaderBytes || l.MaxHeaderBytes > maxHeaderBytes {
+		add(l.At.Value("max_header_bytes"), "%s: limits max_header_bytes %d: want %d to %d (default %d)", where, l.MaxHeaderBytes, minHeaderBytes, maxHeaderBytes, DefaultMaxHeaderBytes)
+	}
+	if l.MaxBodyBytes < 0 {
+		add(l.At.Value("max_body_bytes"), "%s: limits max_body_bytes must be 0 (no limit) or more", where)
+	}
+	for _, k := range []struct {
+		key string
+		v   int
+	}{{"max_conns", l.MaxConns}, {"max_conns_per_client", l.MaxConnsPerClient}} {
+		if k.v < 0 {
+			add(l.At.Value(k.key), "%s: limits %s must be 0 (no limit) or more", where, k.key)
+		}
+	}
+	if l.H2MaxStreams < 1 || l.H2MaxStreams > maxH2Streams {
+		add(l.At.Value("h2_max_streams"), "%s: limits h2_max_streams %d: want 1 to %d (default %d)", where, l.H2MaxStreams, maxH2Streams, DefaultH2MaxStreams)
+	}
 }
 
 // validate checks one bind of fe, whose mode is mode ("" when invalid).

@@ -184,6 +184,7 @@ func (c *Config) setDefaults() {
 	if !c.Global.At.hasValue("grace") {
 		c.Global.Grace = DefaultGrace
 	}
+	// global.max_conns 0 is derived at startup from the open-files limit.
 	for _, fe := range c.Frontends {
 		fe.setDefaults()
 	}

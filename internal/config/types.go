@@ -32,6 +32,13 @@ type Global struct {
 	// Grace is how long a graceful stop waits for in-flight requests before
 	// closing what remains. Default 30s; zero after defaults is impossible.
 	Grace time.Duration `yaml:"grace"`
+	// MaxConns bounds the client connections of the whole process, every
+	// frontend and protocol together (TCP connections, QUIC connections,
+	// UDP flows); one over it is closed at once. 0 (default): derived at
+	// startup from the open-files limit, (RLIMIT_NOFILE - 256) / 2, so
+	// that a client connection and its server connection always have a
+	// descriptor each and the process never runs itself out of them.
+	MaxConns int `yaml:"max_conns"`
 
 	At Positions `yaml:"-"`
 }
@@ -66,9 +73,64 @@ type Frontend struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	Bind        []*Bind       `yaml:"bind"`
 	Routes      []*Route      `yaml:"routes"`
+	// Limits bound what the frontend's clients can take
+	// (docs/security.md). Every key has a default.
+	Limits Limits `yaml:"limits"`
 
 	At Positions `yaml:"-"`
 }
+
+// Limits bound the resources a frontend's clients can hold. The
+// connection limits apply to every mode; the others to http frontends
+// only (tcp and udp frontends have idle_timeout).
+type Limits struct {
+	// HeaderTimeout bounds the reading of a whole request head (request
+	// line and headers) from its first byte. Default 10s.
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+	// BodyTimeout bounds the wait between two reads of a request body; a
+	// client stalled longer gets 408. Default 30s.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// SendTimeout cuts a client that accepts no response byte for this
+	// long (a full TCP window, an HTTP/2 or HTTP/3 flow-control window
+	// never opened). Default 30s.
+	SendTimeout time.Duration `yaml:"send_timeout"`
+	// IdleTimeout closes a keep-alive connection (HTTP/1.1, HTTP/2,
+	// HTTP/3) with no request for this long. Default 120s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds the request line and headers of a request, in
+	// bytes; beyond it the client gets 431. Default 65536.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds a request body, in bytes: 413 beyond it,
+	// counted as the body passes when its length is not announced.
+	// Default 10485760 (10 MiB); 0: no limit.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxConns bounds the frontend's client connections, every bind and
+	// protocol together (TCP, QUIC, UDP flows); one over it is closed at
+	// once. Default 50000; 0: only global.max_conns.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerClient bounds the connections of one client IP address
+	// (the one a trusted PROXY header names). Default 1000; 0: no limit.
+	// Raise it for clients behind a large NAT.
+	MaxConnsPerClient int `yaml:"max_conns_per_client"`
+	// H2MaxStreams is how many requests one HTTP/2 or HTTP/3 connection
+	// may have open at once. Default 100.
+	H2MaxStreams int `yaml:"h2_max_streams"`
+
+	At Positions `yaml:"-"`
+}
+
+// Defaults of Limits.
+const (
+	DefaultHeaderTimeout     = 10 * time.Second
+	DefaultBodyTimeout       = 30 * time.Second
+	DefaultSendTimeout       = 30 * time.Second
+	DefaultHTTPIdleTimeout   = 120 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxBodyBytes      = 10 << 20
+	DefaultMaxConns          = 50000
+	DefaultMaxConnsPerClient = 1000
+	DefaultH2MaxStreams      = 100
+)
 
 // Bind is one listening address of a frontend.
 type Bind struct {
@@ -337,8 +399,9 @@ type Server struct {
 	// Weight is the server's share relative to the others, 1 to 1000.
 	// Default 1.
 	Weight int `yaml:"weight"`
-	// MaxConns limits concurrent requests at the server; excess requests
-	// wait in the backend's queue (queue_timeout). 0 (default): no limit.
+	// MaxConns limits concurrent requests (layer 4: connections) at the
+	// server, and so the connections to it; excess requests wait in the
+	// backend's queue (queue_timeout). Default 1024; 0: no limit.
 	MaxConns int `yaml:"max_conns"`
 	// Backup servers take requests only when no other server is up.
 	Backup bool `yaml:"backup"`

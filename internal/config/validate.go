@@ -19,6 +19,9 @@ func (c *Config) validate() error {
 	if c.Global.Grace <= 0 {
 		add(c.Global.At.Value("grace"), "global grace: must be more than zero, e.g. 30s (leave it out for the default, %s)", DefaultGrace)
 	}
+	if c.Global.MaxConns < 0 {
+		add(c.Global.At.Value("max_conns"), "global max_conns must be 0 (derived from the open-files limit) or more")
+	}
 	if c.Global.Group != "" && c.Global.User == "" {
 		add(c.Global.At.Key("group"), "global group: set global user as well (group alone would leave the process running as root)")
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
 	"github.com/portcullis/portcullis/internal/proxy"
@@ -40,6 +41,10 @@ type Graph struct {
 	sendProxy bool
 	// notes are said once when the graph goes live (random QUIC keys).
 	notes []string
+	// maxConns is global.max_conns, derived when not set; conns are the
+	// connection limits of each frontend, by name.
+	maxConns int
+	conns    map[string]connPlan
 }
 
 // Frontend is a compiled frontend.
@@ -66,6 +71,10 @@ type Bind struct {
 	// frontend's sni (passthrough) routes; nil for an http bind without
 	// them and without accept_proxy.
 	L4 *l4Bind
+	// Gate counts the bind's connections against its frontend's limits.
+	Gate *limit.Gate
+	// Limits are those its HTTP servers hold (http binds).
+	Limits httpLimits
 }
 
 // compile builds the graph: it reads certificates and keys through
@@ -77,7 +86,11 @@ type Bind struct {
 // live state: see registry.commit.
 func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
 	var errs config.ErrorList
-	g := &Graph{Config: cfg, binds: map[string]*Bind{}, relays: map[string]*Relay{}}
+	g := &Graph{Config: cfg, binds: map[string]*Bind{}, relays: map[string]*Relay{}, conns: map[string]connPlan{}}
+	var warning string
+	if g.maxConns, warning = maxConnsFor(cfg); warning != "" {
+		g.notes = append(g.notes, warning)
+	}
 	if cfg.Global.User != "" {
 		t, err := lookupUser(cfg)
 		if err != nil {
@@ -102,12 +115,15 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 	for _, fe := range cfg.Frontends {
 		f := &Frontend{Name: fe.Name, Mode: fe.Mode}
 		g.Frontends = append(g.Frontends, f)
+		conns, events := reg.frontendConns(fe.Name)
+		g.conns[fe.Name] = connPlan{conns: conns, max: fe.Limits.MaxConns, perClient: fe.Limits.MaxConnsPerClient}
 		switch fe.Mode {
 		case config.ModeTCP:
 			for _, b := range fe.Bind {
 				cb := &Bind{
-					TCP: listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "TCP proxy"},
-					L4:  compileL4(fe, b, backends),
+					TCP:  listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "TCP proxy"},
+					L4:   compileL4(fe, b, backends),
+					Gate: gateFor(conns, events, fe.Name, b.Address),
 				}
 				f.Binds = append(f.Binds, cb)
 				g.binds[b.Address] = cb
@@ -132,6 +148,8 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 				TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
 				Handler: &proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)},
 				L4:      compileL4(fe, b, backends),
+				Gate:    gateFor(conns, events, fe.Name, b.Address),
+				Limits:  compileHTTPLimits(fe.Limits),
 			}
 			if b.TLS != nil {
 				cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"

@@ -6,6 +6,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/health"
+	"github.com/portcullis/portcullis/internal/limit"
 )
 
 // serverKey identifies a server across configurations: live state follows
@@ -35,10 +36,36 @@ type registry struct {
 	mu      sync.Mutex
 	servers map[serverKey]*liveServer
 	log     *slog.Logger
+	// conns counts the connections of each frontend, by name, and global
+	// those of the whole process; events summarizes the limits that fire.
+	conns  map[string]*limit.Conns
+	global *limit.Conns
+	events *limit.Events
 }
 
 func newRegistry(log *slog.Logger) *registry {
-	return &registry{servers: map[serverKey]*liveServer{}, log: log}
+	return &registry{
+		servers: map[serverKey]*liveServer{},
+		log:     log,
+		conns:   map[string]*limit.Conns{},
+		global:  limit.NewConns(nil),
+		events:  limit.NewEvents(log, 0),
+	}
+}
+
+// frontendConns returns the connection counter of frontend name: the
+// running one, or a new one (not yet registered). A nil registry makes
+// new ones, with a parent and events of their own.
+func (r *registry) frontendConns(name string) (*limit.Conns, *limit.Events) {
+	if r == nil {
+		return limit.NewConns(limit.NewConns(nil)), limit.NewEvents(slog.New(slog.DiscardHandler), 0)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.conns[name]; c != nil {
+		return c, r.events
+	}
+	return limit.NewConns(r.global), r.events
 }
 
 // lookup returns the live server for key, or a new one (not yet
@@ -59,9 +86,23 @@ func (r *registry) lookup(key serverKey, active *health.Active, passive health.P
 // commit makes plans the live set: new servers start their checks,
 // kept ones take the new settings, removed ones stop. Administrative
 // states (drain, disabled) are applied here and logged when they change.
-func (r *registry) commit(plans []serverPlan) {
+//
+// It also applies the graph's connection limits: global.max_conns, and
+// each frontend's, whose counters it keeps by name.
+func (r *registry) commit(g *Graph) {
+	var plans []serverPlan
+	conns := map[string]*limit.Conns{}
+	if g != nil {
+		plans = g.servers
+		r.global.SetLimits(g.maxConns, 0)
+		for name, p := range g.conns {
+			p.conns.SetLimits(p.max, p.perClient)
+			conns[name] = p.conns
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.conns = conns
 	keep := make(map[serverKey]bool, len(plans))
 	for _, p := range plans {
 		keep[p.key] = true

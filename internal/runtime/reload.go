@@ -83,7 +83,7 @@ func (s *serving) reload(path string, reg *registry) error {
 	s.tickets.useGraph(g)
 	s.graph.Store(g)
 	s.files.Store(&rec.files)
-	reg.commit(g.servers)
+	reg.commit(g)
 	for _, b := range old.Backends {
 		b.Transport.CloseIdleConnections()
 	}

@@ -145,7 +145,7 @@ func Run(opt Options) error {
 	if err != nil {
 		return err
 	}
-	reg.commit(g.servers)
+	reg.commit(g)
 	defer reg.stop()
 	for _, n := range g.notes {
 		log.Info(n)

@@ -14,11 +14,8 @@ import (
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
-// Server timeouts toward clients.
-const (
-	readHeaderTimeout = 10 * time.Second  // slow-loris bound for request headers
-	idleTimeout       = 120 * time.Second // keep-alive and HTTP/3 idle connections
-)
+// idleTimeout is the idle timeout of HTTP/3 connections.
+const idleTimeout = 120 * time.Second
 
 // serving is the running listeners (units) and the graph they serve. A
 // reload swaps the graph, keeps the units whose sockets and servers stay,

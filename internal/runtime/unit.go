@@ -126,6 +126,9 @@ func tcpKind(b *Bind) string {
 		what = "HTTP"
 	}
 	kind := fmt.Sprintf("frontend %q, %s", b.TCP.Frontend, what)
+	if b.Handler != nil {
+		kind += ", " + b.Limits.String()
+	}
 	if b.L4 != nil {
 		kind += ", " + b.L4.settings()
 	}

@@ -143,13 +143,23 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 	} else {
 		protocols.SetUnencryptedHTTP2(true)
 	}
+	if u.tcp == nil && b.Gate != nil {
+		// Without a layer-4 side, the connections are counted here; the
+		// layer-4 side counts those it hands over.
+		ln = b.Gate.Listener(ln)
+	}
+	l := b.Limits
 	u.http = &http.Server{
 		Handler:           handler(&u.cur),
 		TLSConfig:         tlsConf,
 		Protocols:         protocols,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
+		ReadHeaderTimeout: l.headerTimeout,
+		IdleTimeout:       l.idleTimeout,
+		MaxHeaderBytes:    l.maxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: l.h2MaxStreams,
+		},
+		ErrorLog: slog.NewLogLogger(s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			ctx = proxy.WithTunnels(ctx, &u.tunnels)
 			if !s.graph.Load().sendProxy {
