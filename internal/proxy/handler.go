@@ -17,6 +17,12 @@ type Handler struct {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g := guardFrom(r.Context()); g != nil {
+		if !g.admit(w) {
+			return
+		}
+		defer g.done(r)
+	}
 	if h.AltSvc != "" && r.ProtoMajor < 3 {
 		w.Header().Set("Alt-Svc", h.AltSvc)
 	}

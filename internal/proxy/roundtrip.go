@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,11 @@ func (e *roundTripError) Unwrap() error { return e.err }
 
 func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := (*Backend)(rt)
+	if err := req.Context().Err(); err != nil {
+		// Cancelled before it was sent (a stream reset right after its
+		// HEADERS): the server never hears of it.
+		return nil, err
+	}
 	b.budget.request()
 	var hash uint64
 	if b.hashKey != nil {
@@ -119,13 +123,14 @@ func (b *Backend) pick(ctx context.Context, hash uint64, tried []*balance.Member
 
 // send makes one attempt at server m, which has counted the request.
 func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (*http.Response, error) {
-	// Each attempt sends its own shallow copy, as req.WithContext would
-	// make, with its own URL: a failed attempt's request may still be read
-	// by the transport. One allocation for both.
-	a := &attempt{req: *req, url: *req.URL}
-	a.url.Host = m.State.Address
-	out := &a.req
-	out.URL = &a.url
+	// Each attempt sends its own shallow copy, with its own URL (a failed
+	// attempt's request may still be read by the transport) and its own
+	// context (exchange.go).
+	ctx, x := detach(req.Context())
+	out := req.WithContext(ctx)
+	u := *req.URL
+	u.Host = m.State.Address
+	out.URL = &u
 	if body != nil {
 		body.rearm()
 		out.Body = body
@@ -136,12 +141,20 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 	if srv != nil && srv.SendProxy != 0 {
 		var err error
 		if t, out, private, err = b.private(out, srv); err != nil {
+			x.end()
 			b.release(m)
 			return nil, err
 		}
 	}
 	resp, err := t.RoundTrip(out)
+	if err == nil && req.Context().Err() != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		// The client left while the server answered: keep the
+		// connection if the rest of the response comes cheaply.
+		drain(resp.Body)
+		err = context.Cause(req.Context())
+	}
 	if err != nil {
+		x.end()
 		b.release(m)
 		var ce *clientConnError
 		if req.Context().Err() == nil && !errors.As(err, &ce) {
@@ -165,9 +178,9 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 		if tu := tunnelsFrom(req.Context()); tu != nil {
 			rwc = tu.track(rwc)
 		}
-		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m, own: own}}
+		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m, own: own, x: x}}
 	} else {
-		resp.Body = &releaseBody{resp.Body, releaser{b: b, m: m, own: own}}
+		resp.Body = &releaseBody{ReadCloser: resp.Body, r: releaser{b: b, m: m, own: own, x: x}, client: req.Context()}
 	}
 	if b.opt.StickyCookie != "" {
 		if c, err := req.Cookie(b.opt.StickyCookie); err != nil || c.Value != m.ID {
@@ -296,12 +309,6 @@ func (r *replayBody) finish() {
 	}
 }
 
-// attempt is the request of one attempt and its URL.
-type attempt struct {
-	req http.Request
-	url url.URL
-}
-
 // releaser ends a server's in-flight count once, however often the body
 // holding it is closed.
 type releaser struct {
@@ -309,12 +316,15 @@ type releaser struct {
 	m *balance.Member
 	// own, when set, is the attempt's own ClientConn (the request had
 	// none), ended with the response.
-	own  *privateAttempt
+	own *privateAttempt
+	// x is the attempt's context, ended with the response.
+	x    *exchange
 	done atomic.Bool
 }
 
 func (r *releaser) release() {
 	if !r.done.Swap(true) {
+		r.x.end()
 		r.b.release(r.m)
 		if r.own != nil {
 			r.own.done()
@@ -322,14 +332,33 @@ func (r *releaser) release() {
 	}
 }
 
-// releaseBody ends the server's in-flight count when the response body is
+// releaseBody ends the server's in-flight count at the end of the
+// response body: as soon as it is read to its end, so that a client that
+// reads slowly (or never opens its flow-control window) holds no server
+// connection for a response that is all in the proxy; else when it is
 // closed.
 type releaseBody struct {
 	io.ReadCloser
 	r releaser
+	// client is the client request's context: a body closed before its
+	// end because the client left is drained first (exchange.go).
+	client context.Context
+	eof    bool
+}
+
+func (b *releaseBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.r.release()
+	}
+	return n, err
 }
 
 func (b *releaseBody) Close() error {
+	if !b.eof && b.client.Err() != nil {
+		drain(b.ReadCloser)
+	}
 	err := b.ReadCloser.Close()
 	b.r.release()
 	return err

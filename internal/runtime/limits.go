@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/proxy"
 )
 
 // httpLimits are the limits a bind's HTTP servers hold from their start
@@ -69,4 +70,39 @@ func maxConnsFor(cfg *config.Config) (n int, warning string) {
 // gateFor returns the Gate of a bind of frontend fe.
 func gateFor(conns *limit.Conns, ev *limit.Events, fe, address string) *limit.Gate {
 	return &limit.Gate{Conns: conns, Events: ev, Frontend: fe, Address: address}
+}
+
+// h3ExcessiveLoad is HTTP/3's H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
+const h3ExcessiveLoad = 0x107
+
+// newConnGuard returns the guard of a client connection of bind b
+// (proxy.ConnGuard); closeConn closes it at once, nil for HTTP/1.1 and
+// HTTP/2.
+func newConnGuard(b *Bind, closeConn func()) *proxy.ConnGuard {
+	g := &proxy.ConnGuard{Close: closeConn, Frontend: b.TCP.Frontend, Address: b.TCP.Address}
+	if b.Gate != nil {
+		g.Events = b.Gate.Events
+	}
+	return g
+}
+
+// h2Errors returns the HTTP/2 server's error counter for bind b: a
+// client over h2_max_streams, or resetting streams faster than they can
+// be served, is a limit firing; any other error type is a protocol error
+// of the client. Both are summarized in the log.
+func h2Errors(b *Bind) func(errType string) {
+	if b.Gate == nil || b.Gate.Events == nil {
+		return nil
+	}
+	ev, fe, addr := b.Gate.Events, b.TCP.Frontend, b.TCP.Address
+	return func(errType string) {
+		switch errType {
+		case "over_max_streams", "over_max_streams_race":
+			ev.Note("limit reached, stream refused", nil, "limit", "h2_max_streams", "frontend", fe, "address", addr)
+		case "too_many_early_resets":
+			ev.Note("limit reached, connection closed", nil, "limit", "cancelled_requests", "frontend", fe, "address", addr)
+		default:
+			ev.Note("HTTP/2 protocol error", nil, "type", errType, "frontend", fe, "address", addr)
+		}
+	}
 }

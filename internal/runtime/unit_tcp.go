@@ -158,10 +158,12 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 		MaxHeaderBytes:    l.maxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: l.h2MaxStreams,
+			CountError:           h2Errors(b),
 		},
 		ErrorLog: slog.NewLogLogger(s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			ctx = proxy.WithTunnels(ctx, &u.tunnels)
+			ctx = proxy.WithConnGuard(ctx, newConnGuard(b, nil))
 			if !s.graph.Load().sendProxy {
 				return ctx
 			}
