@@ -40,10 +40,10 @@ var (
 )
 
 // idleH3ClientIdleTimeout is the max_idle_timeout the clients offer, as
-// bench/idle does. The server's is idleTimeout (120 s), the smaller of the
-// two applies; the http3.Server also closes a connection idleTimeout after
+// bench/idle does. The server's is limits.idle_timeout (120 s), the smaller of the
+// two applies; the http3.Server also closes a connection idle_timeout after
 // its last request, keep-alive PINGs or not. So a run must take its
-// readings within idleTimeout of the first connection's request.
+// readings within idle_timeout of the first connection's request.
 const idleH3ClientIdleTimeout = 5 * time.Minute
 
 // BenchmarkIdleHTTP3Conn measures what an idle HTTP/3 connection costs the
@@ -94,7 +94,7 @@ func BenchmarkIdleHTTP3ConnTuned(b *testing.B) {
 	addr := freeIdleAddr(b)
 	bind := compileIdle(b, addr, client.backend).binds[addr]
 	conf := &quic.Config{
-		MaxIdleTimeout: idleTimeout,
+		MaxIdleTimeout: bind.Limits.idleTimeout,
 		Allow0RTT:      false,
 	}
 	if err := setQUICConfig(conf, *idleH3Quic); err != nil {
@@ -117,7 +117,7 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	cur.Store(bind)
 	srv := &http3.Server{
 		Handler:     handler(&cur),
-		IdleTimeout: idleTimeout,
+		IdleTimeout: bind.Limits.idleTimeout,
 		Logger:      slog.New(slog.DiscardHandler),
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}

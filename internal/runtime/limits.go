@@ -1,9 +1,13 @@
 package runtime
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/limit"
@@ -105,4 +109,26 @@ func h2Errors(b *Bind) func(errType string) {
 			ev.Note("HTTP/2 protocol error", nil, "type", errType, "frontend", fe, "address", addr)
 		}
 	}
+}
+
+// errConnLimit refuses a QUIC connection over a connection limit.
+var errConnLimit = errors.New("connection limit reached")
+
+// admit counts a new QUIC connection against the connection limits of
+// the bind's frontend until it closes (quic.Transport.ConnContext): a
+// connection over a limit is refused before its handshake. The address
+// is the Initial packet's, unverified unless the client came back with a
+// Retry token: a spoofed one costs its owner a place only for as long as
+// a handshake can take.
+func (u *quicUnit) admit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	g := u.cur.Load().Gate
+	if g == nil {
+		return ctx, nil
+	}
+	t := g.HoldAddr(limit.AddrOf(info.RemoteAddr))
+	if t == nil {
+		return ctx, errConnLimit
+	}
+	context.AfterFunc(ctx, t.Release)
+	return ctx, nil
 }

@@ -108,6 +108,10 @@ func reloadShards(g *Graph, running map[string]unitSpec) []string {
 		}
 		if r, ok := running[unitQUIC+" "+addr]; ok {
 			b.QUIC.shards, b.QUIC.sets = r.bind.QUIC.shards, r.bind.QUIC.sets
+			if r.bind.Limits != b.Limits {
+				notes = append(notes, fmt.Sprintf("HTTP/3 on %s keeps idle_timeout, max_header_bytes and h2_max_streams as they were (%s): its transports hold them; restart or upgrade to change them (HTTP/1.1 and HTTP/2 use the new values)",
+					addr, r.bind.Limits))
+			}
 			continue
 		}
 		b.QUIC.shards, b.QUIC.sets = 1, 1

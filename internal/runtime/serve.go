@@ -8,14 +8,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/portcullis/portcullis/internal/listen"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
-// idleTimeout is the idle timeout of HTTP/3 connections.
-const idleTimeout = 120 * time.Second
 
 // serving is the running listeners (units) and the graph they serve. A
 // reload swaps the graph, keeps the units whose sockets and servers stay,

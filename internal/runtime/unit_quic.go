@@ -72,10 +72,14 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 	}
 	log := s.log.With("frontend", b.TCP.Frontend, "address", b.UDP.Address)
 	u.srv = &http3.Server{
-		Handler:     handler(&u.cur),
-		IdleTimeout: idleTimeout,
-		Logger:      log,
+		Handler:        handler(&u.cur),
+		IdleTimeout:    b.Limits.idleTimeout,
+		MaxHeaderBytes: b.Limits.maxHeaderBytes,
+		Logger:         log,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			ctx = proxy.WithConnGuard(ctx, newConnGuard(b, func() {
+				c.CloseWithError(h3ExcessiveLoad, "too many cancelled requests")
+			}))
 			if !s.graph.Load().sendProxy {
 				return ctx
 			}
@@ -114,13 +118,15 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 			StatelessResetKey:     q.resetKey,
 			TokenGeneratorKey:     q.tokenKey,
 			VerifySourceAddress:   verify,
+			ConnContext:           u.admit,
 			Tracer:                metrics.TransportTracer(i, nil),
 		}
 		u.trs = append(u.trs, tr)
 		ln, err := tr.ListenEarly(tlsConf, &quic.Config{
-			MaxIdleTimeout: idleTimeout,
-			Allow0RTT:      false,
-			Tracer:         metrics.ConnTracer(i, nil),
+			MaxIdleTimeout:     b.Limits.idleTimeout,
+			MaxIncomingStreams: int64(b.Limits.h2MaxStreams),
+			Allow0RTT:          false,
+			Tracer:             metrics.ConnTracer(i, nil),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", sock.Spec, err))
