@@ -13,9 +13,11 @@ import (
 
 // Relaying a TCP connection.
 //
-// Both directions are copied with io.Copy between the two *net.TCPConn
-// sockets, so that on Linux the kernel moves the bytes with splice(2) and
-// they never enter user space. That leaves no per-chunk hook to notice
+// Both directions are copied between the two *net.TCPConn sockets, so
+// that on Linux the kernel moves the bytes with splice(2) and they never
+// enter user space; a direction holds a splice pipe only while bytes are
+// queued, so that an idle connection holds its two sockets and no other
+// descriptor (copyStream). That leaves no per-chunk hook to notice
 // traffic, so the idle timeout is measured by the kernel too: a timer per
 // connection, firing every IdleTimeout/4, reads TCP_INFO of both sockets
 // (tcpi_bytes_received + tcpi_bytes_acked, Linux ≥ 4.1) and closes the
@@ -155,16 +157,15 @@ func (p *pipe) write(dst net.Conn, b []byte) error {
 	return err
 }
 
-// copy copies src to dst until EOF (nil) or an error. Uncounted, it calls
-// io.Copy with the sockets themselves, which splices on Linux.
+// copy copies src to dst until EOF (nil) or an error. Uncounted, it
+// copies between the sockets themselves, which splices on Linux
+// (copyStream).
 func (p *pipe) copy(dst, src net.Conn) error {
-	var err error
 	if p.counted {
-		_, err = io.Copy(countingWriter{dst, &p.moved}, src)
-	} else {
-		_, err = io.Copy(dst, src)
+		_, err := io.Copy(countingWriter{dst, &p.moved}, src)
+		return err
 	}
-	return err
+	return copyStream(dst, src)
 }
 
 // end records why the relay ends (the first reason wins) and, for any

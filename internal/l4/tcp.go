@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/proxyproto"
 	"github.com/portcullis/portcullis/internal/sni"
 )
@@ -34,6 +35,8 @@ const (
 // Passive health checks see connect failures only: a reset or an error
 // after the connection is established is not held against the server, as
 // in a byte stream it is as likely the client's or the protocol's doing.
+// Nor is a connect failure that is the proxy's own (out of descriptors, a
+// timeout while the server had answered: see dial.go).
 //
 // Set the fields before Serve and do not change them afterwards; without
 // Table every connection is closed.
@@ -65,6 +68,15 @@ type TCP struct {
 	// matched, ClientHello included, for an http.Server to terminate.
 	// Nil: such connections are closed like any unmatched one.
 	Terminate *Handoff
+	// Gate, when not nil, counts every accepted connection against its
+	// frontend's connection limits (Gate.Hold) until it is closed: a
+	// connection over a limit is closed at once. With AcceptProxy a
+	// connection counts against the client its PROXY header names once
+	// the header is read; one handed to Terminate releases its count when
+	// the http.Server closes it. Accept errors and the proxy's own connect
+	// failures are summarized in Gate.Events, one line per kind and
+	// second. Nil: no limits, and those summaries go to Log.
+	Gate *limit.Gate
 
 	initOnce sync.Once
 	// routing counts accepted connections not yet routed: still reading
@@ -72,6 +84,7 @@ type TCP struct {
 	// take them.
 	routing atomic.Int64
 	log     *slog.Logger
+	events  *limit.Events   // the Gate's, or one of its own
 	ctx     context.Context // ends when Shutdown gives up waiting
 	cancel  context.CancelFunc
 	conns   connSet
@@ -84,6 +97,11 @@ func (t *TCP) init() {
 			log = slog.Default()
 		}
 		t.log = log.With("frontend", t.Frontend)
+		if t.Gate != nil && t.Gate.Events != nil {
+			t.events = t.Gate.Events
+		} else {
+			t.events = limit.NewEvents(log, 0)
+		}
 		t.ctx, t.cancel = context.WithCancel(context.Background())
 	})
 }
@@ -107,6 +125,11 @@ func (t *TCP) idleTimeout() time.Duration {
 // may run on several listeners at once.
 func (t *TCP) Serve(ln net.Listener) error {
 	t.init()
+	// failed summarizes accept errors: the Gate, or a Gate for that only.
+	failed := t.Gate
+	if failed == nil || failed.Events == nil {
+		failed = &limit.Gate{Events: t.events, Frontend: t.Frontend, Address: ln.Addr().String()}
+	}
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -114,25 +137,40 @@ func (t *TCP) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-				// Out of file descriptors, most likely: back off as
-				// net/http does, and keep serving.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				t.log.Warn("accept failed; retrying", "address", ln.Addr().String(), "in", delay, "error", err)
-				time.Sleep(delay)
-				continue
+			if !acceptRetryable(err) {
+				return err
 			}
-			return err
+			// Out of file descriptors, most likely: back off as
+			// net/http does (5ms, doubling up to 1s), keep serving, and
+			// say so once a second rather than once per error.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			failed.AcceptFailed(err)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
-		tc := t.conns.add(c)
+		var ticket *limit.Ticket
+		if t.Gate != nil {
+			if ticket = t.Gate.Hold(c); ticket == nil {
+				continue // over a limit: closed, and summarized by the Gate
+			}
+		}
+		tc := t.conns.add(c, ticket)
 		if tc == nil { // shutting down
 			c.Close()
+			ticket.Release()
 			continue
 		}
 		t.routing.Add(1)
 		go t.serveConn(tc)
 	}
+}
+
+// acceptRetryable reports whether an accept error passes: a temporary
+// one, or the process or system out of descriptors, memory or buffers.
+func acceptRetryable(err error) bool {
+	te, ok := err.(interface{ Temporary() bool })
+	return ok && te.Temporary() || limit.OutOfResources(err)
 }
 
 // Routing returns the number of accepted connections that are not routed
@@ -158,21 +196,14 @@ func (t *TCP) serveConn(tc *tcpConn) {
 		routed()
 		if !handedOff {
 			tc.client.Close()
+			tc.ticket.Release()
 		}
 		t.conns.remove(tc)
 	}()
 	deadline := time.Now().Add(t.headerTimeout())
-	client := tc.client
-	if t.AcceptProxy {
-		pc, err := proxyproto.Accept(client, t.Trusted, t.headerTimeout())
-		if err != nil {
-			if tc.isClosed() {
-				return // by Shutdown
-			}
-			t.log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", client.RemoteAddr().String(), "error", err)
-			return
-		}
-		client = pc
+	client, ok := t.acceptProxy(tc)
+	if !ok {
+		return
 	}
 	log := t.log.With("client", client.RemoteAddr().String())
 
@@ -216,30 +247,68 @@ func (t *TCP) serveConn(tc *tcpConn) {
 	routed()
 
 	b := route.Backend
-	server, m, err := t.connect(log, tc, b, client.RemoteAddr())
+	server, m, err := t.connect(log, tc, b, route.BackendName, client.RemoteAddr())
 	if err != nil {
 		return
 	}
 	defer b.Release(m)
 	log = log.With("server", m.State.Address)
 
-	if v := b.SendProxy(m); v > 0 {
+	if !t.sendFirst(log, server, b.SendProxy(m), client, replay) {
+		server.Close()
+		return
+	}
+	t.relay(log, tc, client, server)
+}
+
+// sendFirst writes to a new server connection what comes before the
+// relayed bytes: the PROXY header of version v (none for 0) for client,
+// then replay, the bytes already read from the client. It reports false
+// when the connection is to be closed (it has logged why).
+func (t *TCP) sendFirst(log *slog.Logger, server net.Conn, v int, client net.Conn, replay []byte) bool {
+	if v > 0 {
 		h, err := proxyproto.Header(v, client.RemoteAddr(), client.LocalAddr())
 		if err != nil {
 			log.Warn("closing connection: cannot build the PROXY header for the server", "error", err)
-			server.Close()
-			return
+			return false
 		}
 		replay = append(h, replay...)
 	}
 	if len(replay) > 0 {
 		if _, err := server.Write(replay); err != nil {
 			log.Info("closing connection: writing to the server failed", "error", err)
-			server.Close()
-			return
+			return false
 		}
 	}
+	return true
+}
 
+// acceptProxy reads the PROXY header of a connection (AcceptProxy) and
+// counts the connection against the client the header names. It returns
+// the connection to read from, or false when the connection is to be
+// closed (it has logged why).
+func (t *TCP) acceptProxy(tc *tcpConn) (net.Conn, bool) {
+	if !t.AcceptProxy {
+		return tc.client, true
+	}
+	pc, err := proxyproto.Accept(tc.client, t.Trusted, t.headerTimeout())
+	if err != nil {
+		if !tc.isClosed() { // else by Shutdown
+			t.log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", tc.client.RemoteAddr().String(), "error", err)
+		}
+		return nil, false
+	}
+	// Not for a LOCAL header, nor for an untrusted peer (no header):
+	// those name no client.
+	if pc.Header() != nil && limit.AddrOf(pc.RemoteAddr()) != limit.AddrOf(pc.Peer()) && !tc.ticket.Move(pc.RemoteAddr()) {
+		return nil, false // over max_conns_per_client: summarized by the Gate
+	}
+	return pc, true
+}
+
+// relay relays client (as accepted: tc.client or a *proxyproto.Conn over
+// it) and server until both directions end, and logs how it ended.
+func (t *TCP) relay(log *slog.Logger, tc *tcpConn, client, server net.Conn) {
 	start := time.Now()
 	reason, err := newPipe(client, tc.client, server, t.idleTimeout()).run()
 	if tc.isClosed() {
@@ -274,10 +343,13 @@ func (t *TCP) logHelloError(log *slog.Logger, err error, n int) {
 	}
 }
 
-// handOff gives the connection to Terminate. It reports whether Terminate
-// took it.
+// handOff gives the connection to Terminate, with its count of the Gate,
+// which closing it releases. It reports whether Terminate took it.
 func (t *TCP) handOff(log *slog.Logger, tc *tcpConn, client net.Conn, replay []byte) bool {
-	rc := &replayConn{Conn: tc.client, prefix: replay, remote: client.RemoteAddr(), local: client.LocalAddr()}
+	var rc net.Conn = &replayConn{Conn: tc.client, prefix: replay, remote: client.RemoteAddr(), local: client.LocalAddr()}
+	if tc.ticket != nil {
+		rc = tc.ticket.Wrap(rc)
+	}
 	if !t.Terminate.deliver(t.ctx, rc) {
 		log.Info("closing connection: the TLS listener for names without a passthrough route is closed")
 		return false
@@ -285,11 +357,13 @@ func (t *TCP) handOff(log *slog.Logger, tc *tcpConn, client net.Conn, replay []b
 	return true
 }
 
-// connect acquires a server of b and connects to it, trying up to
-// b.Retries() other servers after failed connects. On success the server
-// counts the connection in flight until the caller calls b.Release(m). On
-// failure it has logged why.
-func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, clientAddr net.Addr) (net.Conn, *balance.Member, error) {
+// connect acquires a server of b (named backend) and connects to it,
+// trying up to b.Retries() other servers after failed connects. On
+// success the server counts the connection in flight until the caller
+// calls b.Release(m). On failure it has logged why. A failure that is the
+// proxy's own (ownFailure) is summarized in t.events instead of being held
+// against the server, and ends the attempts unless it is retryable.
+func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, backend string, clientAddr net.Addr) (net.Conn, *balance.Member, error) {
 	var hash uint64
 	if b.HashSource() {
 		hash = balance.HashString(clientIP(clientAddr))
@@ -304,18 +378,26 @@ func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, clientAddr net.A
 			if lastErr != nil {
 				attrs = append(attrs, "server", lastServer, "connect_error", lastErr)
 			}
-			if t.ctx.Err() != nil {
+			switch {
+			case t.ctx.Err() != nil:
 				log.Info("closing connection: shutting down", attrs...)
-			} else {
+			case lastErr != nil && ownFailure(lastErr):
+				// No other server left after the proxy's own failure
+				// (EADDRNOTAVAIL): summarized in t.events.
+				log.Debug("closing connection: no server available", attrs...)
+			default:
 				log.Warn("closing connection: no server available", attrs...)
 			}
 			return nil, nil, err
 		}
 		if attempt > 1 {
-			log.Info("retrying on another server", "failed", lastServer, "server", m.State.Address, "attempt", attempt, "error", lastErr)
+			level := slog.LevelInfo
+			if ownFailure(lastErr) {
+				level = slog.LevelDebug // summarized in t.events
+			}
+			log.Log(t.ctx, level, "retrying on another server", "failed", lastServer, "server", m.State.Address, "attempt", attempt, "error", lastErr)
 		}
-		d := net.Dialer{Timeout: b.ConnectTimeout()}
-		s, err := d.DialContext(t.ctx, "tcp", m.State.Address)
+		s, err := dialTCP(t.ctx, m.State.Address, b.ConnectTimeout())
 		if err == nil {
 			b.Observe(m, true)
 			if !tc.setServer(s) { // closed by Shutdown meanwhile
@@ -330,15 +412,33 @@ func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, clientAddr net.A
 			log.Info("closing connection: shutting down", "server", m.State.Address)
 			return nil, nil, err
 		}
-		b.Observe(m, false)
+		own := ownFailure(err)
+		if own {
+			t.noteOwnFailure(backend, err)
+		} else {
+			b.Observe(m, false)
+		}
 		b.Release(m)
 		tried = append(tried, m)
 		lastErr, lastServer = err, m.State.Address
-		if attempt > b.Retries() {
-			log.Warn("closing connection: cannot connect to a server", "server", lastServer, "attempts", attempt, "error", err)
+		if attempt > b.Retries() || !retryable(err) {
+			level := slog.LevelWarn
+			if own {
+				level = slog.LevelDebug // summarized in t.events
+			}
+			log.Log(t.ctx, level, "closing connection: cannot connect to a server", "server", lastServer, "attempts", attempt, "error", err)
 			return nil, nil, fmt.Errorf("connect to %s: %w", lastServer, err)
 		}
 	}
+}
+
+// noteOwnFailure summarizes a connect failure that is the proxy's own.
+func (t *TCP) noteOwnFailure(backend string, err error) {
+	msg := "connect to a server timed out on the proxy's side (the server had answered, or was never asked): the proxy is overloaded; not held against the server"
+	if limit.OutOfResources(err) {
+		msg = "cannot connect to a server: the proxy is out of descriptors, memory or local ports; not held against the server. Raise the open-files limit (LimitNOFILE=, ulimit -n) or lower max_conns; for local ports, widen net.ipv4.ip_local_port_range"
+	}
+	t.events.Note(msg, err, "frontend", t.Frontend, "backend", backend)
 }
 
 // clientIP is the client's address as hash balancing hashes it, the same

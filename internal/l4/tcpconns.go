@@ -5,11 +5,14 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/limit"
 )
 
 // tcpConn is one connection of a TCP proxy, from accept to close.
 type tcpConn struct {
-	client net.Conn // as accepted from the listener
+	client net.Conn      // as accepted from the listener
+	ticket *limit.Ticket // its count of the Gate; nil without one
 
 	mu     sync.Mutex
 	server net.Conn // once connected
@@ -53,8 +56,9 @@ type connSet struct {
 	isDrained bool
 }
 
-// add tracks a newly accepted connection; nil once shutting down.
-func (s *connSet) add(c net.Conn) *tcpConn {
+// add tracks a newly accepted connection and its ticket (nil: none);
+// nil once shutting down.
+func (s *connSet) add(c net.Conn, ticket *limit.Ticket) *tcpConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
@@ -63,7 +67,7 @@ func (s *connSet) add(c net.Conn) *tcpConn {
 	if s.conns == nil {
 		s.conns = make(map[*tcpConn]struct{})
 	}
-	tc := &tcpConn{client: c}
+	tc := &tcpConn{client: c, ticket: ticket}
 	s.conns[tc] = struct{}{}
 	return tc
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/limit"
 )
 
 // Defaults of UDP.
@@ -75,6 +76,13 @@ type UDP struct {
 	MaxFlows int
 	// Log receives warnings (rate-limited) and debug events. Nil: none.
 	Log *slog.Logger
+	// Gate, when not nil, counts every flow as a connection of its client
+	// IP against the frontend's connection limits, from its first
+	// datagram until it ends: a datagram that would start a flow over a
+	// limit is dropped, and the refusals are summarized by the Gate. Its
+	// Events also summarize the proxy's own failures to open a flow's
+	// socket. Nil: no limits, and those summaries go to Log.
+	Gate *limit.Gate
 
 	init  sync.Once
 	relay *udpRelay
@@ -106,7 +114,9 @@ type udpRelay struct {
 	idle     time.Duration
 	maxFlows int
 	log      *slog.Logger
-	epoch    time.Time // flows record times as nanoseconds since epoch
+	gate     *limit.Gate   // nil: no limits
+	events   *limit.Events // the Gate's, or one of its own
+	epoch    time.Time     // flows record times as nanoseconds since epoch
 
 	mu       sync.Mutex
 	flows    map[udpFlowKey]*udpFlow
@@ -139,6 +149,7 @@ func (u *UDP) live() *udpRelay {
 			idle:     u.IdleTimeout,
 			maxFlows: u.MaxFlows,
 			log:      u.Log,
+			gate:     u.Gate,
 			epoch:    time.Now(),
 			flows:    make(map[udpFlowKey]*udpFlow),
 		}
@@ -150,6 +161,11 @@ func (u *UDP) live() *udpRelay {
 		}
 		if r.log == nil {
 			r.log = slog.New(slog.DiscardHandler)
+		}
+		if r.gate != nil && r.gate.Events != nil {
+			r.events = r.gate.Events
+		} else {
+			r.events = limit.NewEvents(r.log, 0)
 		}
 		u.relay = r
 	})
@@ -325,7 +341,15 @@ func (r *udpRelay) start(key udpFlowKey, ifindex uint32, b []byte, tried []*bala
 		}
 		return
 	}
+	var ticket *limit.Ticket
+	if r.gate != nil {
+		if ticket = r.gate.HoldAddr(key.client.Addr()); ticket == nil {
+			r.mu.Unlock()
+			return // over a limit: summarized by the Gate
+		}
+	}
 	f := newUDPFlow(r, key, ifindex, b)
+	f.ticket = ticket
 	r.flows[key] = f
 	r.wg.Add(1)
 	r.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/limit"
 )
 
 // errNoBackend is why a flow is dropped when the frontend has no backend.
@@ -19,9 +20,10 @@ var errNoBackend = errors.New("the frontend has no backend")
 // Until the server is picked and the socket dialed, the flow holds the
 // client's datagrams (a few) in pending.
 type udpFlow struct {
-	r   *udpRelay
-	key udpFlowKey
-	oob []byte // sets a reply's source address; nil when key.pc has one address
+	r      *udpRelay
+	key    udpFlowKey
+	oob    []byte        // sets a reply's source address; nil when key.pc has one address
+	ticket *limit.Ticket // the flow's count of the Gate; nil without one
 
 	ctx    context.Context // ends when the flow does: stops the wait for a server
 	cancel context.CancelFunc
@@ -116,6 +118,19 @@ func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 		if f.ctx.Err() != nil {
 			f.end()
 			return nil, false
+		}
+		if limit.OutOfResources(err) {
+			// The proxy's own failure (no descriptor for the socket, no
+			// local port): not the server's, and every server would fail
+			// alike but for the local ports.
+			f.r.events.Note("cannot open a UDP flow's socket: the proxy is out of descriptors, memory or local ports; not held against the server. Raise the open-files limit (LimitNOFILE=, ulimit -n) or lower max_conns",
+				err, "frontend", f.r.frontend, "backend", name)
+			if !retryable(err) || attempt >= b.Retries() {
+				f.drop(err)
+				return nil, false
+			}
+			tried = append(tried, m)
+			continue
 		}
 		b.Observe(m, false)
 		tried = append(tried, m)
@@ -256,6 +271,15 @@ func (f *udpFlow) fail(backend string, err error) {
 	}
 }
 
+// drop ends a flow that the proxy could not open (its own failure,
+// summarized by the caller), counting the drop of its datagrams.
+func (f *udpFlow) drop(err error) {
+	if ended, dropped := f.close(false); ended {
+		f.r.droppedNoServer.Add(uint64(dropped))
+		f.r.log.Debug("UDP flow dropped: the proxy could not open its socket", "frontend", f.r.frontend, "client", f.key.client.String(), "error", err)
+	}
+}
+
 // close is end, reporting a failure to passive health checks first when
 // refused is set. It reports whether this call ended the flow, and how
 // many datagrams were still waiting for a server.
@@ -271,8 +295,10 @@ func (f *udpFlow) close(refused bool) (ended bool, dropped int) {
 	f.pending = nil
 	f.mu.Unlock()
 	f.cancel()
-	// Forget before closing: a datagram that finds the socket closed
-	// then finds no flow and starts a new one.
+	// Release the count first, then forget, then close: a datagram that
+	// finds the socket closed then finds no flow and starts a new one,
+	// which this flow no longer counts against.
+	f.ticket.Release()
 	f.r.forget(f)
 	if conn != nil {
 		if refused {

@@ -41,8 +41,18 @@ func (g *Gate) Hold(c net.Conn) *Ticket {
 	if g.Trusted != nil && client.IsValid() && g.Trusted(client) {
 		client = netip.Addr{}
 	}
-	if refused := g.Conns.Acquire(client); refused != "" {
+	t := g.HoldAddr(client)
+	if t == nil {
 		c.Close()
+	}
+	return t
+}
+
+// HoldAddr admits one connection of client that is not a net.Conn (a UDP
+// flow of the layer-4 relay): it returns its ticket, or nil when a limit
+// refused it. Trusted is not consulted. Release must follow.
+func (g *Gate) HoldAddr(client netip.Addr) *Ticket {
+	if refused := g.Conns.Acquire(client); refused != "" {
 		g.refused(refused)
 		return nil
 	}

@@ -132,6 +132,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		case config.ModeUDP:
 			for _, b := range fe.Bind {
 				r := compileRelay(fe, b, backends)
+				r.Gate = gateFor(conns, events, fe.Name, b.Address)
 				f.Relays = append(f.Relays, r)
 				g.relays[b.Address] = r
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/l4"
+	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/proxyproto"
@@ -40,6 +42,8 @@ type Relay struct {
 	Backend     *proxy.Backend
 	BackendName string
 	IdleTimeout time.Duration
+	// Gate counts the flows against the frontend's connection limits.
+	Gate *limit.Gate
 }
 
 // compileL4 builds the layer-4 part of a bind of an http or tcp frontend;
@@ -79,6 +83,22 @@ func compileRelay(fe *config.Frontend, b *config.Bind, backends map[string]*prox
 	}
 }
 
+// gate returns the Gate for the layer-4 side of a bind, g told which peers
+// send PROXY headers: their connections count in the totals at accept and
+// against the client a header names once it is read (l4.TCP calls
+// Ticket.Move), not against the proxy that sent them. Nil for nil.
+func (l *l4Bind) gate(g *limit.Gate) *limit.Gate {
+	if g == nil || !l.AcceptProxy || g.Trusted != nil {
+		return g
+	}
+	trusted := l.Trusted
+	c := *g
+	c.Trusted = func(ip netip.Addr) bool {
+		return trusted.Contains(net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	}
+	return &c
+}
+
 // settings describes how a layer-4 listener accepts connections, which
 // its l4.TCP fixes when it starts (part of tcpKind).
 func (l *l4Bind) settings() string {
@@ -111,7 +131,9 @@ type proxyListener struct {
 	waiting atomic.Int64
 }
 
-func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListener {
+// newProxyListener starts accepting on ln. Accept errors are summarized
+// by gate (one line per second); without one, logged each.
+func newProxyListener(ln net.Listener, b *l4Bind, gate *limit.Gate, log *slog.Logger) *proxyListener {
 	p := &proxyListener{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
 	go func() {
 		var delay time.Duration
@@ -124,7 +146,11 @@ func newProxyListener(ln net.Listener, b *l4Bind, log *slog.Logger) *proxyListen
 				// Out of file descriptors, most likely: back off as
 				// net/http does, and keep serving.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				log.Warn("accept failed; retrying", "in", delay, "error", err)
+				if gate != nil && gate.Events != nil {
+					gate.AcceptFailed(err)
+				} else {
+					log.Warn("accept failed; retrying", "in", delay, "error", err)
+				}
 				time.Sleep(delay)
 				continue
 			}

@@ -13,7 +13,6 @@ import (
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
-
 // serving is the running listeners (units) and the graph they serve. A
 // reload swaps the graph, keeps the units whose sockets and servers stay,
 // starts new ones and stops those the new graph does not have.

@@ -98,7 +98,7 @@ func (u *tcpUnit) serveL4(b *Bind) net.Listener {
 	if b.Handler != nil && !b.L4.Table.NeedHello() {
 		// Plain HTTP (or TLS without passthrough) behind PROXY headers:
 		// every connection goes to the http.Server once its header is read.
-		u.rest = newProxyListener(u.ln, b.L4, log)
+		u.rest = newProxyListener(u.ln, b.L4, b.Gate, log)
 		return u.rest
 	}
 	u.tcp = &l4.TCP{
@@ -109,6 +109,7 @@ func (u *tcpUnit) serveL4(b *Bind) net.Listener {
 		HeaderTimeout: b.L4.HeaderTimeout,
 		IdleTimeout:   b.L4.IdleTimeout,
 		Log:           u.s.log,
+		Gate:          b.L4.gate(b.Gate),
 	}
 	var rest net.Listener
 	if b.Handler != nil {

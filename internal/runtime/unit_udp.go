@@ -52,6 +52,7 @@ func (s *serving) startRelay(us unitSpec, sock *listen.Socket) (*relayUnit, erro
 		},
 		IdleTimeout: r.IdleTimeout,
 		Log:         s.log,
+		Gate:        r.Gate,
 	}
 	go func() {
 		if err := u.udp.Serve(udp); err != nil && !u.stopping.Load() {
