@@ -20,12 +20,13 @@ var allowed = map[string][]string{
 	"quickstart": {},
 	"balance":    {},
 	"health":     {"balance"},
-	"proxy":      {"balance", "proxyproto"},
+	"proxy":      {"balance", "proxyproto", "limit"},
 	"sni":        {},
 	"proxyproto": {},
-	"l4":         {"balance", "sni", "proxyproto"},
+	"limit":      {},
+	"l4":         {"balance", "sni", "proxyproto", "limit"},
 	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit"},
 	"testutil":   {},
 }
 

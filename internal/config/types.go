@@ -192,8 +192,28 @@ type QUIC struct {
 	// tokens. Empty (default): a random key per start.
 	TokenKeyFile string `yaml:"token_key_file"`
 	// Retry is address validation: auto (default: only under a handshake
-	// flood), always or never.
+	// flood, see RetryRate and RetryInProgress), always or never.
 	Retry string `yaml:"retry"`
+	// RetryRate: with retry auto, clients are sent a Retry once more than
+	// this many handshakes from unvalidated addresses started in the last
+	// second. Default 1000.
+	RetryRate int `yaml:"retry_rate"`
+	// RetryInProgress: with retry auto, clients are sent a Retry once this
+	// many handshakes are in progress. Default: half of MaxHandshakes;
+	// less than MaxHandshakes.
+	RetryInProgress int `yaml:"retry_in_progress"`
+	// MaxHandshakes bounds the handshakes in progress on the bind (all
+	// shards): beyond it, new connection attempts are refused
+	// (CONNECTION_REFUSED) before any state is kept for them. Default
+	// 2000.
+	MaxHandshakes int `yaml:"max_handshakes"`
+	// HandshakeTimeout drops a handshake when its client has sent nothing
+	// for this long (and any handshake not done in twice this time).
+	// Default 5s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// IdleTimeout closes an HTTP/3 connection idle for this long. 0
+	// (default): the frontend's limits.idle_timeout.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// RcvBuf and SndBuf are the sockets' buffer sizes in bytes, set before
 	// privileges are dropped. Default 7340032 (7 MiB).
 	RcvBuf int `yaml:"rcvbuf"`

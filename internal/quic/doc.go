@@ -11,7 +11,9 @@
 // (steer_linux.go, steer_prog_linux.go). Without that program a bind has
 // one socket, and HandoverConn passes the old process's datagrams on to it
 // during an upgrade (handover.go). The package also loads the keys that
-// must be shared by shards, restarts and instances (keys.go), decides when
-// to validate client addresses with Retry (retry.go), and counts what each
-// shard sees (metrics.go). docs/quic.md is the operator's guide.
+// must be shared by shards, restarts and instances (keys.go), admits new
+// connections: counts the handshakes in progress and refuses them beyond
+// a limit (handshakes.go), and decides when to validate client addresses
+// with Retry (retry.go); and it counts what each shard sees (metrics.go).
+// docs/quic.md is the operator's guide.
 package quic

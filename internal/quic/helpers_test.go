@@ -52,6 +52,9 @@ func serverTLS(t *testing.T) *tls.Config {
 type serverOptions struct {
 	transport *quicgo.Transport // Conn is set by startServer; nil: a default
 	config    quicgo.Config
+	// onAccept, if set, runs for every connection accepted (handshake
+	// completed).
+	onAccept func(*quicgo.Conn)
 }
 
 type testServer struct {
@@ -88,6 +91,9 @@ func startServer(t *testing.T, o serverOptions) *testServer {
 			conn, err := ln.Accept(context.Background())
 			if err != nil {
 				return
+			}
+			if o.onAccept != nil {
+				o.onAccept(conn)
 			}
 			wg.Go(func() {
 				str, err := conn.AcceptStream(context.Background())

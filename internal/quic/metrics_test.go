@@ -174,7 +174,7 @@ func TestLogEvery(t *testing.T) {
 func TestMetricsWithQuicGo(t *testing.T) {
 	f := mustFormat(t, nil)
 	m := NewMetrics(f, 1)
-	p, err := NewRetryPolicy(RetryAlways, RetryLimits{})
+	p, err := NewHandshakes(testLimits(RetryAlways), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,18 @@ package quic
 
 import (
 	"context"
+	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 type fakeClock struct{ t time.Time }
@@ -16,14 +21,19 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) Now() time.Time          { return c.t }
 func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
 
-func newFakePolicy(t *testing.T, mode RetryMode, l RetryLimits) (*RetryPolicy, *fakeClock) {
+// testLimits are limits high enough not to matter, with mode m.
+func testLimits(m RetryMode) HandshakeLimits {
+	return HandshakeLimits{Retry: m, RetryRate: 1000, RetryInProgress: 1000, MaxHandshakes: 2000}
+}
+
+func newFakeHandshakes(t *testing.T, l HandshakeLimits, onLimit func(string)) (*Handshakes, *fakeClock) {
 	t.Helper()
 	c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	p, err := newRetryPolicy(mode, l, c.Now)
+	h, err := newHandshakes(l, onLimit, c.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, c
+	return h, c
 }
 
 var client = &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4433}
@@ -43,8 +53,8 @@ func TestParseRetryMode(t *testing.T) {
 }
 
 func TestRetryAlwaysAndNever(t *testing.T) {
-	always, _ := newFakePolicy(t, RetryAlways, RetryLimits{})
-	never, _ := newFakePolicy(t, RetryNever, RetryLimits{})
+	always, _ := newFakeHandshakes(t, testLimits(RetryAlways), nil)
+	never, _ := newFakeHandshakes(t, testLimits(RetryNever), nil)
 	for i := 0; i < 5000; i++ {
 		if !always.VerifySourceAddress(client) {
 			t.Fatal("always did not Retry")
@@ -53,16 +63,18 @@ func TestRetryAlwaysAndNever(t *testing.T) {
 			t.Fatal("never sent Retry")
 		}
 	}
-	if s := always.Stats(); s != (RetryStats{Unvalidated: 5000, Retries: 5000}) {
+	if s := always.Stats(); s != (HandshakeStats{Unvalidated: 5000, Retries: 5000}) {
 		t.Errorf("always: %+v", s)
 	}
-	if s := never.Stats(); s != (RetryStats{Unvalidated: 5000}) {
+	if s := never.Stats(); s != (HandshakeStats{Unvalidated: 5000}) {
 		t.Errorf("never: %+v", s)
 	}
 }
 
 func TestRetryAutoRate(t *testing.T) {
-	p, c := newFakePolicy(t, RetryAuto, RetryLimits{HandshakesPerSecond: 10, InProgress: 1000})
+	var fired []string
+	p, c := newFakeHandshakes(t, HandshakeLimits{Retry: RetryAuto, RetryRate: 10, RetryInProgress: 1000, MaxHandshakes: 2000},
+		func(l string) { fired = append(fired, l) })
 	// 10 handshakes in 0.9 s: all admitted.
 	for i := 0; i < 10; i++ {
 		if p.VerifySourceAddress(client) {
@@ -98,83 +110,163 @@ func TestRetryAutoRate(t *testing.T) {
 	if s := p.Stats(); s.Unvalidated != 33 || s.Retries != 21 {
 		t.Errorf("stats %+v, want 33 attempts and 21 Retries", s)
 	}
+	if len(fired) != 21 || fired[0] != LimitRetryRate {
+		t.Errorf("limits fired: %q, want retry_rate for each of the 21 Retries", fired)
+	}
 }
 
+// TestRetryAutoInProgress: under the rate limit, Retry starts when
+// RetryInProgress handshakes are in progress, and stops as soon as one
+// of them ends, by HandshakeDone or by its context.
 func TestRetryAutoInProgress(t *testing.T) {
-	p, c := newFakePolicy(t, RetryAuto, RetryLimits{HandshakesPerSecond: 100, InProgress: 150, HandshakeTimeout: 3 * time.Second})
-	admit := func(n int) (admitted int) {
-		for i := 0; i < n; i++ {
-			if !p.VerifySourceAddress(client) {
-				admitted++
-			}
+	var fired []string
+	p, _ := newFakeHandshakes(t, HandshakeLimits{Retry: RetryAuto, RetryRate: 1000, RetryInProgress: 3, MaxHandshakes: 5},
+		func(l string) { fired = append(fired, l) })
+	var ctxs []context.Context
+	var cancels []context.CancelFunc
+	for i := range 3 {
+		if p.VerifySourceAddress(client) {
+			t.Fatalf("handshake %d got Retry", i+1)
 		}
-		return admitted
+		ctx, cancel := context.WithCancel(context.Background())
+		ctx, err := p.ConnContext(ctx, &quicgo.ClientInfo{RemoteAddr: client})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctxs, cancels = append(ctxs, ctx), append(cancels, cancel)
 	}
-	// 100 per second, under the rate limit: the first 150 fill the
-	// in-progress budget, the rest of the second second get Retry.
-	if got := admit(100); got != 100 {
-		t.Fatalf("second 0: admitted %d", got)
+	if !p.VerifySourceAddress(client) || p.InProgress() != 3 {
+		t.Fatalf("no Retry with %d of 3 in progress", p.InProgress())
 	}
-	c.Advance(time.Second)
-	if got := admit(100); got != 50 {
-		t.Fatalf("second 1: admitted %d, want 50 (150 in progress)", got)
+	// A client validated by Retry is admitted up to MaxHandshakes.
+	for range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if _, err := p.ConnContext(ctx, &quicgo.ClientInfo{RemoteAddr: client, AddrVerified: true}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	c.Advance(time.Second)
-	if got := admit(100); got != 0 {
-		t.Fatalf("second 2: admitted %d, want 0", got)
+	if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client, AddrVerified: true}); !errors.Is(err, ErrTooManyHandshakes) {
+		t.Fatalf("the 6th handshake: %v, want ErrTooManyHandshakes", err)
 	}
-	// At 3 s the first 100 count as done.
-	c.Advance(time.Second)
-	if got := admit(100); got != 100 {
-		t.Fatalf("second 3: admitted %d, want 100", got)
+	// One completes, one fails (quic-go cancels its context): 3 left.
+	HandshakeDone(ctxs[0])
+	HandshakeDone(ctxs[0]) // counted once
+	cancels[1]()
+	waitFor(t, func() bool { return p.InProgress() == 3 })
+	cancels[0]() // after HandshakeDone: not counted again
+	HandshakeDone(context.Background())
+	time.Sleep(10 * time.Millisecond)
+	if p.InProgress() != 3 {
+		t.Fatalf("in progress %d, want 3", p.InProgress())
+	}
+	cancels[2]()
+	waitFor(t, func() bool { return p.InProgress() == 2 })
+	if p.VerifySourceAddress(client) {
+		t.Fatal("Retry with 2 of 3 in progress")
+	}
+	want := []string{LimitRetryInProgress, LimitMaxHandshakes}
+	if !slices.Equal(fired, want) {
+		t.Errorf("limits fired: %q, want %q", fired, want)
+	}
+	if s := p.Stats(); s != (HandshakeStats{InProgress: 2, Unvalidated: 5, Retries: 1, Refused: 1}) {
+		t.Errorf("stats %+v", s)
 	}
 }
 
-func TestRetryDefaultsAndBadLimits(t *testing.T) {
-	p, err := NewRetryPolicy(RetryAuto, RetryLimits{})
-	if err != nil {
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testutil.Scaled(5 * time.Second))
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestHandshakeLimitsCheck(t *testing.T) {
+	good := HandshakeLimits{Retry: RetryAuto, RetryRate: 1000, RetryInProgress: 1000, MaxHandshakes: 2000}
+	if err := good.Check(); err != nil {
 		t.Fatal(err)
 	}
-	if p.limits != (RetryLimits{HandshakesPerSecond: 1000, InProgress: 10000, HandshakeTimeout: 10 * time.Second}) {
-		t.Errorf("defaults: %+v", p.limits)
-	}
-	if p.Mode() != RetryAuto {
-		t.Errorf("mode %v", p.Mode())
-	}
-	for _, l := range []RetryLimits{{HandshakesPerSecond: -1}, {InProgress: maxLimit + 1}, {HandshakeTimeout: -time.Second}} {
-		if _, err := NewRetryPolicy(RetryAuto, l); err == nil {
-			t.Errorf("%+v: no error", l)
+	for _, c := range []struct {
+		change func(*HandshakeLimits)
+		want   string
+	}{
+		{func(l *HandshakeLimits) { l.RetryRate = 0 }, "quic retry_rate 0: want 1 to 1048576"},
+		{func(l *HandshakeLimits) { l.RetryInProgress = -1 }, "quic retry_in_progress -1: want 1 to"},
+		{func(l *HandshakeLimits) { l.MaxHandshakes = maxLimit + 1 }, "quic max_handshakes 1048577: want 1 to"},
+		{func(l *HandshakeLimits) { l.RetryInProgress = 2000 }, "quic retry_in_progress 2000: want less than max_handshakes (2000)"},
+		{func(l *HandshakeLimits) { l.Retry = RetryMode(9) }, "unknown mode"},
+	} {
+		l := good
+		c.change(&l)
+		err := l.Check()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", l, err, c.want)
+		}
+		if _, err := NewHandshakes(l, nil); err == nil {
+			t.Errorf("NewHandshakes(%+v): no error", l)
 		}
 	}
-	if _, err := NewRetryPolicy(RetryMode(9), RetryLimits{}); err == nil {
-		t.Error("unknown mode: no error")
+	// Without Retry, retry_in_progress does not matter.
+	l := good
+	l.Retry, l.RetryInProgress = RetryNever, 5000
+	if err := l.Check(); err != nil {
+		t.Error(err)
 	}
 }
 
-func TestRetryConcurrentShards(t *testing.T) {
-	p, err := NewRetryPolicy(RetryAuto, RetryLimits{HandshakesPerSecond: 1_000_000, InProgress: 100})
+// TestHandshakesSetLimits: a reload changes the limits; handshakes in
+// progress stay counted.
+func TestHandshakesSetLimits(t *testing.T) {
+	p, _ := newFakeHandshakes(t, testLimits(RetryAuto), nil)
+	for range 3 {
+		if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.SetLimits(HandshakeLimits{Retry: RetryNever, RetryRate: 1, RetryInProgress: 1, MaxHandshakes: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if p.VerifySourceAddress(client) {
+		t.Error("Retry after the reload to never")
+	}
+	if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client}); !errors.Is(err, ErrTooManyHandshakes) {
+		t.Errorf("4th handshake with max_handshakes 3: %v", err)
+	}
+	if err := p.SetLimits(HandshakeLimits{Retry: RetryAuto, RetryRate: 1, RetryInProgress: 5, MaxHandshakes: 3}); err == nil {
+		t.Error("bad limits accepted")
+	}
+	if p.Limits().Retry != RetryNever || p.InProgress() != 3 {
+		t.Errorf("after a refused change: %+v, %d in progress", p.Limits(), p.InProgress())
+	}
+}
+
+// TestMaxHandshakesConcurrentShards: the hard limit is exact when every
+// shard admits at once.
+func TestMaxHandshakesConcurrentShards(t *testing.T) {
+	p, err := NewHandshakes(HandshakeLimits{Retry: RetryNever, RetryRate: 1, RetryInProgress: 1, MaxHandshakes: 100}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	admitted := 0
+	var admitted atomic.Int64
 	for range 8 {
 		wg.Go(func() {
 			for range 100 {
-				if !p.VerifySourceAddress(client) {
-					mu.Lock()
-					admitted++
-					mu.Unlock()
+				if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client}); err == nil {
+					admitted.Add(1)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if admitted != 100 {
-		t.Fatalf("admitted %d, want exactly the in-progress limit of 100", admitted)
+	if admitted.Load() != 100 || p.InProgress() != 100 {
+		t.Fatalf("admitted %d, %d in progress; want exactly max_handshakes, 100", admitted.Load(), p.InProgress())
 	}
-	if s := p.Stats(); s.Unvalidated != 800 || s.Retries != 700 {
+	if s := p.Stats(); s.Refused != 700 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -184,7 +276,7 @@ func TestRetryConcurrentShards(t *testing.T) {
 // generator), comes back with the token, and connects without being asked
 // again.
 func TestRetryWithQuicGo(t *testing.T) {
-	p, err := NewRetryPolicy(RetryAlways, RetryLimits{})
+	p, err := NewHandshakes(testLimits(RetryAlways), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,8 +94,9 @@ func BenchmarkIdleHTTP3ConnTuned(b *testing.B) {
 	addr := freeIdleAddr(b)
 	bind := compileIdle(b, addr, client.backend).binds[addr]
 	conf := &quic.Config{
-		MaxIdleTimeout: bind.Limits.idleTimeout,
-		Allow0RTT:      false,
+		HandshakeIdleTimeout: bind.QUIC.handshakeTimeout,
+		MaxIdleTimeout:       bind.h3IdleTimeout(),
+		Allow0RTT:            false,
 	}
 	if err := setQUICConfig(conf, *idleH3Quic); err != nil {
 		b.Fatalf("-idleh3quic: %v", err)
@@ -117,9 +118,10 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	cur.Store(bind)
 	srv := &http3.Server{
 		Handler:     handler(&cur),
-		IdleTimeout: bind.Limits.idleTimeout,
+		IdleTimeout: bind.h3IdleTimeout(),
 		Logger:      slog.New(slog.DiscardHandler),
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			pquic.HandshakeDone(ctx)
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
 			context.AfterFunc(ctx, cc.Close)
 			return proxy.WithClientConn(ctx, cc)
@@ -142,6 +144,10 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	if err != nil {
 		b.Fatal(err)
 	}
+	hs, err := pquic.NewHandshakes(q.handshakes, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var gen pquic.Generation
 	conn := pquic.NewHandoverConn(udp, q.format, gen)
 	tr := &quic.Transport{
@@ -149,11 +155,12 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 		ConnectionIDGenerator: pquic.NewGenCIDGenerator(q.format, gen, 0),
 		StatelessResetKey:     q.resetKey,
 		TokenGeneratorKey:     q.tokenKey,
-		VerifySourceAddress:   q.retry.VerifySourceAddress,
+		VerifySourceAddress:   hs.VerifySourceAddress,
+		ConnContext:           hs.ConnContext,
 		Tracer:                metrics.TransportTracer(0, nil),
 	}
 	conf.Tracer = metrics.ConnTracer(0, nil)
-	ln, err := tr.ListenEarly(tlsConf, conf)
+	ln, err := tr.Listen(tlsConf, conf)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	gort "runtime"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -32,9 +34,17 @@ type quicBind struct {
 	resetFile, tokenFile string
 	resetKey             *quic.StatelessResetKey
 	tokenKey             *quic.TokenGeneratorKey
-	retry                *pquic.RetryPolicy
-	rcvbuf               int
-	sndbuf               int
+	// handshakes are the limits on new connections: Retry and
+	// max_handshakes. A reload applies them to the running transports
+	// (quicUnit.update).
+	handshakes pquic.HandshakeLimits
+	// handshakeTimeout is quic.Config.HandshakeIdleTimeout.
+	handshakeTimeout time.Duration
+	// idleTimeout is quic.idle_timeout: 0 for the frontend's
+	// limits.idle_timeout (see h3IdleTimeout).
+	idleTimeout time.Duration
+	rcvbuf      int
+	sndbuf      int
 	// notes are said when the bind goes live (random keys).
 	notes []string
 }
@@ -47,9 +57,10 @@ const maxAutoShards = 8
 func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.ReadFileFunc) (*quicBind, []string, config.ErrorList) {
 	q := b.QUIC
 	if q == nil {
-		q = &config.QUIC{Retry: config.DefaultRetry, RcvBuf: config.DefaultQUICBuffer, SndBuf: config.DefaultQUICBuffer}
+		q = config.DefaultQUIC()
 	}
-	qb := &quicBind{shards: q.Shards, sets: 1, rcvbuf: q.RcvBuf, sndbuf: q.SndBuf}
+	qb := &quicBind{shards: q.Shards, sets: 1, rcvbuf: q.RcvBuf, sndbuf: q.SndBuf,
+		handshakeTimeout: q.HandshakeTimeout, idleTimeout: q.IdleTimeout}
 	if qb.shards == 0 {
 		qb.shards = min(gort.NumCPU(), maxAutoShards)
 	}
@@ -83,11 +94,12 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 		errs = append(errs, cfg.Errorf(pos, "frontend %q: %v", fe, err))
 	}
 	mode, err := pquic.ParseRetryMode(q.Retry)
-	if err == nil {
-		qb.retry, err = pquic.NewRetryPolicy(mode, pquic.RetryLimits{})
-	}
 	if err != nil {
 		errs = append(errs, cfg.Errorf(q.At.Value("retry"), "frontend %q: %v", fe, err))
+	}
+	qb.handshakes = pquic.HandshakeLimits{Retry: mode, RetryRate: q.RetryRate, RetryInProgress: q.RetryInProgress, MaxHandshakes: q.MaxHandshakes}
+	if err := qb.handshakes.Check(); err != nil {
+		errs = append(errs, cfg.Errorf(q.At.Self, "frontend %q: %v", fe, err))
 	}
 	qb.resetKey, qb.tokenKey = reset, token
 	for i, n := range notes {
@@ -139,4 +151,44 @@ func (g *Graph) setQUICSockets(shards map[string]int, steered map[string]pquic.S
 			}
 		}
 	}
+}
+
+// h3IdleTimeout is the idle timeout of the bind's HTTP/3 connections:
+// quic.idle_timeout, or the frontend's limits.idle_timeout.
+func (b *Bind) h3IdleTimeout() time.Duration {
+	if b.QUIC.idleTimeout > 0 {
+		return b.QUIC.idleTimeout
+	}
+	return b.Limits.idleTimeout
+}
+
+// newHandshakes returns the admission of the unit's new connections,
+// whose limits firing are summarized in the frontend's log events.
+func (u *quicUnit) newHandshakes() (*pquic.Handshakes, error) {
+	b := u.cur.Load()
+	return pquic.NewHandshakes(b.QUIC.handshakes, func(name string) {
+		b := u.cur.Load()
+		if b.Gate == nil || b.Gate.Events == nil {
+			return
+		}
+		msg := "limit reached, Retry sent"
+		if name == pquic.LimitMaxHandshakes {
+			msg = "limit reached, connection refused"
+		}
+		b.Gate.Events.Note(msg, nil, "limit", name, "frontend", b.TCP.Frontend, "address", b.UDP.Address)
+	})
+}
+
+// connContext is the transports' ConnContext: a new connection is
+// counted as a handshake in progress (refused at max_handshakes), then
+// against the frontend's connection limits (admit). Both refuse before
+// quic-go allocates the connection.
+func (u *quicUnit) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	ctx, err := u.hs.ConnContext(ctx, info)
+	if err != nil {
+		return ctx, err
+	}
+	// If admit refuses, quic-go cancels ctx, which ends the handshake's
+	// count.
+	return u.admit(ctx, info)
 }

@@ -148,11 +148,13 @@ type quicSetting struct {
 }
 
 // quicSettings are the settings of a bind's HTTP/3 that its
-// quic.Transports hold from their start: changing one needs new
-// transports, which would drop the bind's connections. Keys from files are
-// compared by a hash of their bytes; random keys compare equal (a kept
-// transport keeps its own). The retry mode is not among them: transports
-// ask the current one.
+// quic.Transports (and their quic.Config) hold from their start: changing
+// one needs new transports, which would drop the bind's connections. Keys
+// from files are compared by a hash of their bytes; random keys compare
+// equal (a kept transport keeps its own). The retry mode and the
+// handshake limits are not among them: transports ask the current ones.
+// idle_timeout is the quic block's own (0 when it follows the frontend's
+// limits.idle_timeout, which a reload keeps for HTTP/3 with a note).
 func quicSettings(q *quicBind) []quicSetting {
 	key := func(file string, k []byte) string {
 		if file == "" {
@@ -167,6 +169,8 @@ func quicSettings(q *quicBind) []quicSetting {
 		{"shards", fmt.Sprint(q.configured), true},
 		{"rcvbuf", fmt.Sprint(q.rcvbuf), true},
 		{"sndbuf", fmt.Sprint(q.sndbuf), true},
+		{"handshake_timeout", q.handshakeTimeout.String(), true},
+		{"idle_timeout", q.idleTimeout.String(), true},
 	}
 }
 

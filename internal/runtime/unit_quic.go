@@ -39,7 +39,16 @@ type quicUnit struct {
 	srv *http3.Server
 	pcs []io.Closer
 	trs []*quic.Transport
-	lns []*quic.EarlyListener
+	// lns are Listeners, not EarlyListeners: HTTP/3 takes a connection
+	// once its handshake is done, so that a handshake that never
+	// completes costs no HTTP/3 state (http3.Server keeps a connection it
+	// was handed until its IdleTimeout, handshake failed or not), and
+	// HandshakeDone ends its count then. Without 0-RTT, clients send no
+	// request earlier anyway.
+	lns []*quic.Listener
+	// hs admits new connections on every shard and counts their
+	// handshakes in progress (Retry, max_handshakes).
+	hs *pquic.Handshakes
 	// gen is the generation whose connection IDs the transports issue.
 	gen pquic.Generation
 	// steer is the bind's steering program; nil without.
@@ -73,10 +82,11 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 	log := s.log.With("frontend", b.TCP.Frontend, "address", b.UDP.Address)
 	u.srv = &http3.Server{
 		Handler:        handler(&u.cur),
-		IdleTimeout:    b.Limits.idleTimeout,
+		IdleTimeout:    b.h3IdleTimeout(),
 		MaxHeaderBytes: b.Limits.maxHeaderBytes,
 		Logger:         log,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			pquic.HandshakeDone(ctx) // a Listener: the handshake is done
 			ctx = proxy.WithConnGuard(ctx, newConnGuard(b, func() {
 				c.CloseWithError(h3ExcessiveLoad, "too many cancelled requests")
 			}))
@@ -106,7 +116,10 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		u.releaseSteering()
 		return nil, err
 	}
-	verify := func(a net.Addr) bool { return u.cur.Load().QUIC.retry.VerifySourceAddress(a) }
+	var err error
+	if u.hs, err = u.newHandshakes(); err != nil {
+		return fail(err)
+	}
 	for i, sock := range shards {
 		conn, err := u.packetConn(sock, q, s.takePeer(b.TCP.Address), len(shards))
 		if err != nil {
@@ -117,16 +130,17 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 			ConnectionIDGenerator: pquic.NewGenCIDGenerator(q.format, u.gen, i),
 			StatelessResetKey:     q.resetKey,
 			TokenGeneratorKey:     q.tokenKey,
-			VerifySourceAddress:   verify,
-			ConnContext:           u.admit,
+			VerifySourceAddress:   u.hs.VerifySourceAddress,
+			ConnContext:           u.connContext,
 			Tracer:                metrics.TransportTracer(i, nil),
 		}
 		u.trs = append(u.trs, tr)
-		ln, err := tr.ListenEarly(tlsConf, &quic.Config{
-			MaxIdleTimeout:     b.Limits.idleTimeout,
-			MaxIncomingStreams: int64(b.Limits.h2MaxStreams),
-			Allow0RTT:          false,
-			Tracer:             metrics.ConnTracer(i, nil),
+		ln, err := tr.Listen(tlsConf, &quic.Config{
+			HandshakeIdleTimeout: q.handshakeTimeout,
+			MaxIdleTimeout:       b.h3IdleTimeout(),
+			MaxIncomingStreams:   int64(b.Limits.h2MaxStreams),
+			Allow0RTT:            false,
+			Tracer:               metrics.ConnTracer(i, nil),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", sock.Spec, err))
@@ -184,11 +198,11 @@ func (u *quicUnit) sockets() []*listen.Socket { return u.socks.sockets() }
 func (u *quicUnit) release()                  { u.socks.release() }
 func (u *quicUnit) settle(context.Context)    {}
 
-// update serves the new bind. A retry policy of the same mode carries
-// over, with what it has counted (the handshake rate of retry: auto).
+// update serves the new bind. The handshakes in progress stay counted
+// under the new limits.
 func (u *quicUnit) update(us unitSpec) {
-	if old, q := u.cur.Load().QUIC.retry, us.bind.QUIC; old.Mode() == q.retry.Mode() {
-		q.retry = old
+	if err := u.hs.SetLimits(us.bind.QUIC.handshakes); err != nil {
+		u.s.log.Warn("QUIC: the handshake limits stay as they were", "address", us.bind.UDP.Address, "error", err)
 	}
 	u.us.Store(&us)
 	u.socks.setSpecs(us.specs)
