@@ -159,7 +159,7 @@ func (c *ClientConn) start(conn net.Conn, hdr []byte, timeout time.Duration) (ne
 		if c.isClosed() {
 			return nil, &clientConnError{errClientClosed}
 		}
-		return nil, &dialError{fmt.Errorf("sending the PROXY header: %w", err)}
+		return nil, &dialError{err: fmt.Errorf("sending the PROXY header: %w", err)}
 	}
 	conn.SetWriteDeadline(time.Time{})
 	return pc, nil

@@ -156,8 +156,12 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 	if err != nil {
 		x.end()
 		b.release(m)
-		var ce *clientConnError
-		if req.Context().Err() == nil && !errors.As(err, &ce) {
+		if cb := clientFault(err, body); cb != nil {
+			// The transport gave up because the client's body failed
+			// (errors.go): the client's fault, whatever it reported.
+			err = cb
+		}
+		if req.Context().Err() == nil && serverFault(err) {
 			// A request the client abandoned says nothing about the server.
 			srv.observe(false)
 		}
@@ -216,9 +220,8 @@ func (b *Backend) retriable(req *http.Request, err error, body *replayBody, atte
 	}
 	var de *dialError
 	var nerr net.Error
-	var ce *clientConnError
 	switch {
-	case errors.As(err, &ce):
+	case !retryElsewhere(err):
 		return false
 	case errors.As(err, &de):
 		if body != nil && body.consumed() {

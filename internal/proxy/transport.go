@@ -25,8 +25,17 @@ type Upstream struct {
 	ServerTimeout time.Duration
 	// IdleTimeout closes pooled connections idle this long. Default 90s.
 	IdleTimeout time.Duration
+	// MaxConnsPerServer caps the connections to each server, in use,
+	// being dialed or idle; a request that would need one more waits for
+	// one to come back. 0: no cap. NewBackend sets it to the largest
+	// max_conns of its servers: those bound the requests in flight, and
+	// this keeps a response's connection, returned to the pool a moment
+	// after the response ended, from being replaced by a new one.
+	MaxConnsPerServer int
 	// MaxIdlePerServer is how many idle keep-alive connections are pooled
-	// per server. Default 256.
+	// per server. Default 1024, a server's default max_conns: the
+	// connections a burst opened are kept for the next one instead of
+	// being closed and dialed again.
 	MaxIdlePerServer int
 }
 
@@ -44,7 +53,7 @@ func (u *Upstream) setDefaults() {
 		u.IdleTimeout = 90 * time.Second
 	}
 	if u.MaxIdlePerServer <= 0 {
-		u.MaxIdlePerServer = 256
+		u.MaxIdlePerServer = 1024
 	}
 }
 
@@ -57,9 +66,10 @@ func (u *Upstream) setDefaults() {
 func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.Transport {
 	dialer := &net.Dialer{Timeout: u.ConnectTimeout, KeepAlive: 30 * time.Second}
 	connect := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		start := time.Now()
 		c, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
-			return nil, &dialError{err}
+			return nil, newDialError(err, start, u.ConnectTimeout)
 		}
 		if onConnect != nil {
 			return onConnect(c)
@@ -81,6 +91,7 @@ func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.
 	t := &http.Transport{
 		Proxy:                 nil, // never take HTTP_PROXY from the environment
 		MaxIdleConnsPerHost:   u.MaxIdlePerServer,
+		MaxConnsPerHost:       u.MaxConnsPerServer,
 		IdleConnTimeout:       u.IdleTimeout,
 		ResponseHeaderTimeout: u.ServerTimeout,
 		DisableCompression:    true, // pass Accept-Encoding through untouched
@@ -99,6 +110,7 @@ func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.
 		}
 		t.TLSClientConfig = conf
 		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			start := time.Now()
 			ctx, cancel := context.WithTimeout(ctx, u.ConnectTimeout)
 			defer cancel()
 			raw, err := connect(ctx, network, addr)
@@ -113,7 +125,7 @@ func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.
 			tc := tls.Client(raw, c)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				raw.Close()
-				return nil, &dialError{err}
+				return nil, newDialError(err, start, u.ConnectTimeout)
 			}
 			return tc, nil
 		}

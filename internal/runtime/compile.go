@@ -144,10 +144,13 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 				router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
 			}
 		}
+		limited := func(h http.Handler) http.Handler {
+			return proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
+		}
 		for _, b := range fe.Bind {
 			cb := &Bind{
 				TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
-				Handler: &proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)},
+				Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
 				L4:      compileL4(fe, b, backends),
 				Gate:    gateFor(conns, events, fe.Name, b.Address),
 				Limits:  compileHTTPLimits(fe.Limits),
@@ -171,7 +174,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 				cb.QUIC = qb
 				g.notes = append(g.notes, notes...)
 				_, port, _ := net.SplitHostPort(b.Address)
-				cb.Handler = &proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), Log: log.With("frontend", fe.Name)}
+				cb.Handler = limited(&proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), Log: log.With("frontend", fe.Name)})
 			}
 			f.Binds = append(f.Binds, cb)
 			g.binds[b.Address] = cb

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,6 +37,11 @@ func compileHTTPLimits(l config.Limits) httpLimits {
 func (l httpLimits) String() string {
 	return fmt.Sprintf("header_timeout %s, idle_timeout %s, max_header_bytes %d, h2_max_streams %d",
 		l.headerTimeout, l.idleTimeout, l.maxHeaderBytes, l.h2MaxStreams)
+}
+
+// requestLimits are the per-request limits of an http frontend.
+func requestLimits(l config.Limits) proxy.RequestLimits {
+	return proxy.RequestLimits{MaxBodyBytes: int64(l.MaxBodyBytes), BodyTimeout: l.BodyTimeout, SendTimeout: l.SendTimeout}
 }
 
 // connPlan is what a graph wants for the connection limits of one
@@ -100,10 +106,12 @@ func h2Errors(b *Bind) func(errType string) {
 	}
 	ev, fe, addr := b.Gate.Events, b.TCP.Frontend, b.TCP.Address
 	return func(errType string) {
-		switch errType {
-		case "over_max_streams", "over_max_streams_race":
+		// errType is the name net/http gives the error, prefixed with
+		// the stream or connection error's code ("stream_PROTOCOL_ERROR_over_max_streams").
+		switch {
+		case strings.Contains(errType, "over_max_streams"):
 			ev.Note("limit reached, stream refused", nil, "limit", "h2_max_streams", "frontend", fe, "address", addr)
-		case "too_many_early_resets":
+		case strings.Contains(errType, "too_many_early_resets"):
 			ev.Note("limit reached, connection closed", nil, "limit", "cancelled_requests", "frontend", fe, "address", addr)
 		default:
 			ev.Note("HTTP/2 protocol error", nil, "type", errType, "frontend", fe, "address", addr)

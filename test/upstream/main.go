@@ -16,6 +16,9 @@
 //	/cut                200 with Content-Length 1000, but only 10 bytes
 //	                    of body before the connection is dropped: a server
 //	                    that dies in the middle of a response
+//	/reset              200 without a length (chunked), 10 bytes of body,
+//	                    then the connection is reset (TCP RST) 50ms
+//	                    later: a server that crashes mid-response
 //	/healthz            200, or 503 while the -fail-file exists
 //	/concurrency        "peak=P current=C": the most requests seen at once
 //	                    since start (or the last reset) and those now
@@ -190,6 +193,21 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status = n
+	}
+	if r.URL.Path == "/reset" {
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "0123456789")
+		http.NewResponseController(w).Flush()
+		time.Sleep(50 * time.Millisecond) // the bytes go out before the reset
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil { // HTTP/2: reset the stream instead
+			panic(http.ErrAbortHandler)
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+		return
 	}
 	if r.URL.Path == "/cut" {
 		w.Header().Set("Content-Length", "1000")
