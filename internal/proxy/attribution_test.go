@@ -424,3 +424,43 @@ func TestOwnResourceErrorIs503(t *testing.T) {
 		})
 	}
 }
+
+// A server that resets its connection in the middle of a response body
+// is held to account: the cut counts as a failure for passive health,
+// though the status it sent did not.
+func TestCutResponseCountsAgainstServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				http.ReadRequest(bufio.NewReader(c))
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n"+strings.Repeat("a", 1000))
+				c.(*net.TCPConn).SetLinger(0)
+			}()
+		}
+	}()
+	be, failures, _ := judgedBackend(t, BackendOptions{}, l.Addr().String())
+	url := serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: be}}}})
+	for i := 0; i < 3; i++ {
+		resp, err := client.Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err == nil {
+			t.Errorf("request %d: a body cut short read as complete", i)
+		}
+		resp.Body.Close()
+	}
+	if n := failures.Load(); n != 3 {
+		t.Errorf("3 responses cut by the server counted %d failures, want 3", n)
+	}
+}

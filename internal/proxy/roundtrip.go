@@ -184,7 +184,7 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 		}
 		resp.Body = &releaseReadWriteCloser{rwc, releaser{b: b, m: m, own: own, x: x}}
 	} else {
-		resp.Body = &releaseBody{ReadCloser: resp.Body, r: releaser{b: b, m: m, own: own, x: x}, client: req.Context()}
+		resp.Body = &releaseBody{ReadCloser: resp.Body, r: releaser{b: b, m: m, own: own, x: x}, client: req.Context(), srv: srv, reqBody: body}
 	}
 	if b.opt.StickyCookie != "" {
 		if c, err := req.Cookie(b.opt.StickyCookie); err != nil || c.Value != m.ID {
@@ -249,6 +249,8 @@ func idempotent(req *http.Request) bool {
 type replayBody struct {
 	rc   io.ReadCloser
 	read atomic.Bool
+	// broken: a read of the client's body failed (client_body faults).
+	broken atomic.Bool
 
 	mu             sync.Mutex
 	final          bool // no more attempts: Close closes
@@ -268,8 +270,14 @@ func (r *replayBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.read.Store(true)
 	}
+	if err != nil && err != io.EOF {
+		r.broken.Store(true)
+	}
 	return n, err
 }
+
+// failed reports whether reading the client's body failed (nil-safe).
+func (r *replayBody) failed() bool { return r != nil && r.broken.Load() }
 
 func (r *replayBody) Close() error {
 	r.mu.Lock()
@@ -346,14 +354,27 @@ type releaseBody struct {
 	// client is the client request's context: a body closed before its
 	// end because the client left is drained first (exchange.go).
 	client context.Context
-	eof    bool
+	// srv learns of a body the server cut (passive health), unless the
+	// client's request body, reqBody, failed first.
+	srv     *Server
+	reqBody *replayBody
+	eof     bool
+	failed  bool
 }
 
 func (b *releaseBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.eof = true
 		b.r.release()
+	case err != nil && !b.failed && b.client.Err() == nil && !b.reqBody.failed():
+		// The server reset or closed the connection in the middle of
+		// the body (the client is still there and its request body did
+		// not fail, so neither ended the exchange): the server's
+		// failure.
+		b.failed = true
+		b.srv.observe(false)
 	}
 	return n, err
 }

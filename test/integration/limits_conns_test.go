@@ -314,3 +314,24 @@ func (c *closeWatch) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// TestLimitGlobalConns: global.max_conns counts every frontend's
+// connections together: with 3, a third connection to one frontend and a
+// fourth to the other are refused.
+func TestLimitGlobalConns(t *testing.T) {
+	_, servers := attackBackends(t, 1)
+	cfg := strings.Replace(lbConfig("", servers...), "  grace: 2s\n", "  grace: 2s\n  max_conns: 3\n", 1)
+	s, p := startLB(t, cfg)
+	mark := len(p.stderr.String())
+	for i, proto := range []string{"tcp", "tls", "h3"} {
+		if err := openServed(t, s, proto); err != nil {
+			t.Fatalf("connection %d of the process (over %s): %v", i+1, proto, err)
+		}
+	}
+	for _, proto := range []string{"tcp", "h3"} {
+		if err := openServed(t, s, proto); err == nil {
+			t.Errorf("a fourth connection of the process (over %s) was served with global max_conns 3", proto)
+		}
+	}
+	waitLogWith(t, p, mark, scaled(3*time.Second), "limit=global.max_conns")
+}
