@@ -1,38 +1,20 @@
 package limit
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
-// syncBuf is a log destination safe for concurrent use.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestGateListener(t *testing.T) {
-	var logs syncBuf
+	var logs testutil.Buffer
 	ev := NewEvents(slog.New(slog.NewTextHandler(&logs, nil)), 50*time.Millisecond)
 	conns := NewConns(NewConns(nil))
 	conns.SetLimits(2, 0)
@@ -136,7 +118,7 @@ type addrConn struct {
 func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 
 func TestEventsSummarize(t *testing.T) {
-	var logs syncBuf
+	var logs testutil.Buffer
 	ev := NewEvents(slog.New(slog.NewTextHandler(&logs, nil)), 100*time.Millisecond)
 	emfile := fmt.Errorf("accept tcp: %w", syscall.EMFILE)
 	for i := 0; i < 1000; i++ {

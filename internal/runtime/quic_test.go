@@ -1,16 +1,12 @@
 package runtime
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/quic-go/quic-go/http3"
 
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
@@ -62,18 +58,7 @@ backends:
 		t.Fatalf("limits %+v, want %+v", got, want)
 	}
 
-	h3 := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
-	defer h3.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), scaledTimeout())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/one", nil)
-	resp, err := h3.RoundTrip(req)
-	if err != nil {
-		t.Fatalf("HTTP/3: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "backend /one" {
+	if body := h3Body(t, "https://"+addr+"/one"); body != "backend /one" {
 		t.Fatalf("HTTP/3 answered %q", body)
 	}
 	if st := u.hs.Stats(); st.Retries == 0 || st.InProgress != 0 {

@@ -169,18 +169,7 @@ func TestReloadListeners(t *testing.T) {
 	if body, _ := get("https://" + b + "/three"); body != "backend /three" {
 		t.Errorf("the new TLS bind answered %q", body)
 	}
-	h3 := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
-	defer h3.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), scaledTimeout())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+b+"/four", nil)
-	resp, err := h3.RoundTrip(req)
-	if err != nil {
-		t.Fatalf("HTTP/3 on the new bind: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "backend /four" {
+	if body := h3Body(t, "https://"+b+"/four"); body != "backend /four" {
 		t.Errorf("HTTP/3 on the new bind answered %q", body)
 	}
 
@@ -313,4 +302,21 @@ frontends:
 		t.Errorf("only %d requests: the load proves nothing", n)
 	}
 	t.Logf("%d requests", n)
+}
+
+// h3Body fetches url over HTTP/3 (any certificate) and returns the body.
+func h3Body(t *testing.T, url string) string {
+	t.Helper()
+	h3 := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer h3.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), scaledTimeout())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := h3.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("HTTP/3 GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
