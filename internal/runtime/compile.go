@@ -138,52 +138,62 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			}
 			continue
 		}
-		router := &proxy.Router{}
-		for _, r := range fe.Routes {
-			if r.SNI == "" {
-				router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
-			}
-		}
-		limited := func(h http.Handler) http.Handler {
-			return proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
-		}
-		for _, b := range fe.Bind {
-			cb := &Bind{
-				TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
-				Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
-				L4:      compileL4(fe, b, backends),
-				Gate:    gateFor(conns, events, fe.Name, b.Address),
-				Limits:  compileHTTPLimits(fe.Limits),
-			}
-			if b.TLS != nil {
-				cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"
-				conf, err := loadTLS(cfg, fe.Name, b.TLS, readFile)
-				if err != nil {
-					errs = append(errs, err...)
-				}
-				cb.TLS = conf
-			}
-			if b.HTTP3 {
-				name := b.FDNameUDP
-				if name == "" {
-					name = b.FDName
-				}
-				cb.UDP = &listen.Spec{Frontend: fe.Name, Network: "udp", Address: b.Address, FDName: name, Purpose: "HTTP/3 over QUIC"}
-				qb, notes, qerrs := compileQUIC(cfg, fe.Name, b, readFile)
-				errs = append(errs, qerrs...)
-				cb.QUIC = qb
-				g.notes = append(g.notes, notes...)
-				_, port, _ := net.SplitHostPort(b.Address)
-				cb.Handler = limited(&proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), Log: log.With("frontend", fe.Name)})
-			}
-			f.Binds = append(f.Binds, cb)
-			g.binds[b.Address] = cb
-		}
+		errs = append(errs, g.compileHTTP(cfg, fe, f, conns, events, backends, readFile, log)...)
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// compileHTTP compiles the binds of http frontend fe into f and g: each
+// serves the frontend's routes (but sni routes, which the layer-4 side
+// takes) behind its request limits, over TLS with the bind's
+// certificates, and over HTTP/3 when the bind has it.
+func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend, conns *limit.Conns, events *limit.Events, backends map[string]*proxy.Backend, readFile config.ReadFileFunc, log *slog.Logger) config.ErrorList {
+	var errs config.ErrorList
+	router := &proxy.Router{}
+	for _, r := range fe.Routes {
+		if r.SNI == "" {
+			router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
+		}
+	}
+	limited := func(h http.Handler) http.Handler {
+		return proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
+	}
+	for _, b := range fe.Bind {
+		cb := &Bind{
+			TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
+			Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
+			L4:      compileL4(fe, b, backends),
+			Gate:    gateFor(conns, events, fe.Name, b.Address),
+			Limits:  compileHTTPLimits(fe.Limits),
+		}
+		if b.TLS != nil {
+			cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"
+			conf, err := loadTLS(cfg, fe.Name, b.TLS, readFile)
+			if err != nil {
+				errs = append(errs, err...)
+			}
+			cb.TLS = conf
+		}
+		if b.HTTP3 {
+			name := b.FDNameUDP
+			if name == "" {
+				name = b.FDName
+			}
+			cb.UDP = &listen.Spec{Frontend: fe.Name, Network: "udp", Address: b.Address, FDName: name, Purpose: "HTTP/3 over QUIC"}
+			qb, notes, qerrs := compileQUIC(cfg, fe.Name, b, readFile)
+			errs = append(errs, qerrs...)
+			cb.QUIC = qb
+			g.notes = append(g.notes, notes...)
+			_, port, _ := net.SplitHostPort(b.Address)
+			cb.Handler = limited(&proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), Log: log.With("frontend", fe.Name)})
+		}
+		f.Binds = append(f.Binds, cb)
+		g.binds[b.Address] = cb
+	}
+	return errs
 }
 
 // Specs lists every socket the graph needs.

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -121,38 +122,9 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		return fail(err)
 	}
 	for i, sock := range shards {
-		conn, err := u.packetConn(sock, q, s.takePeer(b.TCP.Address), len(shards))
-		if err != nil {
+		if err := u.serveShard(i, sock, len(shards), tlsConf, metrics); err != nil {
 			return fail(err)
 		}
-		tr := &quic.Transport{
-			Conn:                  conn,
-			ConnectionIDGenerator: pquic.NewGenCIDGenerator(q.format, u.gen, i),
-			StatelessResetKey:     q.resetKey,
-			TokenGeneratorKey:     q.tokenKey,
-			VerifySourceAddress:   u.hs.VerifySourceAddress,
-			ConnContext:           u.connContext,
-			Tracer:                metrics.TransportTracer(i, nil),
-		}
-		u.trs = append(u.trs, tr)
-		ln, err := tr.Listen(tlsConf, &quic.Config{
-			HandshakeIdleTimeout: q.handshakeTimeout,
-			MaxIdleTimeout:       b.h3IdleTimeout(),
-			MaxIncomingStreams:   int64(b.Limits.h2MaxStreams),
-			Allow0RTT:            false,
-			Tracer:               metrics.ConnTracer(i, nil),
-		})
-		if err != nil {
-			return fail(fmt.Errorf("%s: %w", sock.Spec, err))
-		}
-		u.lns = append(u.lns, ln)
-		go func() {
-			err := u.srv.ServeListener(ln)
-			if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) && !u.stopping.Load() {
-				s.fail(fmt.Errorf("%s: %w", sock.Spec, err))
-			}
-			ln.Close()
-		}()
 	}
 	if u.steer != nil {
 		// Its sockets are read: from now on this process's connections
@@ -166,6 +138,46 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		}
 	}
 	return u, nil
+}
+
+// serveShard starts the transport of shard i (of shards) on sock and
+// serves HTTP/3 on it.
+func (u *quicUnit) serveShard(i int, sock *listen.Socket, shards int, tlsConf *tls.Config, metrics *pquic.Metrics) error {
+	s, b := u.s, u.cur.Load()
+	q := b.QUIC
+	conn, err := u.packetConn(sock, q, s.takePeer(b.TCP.Address), shards)
+	if err != nil {
+		return err
+	}
+	tr := &quic.Transport{
+		Conn:                  conn,
+		ConnectionIDGenerator: pquic.NewGenCIDGenerator(q.format, u.gen, i),
+		StatelessResetKey:     q.resetKey,
+		TokenGeneratorKey:     q.tokenKey,
+		VerifySourceAddress:   u.hs.VerifySourceAddress,
+		ConnContext:           u.connContext,
+		Tracer:                metrics.TransportTracer(i, nil),
+	}
+	u.trs = append(u.trs, tr)
+	ln, err := tr.Listen(tlsConf, &quic.Config{
+		HandshakeIdleTimeout: q.handshakeTimeout,
+		MaxIdleTimeout:       b.h3IdleTimeout(),
+		MaxIncomingStreams:   int64(b.Limits.h2MaxStreams),
+		Allow0RTT:            false,
+		Tracer:               metrics.ConnTracer(i, nil),
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", sock.Spec, err)
+	}
+	u.lns = append(u.lns, ln)
+	go func() {
+		err := u.srv.ServeListener(ln)
+		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) && !u.stopping.Load() {
+			s.fail(fmt.Errorf("%s: %w", sock.Spec, err))
+		}
+		ln.Close()
+	}()
+	return nil
 }
 
 // packetConn is what shard sock's transport reads: the socket, or, for
