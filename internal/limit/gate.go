@@ -1,11 +1,14 @@
 package limit
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Gate admits the connections accepted on one bind of a frontend:
@@ -112,6 +115,48 @@ func (t *Ticket) Wrap(c net.Conn) net.Conn { return &conn{Conn: c, t: t} }
 type conn struct {
 	net.Conn
 	t *Ticket
+	// read counts the bytes read; timedOut is set when a read ended at
+	// a deadline that was not moved into the past to interrupt it (a
+	// server's own timeout); interrupt says the last read deadline was
+	// in the past. See HeadStats.
+	read      atomic.Int64
+	timedOut  atomic.Bool
+	interrupt atomic.Bool
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.interrupt.Load() {
+		c.timedOut.Store(true)
+	}
+	return n, err
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.interrupt.Store(!t.IsZero() && t.Before(time.Now()))
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.interrupt.Store(!t.IsZero() && t.Before(time.Now()))
+	return c.Conn.SetDeadline(t)
+}
+
+// HeadStats returns, for a connection a Gate admitted (or a *tls.Conn
+// over one), how many bytes it read and whether a read of it timed out
+// at a server's own deadline; ok is false for other connections. For a
+// connection that served no request, they tell its end: a request head
+// not read in time (header_timeout), or too long (max_header_bytes).
+func HeadStats(c net.Conn) (read int64, timedOut, ok bool) {
+	if tc, isTLS := c.(*tls.Conn); isTLS {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*conn)
+	if !ok {
+		return 0, false, false
+	}
+	return lc.read.Load(), lc.timedOut.Load(), true
 }
 
 func (c *conn) Close() error {

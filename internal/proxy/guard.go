@@ -35,6 +35,9 @@ type ConnGuard struct {
 	tripped          atomic.Bool
 }
 
+// Requests is how many requests the connection has made.
+func (g *ConnGuard) Requests() int64 { return g.requests.Load() }
+
 type guardKey struct{}
 
 // WithConnGuard returns ctx carrying g, for the requests of its

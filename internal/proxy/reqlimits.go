@@ -16,6 +16,8 @@ const (
 	LimitMaxBodyBytes = "max_body_bytes"
 	LimitBodyTimeout  = "body_timeout"
 	LimitSendTimeout  = "send_timeout"
+	// LimitMaxHeaderBytes is the limit on a request's head.
+	LimitMaxHeaderBytes = "max_header_bytes"
 )
 
 // RequestLimits bound what one request may take from the proxy. A zero
@@ -42,6 +44,14 @@ type RequestLimits struct {
 	// polling, server-sent events). The HTTP/1.1 connection is closed, or
 	// the HTTP/2 or HTTP/3 stream reset. Default 30s.
 	SendTimeout time.Duration
+	// MaxHeaderBytes bounds a request's head, in bytes, counted as the
+	// request line (or pseudo-header fields) and each header field with
+	// its name, value and 4 bytes of framing: 431 beyond it. The servers
+	// stop reading a head at about the same size (net/http's HTTP/1.1
+	// reads up to 4096 bytes more before it answers 431 itself; HTTP/2
+	// and HTTP/3 announce the limit): this makes the configured value
+	// exact. Default 65536.
+	MaxHeaderBytes int
 }
 
 // Limited returns next with l applied to every request, for the handler
@@ -54,7 +64,7 @@ type RequestLimits struct {
 // The ResponseWriter next sees keeps Flush, Hijack (WebSocket upgrades)
 // and http.ResponseController (Unwrap) of the server's.
 func Limited(next http.Handler, l RequestLimits, ev *limit.Events, frontend string) http.Handler {
-	if l.MaxBodyBytes <= 0 && l.BodyTimeout <= 0 && l.SendTimeout <= 0 {
+	if l.MaxBodyBytes <= 0 && l.BodyTimeout <= 0 && l.SendTimeout <= 0 && l.MaxHeaderBytes <= 0 {
 		return next
 	}
 	return &limited{next: next, limits: l, events: ev, frontend: frontend, sendSlack: l.SendTimeout / 16}
@@ -85,6 +95,12 @@ func (h *limited) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer lr.finish()
+	if max := h.limits.MaxHeaderBytes; max > 0 && headSize(r) > max {
+		h.note(LimitMaxHeaderBytes)
+		refuse(lr, r, http.StatusRequestHeaderFieldsTooLarge)
+		lr.end()
+		return
+	}
 	if max := h.limits.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		h.note(LimitMaxBodyBytes)
 		refuse(lr, r, http.StatusRequestEntityTooLarge)
@@ -103,6 +119,17 @@ func (h *limited) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	lr.end()
+}
+
+// headSize is the size of r's head as MaxHeaderBytes counts it.
+func headSize(r *http.Request) int {
+	n := len(r.Method) + len(r.Host) + len(r.RequestURI) + len(r.Proto) + 4
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // refuse answers a request whose body is not (or no more) read: over

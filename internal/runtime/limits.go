@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 	"time"
@@ -41,7 +42,7 @@ func (l httpLimits) String() string {
 
 // requestLimits are the per-request limits of an http frontend.
 func requestLimits(l config.Limits) proxy.RequestLimits {
-	return proxy.RequestLimits{MaxBodyBytes: int64(l.MaxBodyBytes), BodyTimeout: l.BodyTimeout, SendTimeout: l.SendTimeout}
+	return proxy.RequestLimits{MaxBodyBytes: int64(l.MaxBodyBytes), BodyTimeout: l.BodyTimeout, SendTimeout: l.SendTimeout, MaxHeaderBytes: l.MaxHeaderBytes}
 }
 
 // connPlan is what a graph wants for the connection limits of one
@@ -139,4 +140,27 @@ func (u *quicUnit) admit(ctx context.Context, info *quic.ClientInfo) (context.Co
 	}
 	context.AfterFunc(ctx, t.Release)
 	return ctx, nil
+}
+
+// noteHeadLimit tells, for a connection of bind b that closed without
+// making a request, whether header_timeout or max_header_bytes ended it
+// (net/http closes such connections, with a 431 for the latter, without
+// a hook), and notes it as the other limits are.
+func noteHeadLimit(c net.Conn, g *proxy.ConnGuard, b *Bind) {
+	if g.Requests() > 0 || g.Events == nil {
+		return
+	}
+	read, timedOut, ok := limit.HeadStats(c)
+	var name string
+	switch {
+	case !ok:
+		return
+	case timedOut:
+		name = "header_timeout"
+	case read > int64(b.Limits.maxHeaderBytes):
+		name = "max_header_bytes"
+	default:
+		return
+	}
+	g.Events.Note("limit reached, connection closed", nil, "limit", name, "frontend", g.Frontend, "address", g.Address)
 }

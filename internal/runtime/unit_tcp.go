@@ -45,6 +45,8 @@ type tcpUnit struct {
 	// request yet (in StateNew), for settle; freshConns holds them.
 	fresh      atomic.Int64
 	freshConns sync.Map // net.Conn → struct{}
+	// guards are the http.Server's connections' guards, by connection.
+	guards sync.Map // net.Conn → *proxy.ConnGuard
 	// tunnels are the upgraded connections (WebSocket) of the
 	// http.Server, which no longer tracks them: drain ends them, close
 	// cuts them.
@@ -164,7 +166,9 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 		ErrorLog: slog.NewLogLogger(s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			ctx = proxy.WithTunnels(ctx, &u.tunnels)
-			ctx = proxy.WithConnGuard(ctx, newConnGuard(b, nil))
+			g := newConnGuard(b, nil)
+			u.guards.Store(c, g)
+			ctx = proxy.WithConnGuard(ctx, g)
 			if !s.graph.Load().sendProxy {
 				return ctx
 			}
@@ -182,6 +186,9 @@ func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				if cc, ok := s.clients.LoadAndDelete(c); ok {
 					cc.(*proxy.ClientConn).Close()
+				}
+				if g, ok := u.guards.LoadAndDelete(c); ok && st == http.StateClosed {
+					noteHeadLimit(c, g.(*proxy.ConnGuard), b)
 				}
 			}
 		},

@@ -143,6 +143,7 @@ func TestLimitHTTP(t *testing.T) {
 		if took := time.Since(start); took < 900*time.Millisecond || took > scaled(2500*time.Millisecond) {
 			t.Errorf("a slow request head was cut after %v, want about header_timeout (1s)", took)
 		}
+		waitLogWith(t, p, mark, scaled(3*time.Second), "limit=header_timeout", "frontend=web")
 	})
 
 	t.Run("idle_timeout", func(t *testing.T) {
@@ -169,6 +170,22 @@ func TestLimitHTTP(t *testing.T) {
 	})
 
 	t.Run("max_header_bytes", func(t *testing.T) {
+		// Just over the limit: 431 from portcullis itself, whatever the
+		// protocol (the servers' own bounds are a little higher).
+		for _, proto := range []string{"HTTP/1.1", "HTTP/2", "HTTP/3"} {
+			c := clientFor(t, s, proto, 1)
+			req, _ := http.NewRequest("GET", "https://127.0.0.1/over", nil)
+			req.Header.Set("X-Over", strings.Repeat("a", 4200))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Errorf("%s: a head just over max_header_bytes: %v", proto, err)
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Errorf("%s: a head just over max_header_bytes 4096: status %d, want 431", proto, resp.StatusCode)
+			}
+		}
 		big := strings.Repeat("a", 8<<10)
 		for _, proto := range []string{"HTTP/1.1", "HTTP/2", "HTTP/3"} {
 			c := clientFor(t, s, proto, 1)
@@ -197,6 +214,7 @@ func TestLimitHTTP(t *testing.T) {
 				t.Errorf("%s: a small request after: %v", proto, r)
 			}
 		}
+		waitLogWith(t, p, mark, scaled(3*time.Second), "limit=max_header_bytes", "frontend=web")
 	})
 
 	t.Run("h2_max_streams", func(t *testing.T) {
