@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -352,4 +353,84 @@ func TestLimitGlobalConns(t *testing.T) {
 		}
 	}
 	waitLogWith(t, p, mark, scaled(3*time.Second), "limit=global.max_conns")
+}
+
+// TestHTTPOutOfDescriptors: an http frontend whose process runs out of
+// descriptors says so, summarized, at warning level (before: one debug
+// line per failed accept, invisible), and serves again once it has
+// some; no server is blamed.
+func TestHTTPOutOfDescriptors(t *testing.T) {
+	_, servers := attackBackends(t, 1)
+	const front = "127.0.0.1:7021"
+	// As root (no user): prlimit on another user's process needs
+	// CAP_SYS_RESOURCE.
+	cfg := fmt.Sprintf(`global:
+  grace: 2s
+frontends:
+  web:
+    bind:
+      - address: %s
+    routes:
+      - backend: app
+backends:
+  app:
+    servers:
+      - address: %s
+`, front, servers[0].addr)
+	_, p := startL4(t, cfg, nil)
+	pid := p.pid()
+	get := func() error {
+		c := &http.Client{Timeout: scaled(3 * time.Second), Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + front + "/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := get(); err != nil {
+		t.Fatal(err)
+	}
+	mark := len(p.stderr.String())
+	soft := nofileSoft(t, pid)
+	time.Sleep(100 * time.Millisecond)
+	setNofile(t, pid, strconv.Itoa(procFDs(t, pid).limitLeaving(0)))
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			setNofile(t, pid, soft)
+		}
+	}
+	t.Cleanup(restore)
+
+	// Connections wait in the listen queue while accept fails.
+	var conns []net.Conn
+	for range 20 {
+		c, err := net.DialTimeout("tcp", front, scaled(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	restore()
+	for _, c := range conns {
+		c.Close()
+	}
+	if err := get(); err != nil {
+		t.Errorf("after the shortage: %v", err)
+	}
+	const msg = `msg="accept failed: out of file descriptors or memory"`
+	line := waitLogWith(t, p, mark, scaled(3*time.Second), "level=WARN", msg, "frontend=web", "too many open files")
+	t.Logf("%s", line)
+	if got := logsWith(p, mark, msg); len(got) > 5 {
+		t.Errorf("%d %s lines in about 3s, want one per second:\n%s", len(got), msg, strings.Join(got, "\n"))
+	}
+	if down := logsWith(p, mark, `msg="server down"`); len(down) > 0 {
+		t.Errorf("the server was taken down for the proxy's own failures:\n%s", strings.Join(down, "\n"))
+	}
 }
