@@ -40,19 +40,24 @@ func startConnCounting(t *testing.T, h http.HandlerFunc) *connCounting {
 	return c
 }
 
-// A request its client cancels after it reached the server still gets
-// its response read, so that the server connection is reused: 20
-// cancelled requests in a row cost the server one connection, not 20.
+// An HTTP/2 request its client cancels (a stream reset) after it reached
+// the server still gets its response read, so that the server connection
+// is reused: 20 cancelled requests in a row cost the server one
+// connection, not 20.
 func TestCancelledRequestKeepsServerConnection(t *testing.T) {
 	up := startConnCounting(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(30 * time.Millisecond)
 		w.Write([]byte("late but small"))
 	})
-	url, _ := proxyTo(t, BackendOptions{}, up.addr)
+	logs := &logBuffer{}
+	b := newTestBackend("app", []string{up.addr}, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(b.Transport.CloseIdleConnections)
+	url := "http://" + serveBoth(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
+	c := h2cClient(t)
 	for i := 0; i < 20; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 		req, _ := http.NewRequestWithContext(ctx, "GET", url+"/", nil)
-		if resp, err := client.Do(req); err == nil {
+		if resp, err := c.Do(req); err == nil {
 			resp.Body.Close()
 			t.Fatalf("request %d was not cancelled", i)
 		}

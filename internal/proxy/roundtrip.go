@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,13 +125,22 @@ func (b *Backend) pick(ctx context.Context, hash uint64, tried []*balance.Member
 // send makes one attempt at server m, which has counted the request.
 func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (*http.Response, error) {
 	// Each attempt sends its own shallow copy, with its own URL (a failed
-	// attempt's request may still be read by the transport) and its own
-	// context (exchange.go).
-	ctx, x := detach(req.Context())
-	out := req.WithContext(ctx)
-	u := *req.URL
-	u.Host = m.State.Address
-	out.URL = &u
+	// attempt's request may still be read by the transport): one
+	// allocation for both. HTTP/2 and HTTP/3 requests, and requests with a
+	// body, also get a context of their own (exchange.go).
+	a := &attempt{req: *req, url: *req.URL}
+	a.url.Host = m.State.Address
+	out := &a.req
+	out.URL = &a.url
+	var x *exchange
+	if req.ProtoMajor >= 2 || body != nil {
+		// Streams are cancelled cheaply, and at will; and a request
+		// body's own failure must reach the transport before a
+		// cancellation does, to be told apart (exchange.go).
+		var ctx context.Context
+		ctx, x = detach(req.Context())
+		out = out.WithContext(ctx)
+	}
 	if body != nil {
 		body.rearm()
 		out.Body = body
@@ -318,6 +328,12 @@ func (r *replayBody) finish() {
 	if r.closeRequested {
 		r.closeLocked()
 	}
+}
+
+// attempt is the request of one attempt and its URL.
+type attempt struct {
+	req http.Request
+	url url.URL
 }
 
 // releaser ends a server's in-flight count once, however often the body
