@@ -35,7 +35,8 @@ const LengthHeader = "X-Attack-Length"
 // The path /midreset?bytes=K (default 1000) answers with a mid-response
 // reset (see MidReset), whatever the MidReset field says. The query
 // delay_ms=N on any other path delays the answer by N ms (at most 10 s),
-// as a server that does some work.
+// as a server that does some work; size=N answers N bytes of body
+// (at most 64 MiB) instead of the name.
 type Backend struct {
 	// Name is in BackendHeader and the body. Default "backend".
 	Name string
@@ -188,7 +189,27 @@ func (b *Backend) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad body", http.StatusBadRequest)
 		return
 	}
+	if n, err := strconv.Atoi(r.URL.Query().Get("size")); err == nil && n > 0 {
+		writeBody(w, min(n, 64<<20))
+		return
+	}
 	io.WriteString(w, b.Name+"\n")
+}
+
+// writeBody writes n bytes of body, with its Content-Length.
+func writeBody(w http.ResponseWriter, n int) {
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	chunk := make([]byte, 32<<10)
+	for i := range chunk {
+		chunk[i] = 'a' + byte(i%26)
+	}
+	for n > 0 {
+		k := min(n, len(chunk))
+		if _, err := w.Write(chunk[:k]); err != nil {
+			return
+		}
+		n -= k
+	}
 }
 
 // midReset answers 200 with a Content-Length of 2k, sends k bytes of body,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -433,4 +434,57 @@ backends:
 	if down := logsWith(p, mark, `msg="server down"`); len(down) > 0 {
 		t.Errorf("the server was taken down for the proxy's own failures:\n%s", strings.Join(down, "\n"))
 	}
+}
+
+// TestLimitSendTimeout: a client that reads nothing of a 16 MiB response
+// is cut at send_timeout over HTTP/1.1 (the connection closed) and HTTP/3
+// (the stream reset), and the limit is logged. (HTTP/2: see
+// TestAttackZeroWindow.)
+func TestLimitSendTimeout(t *testing.T) {
+	const sendTimeout = 2 * time.Second
+	const size = 16 << 20
+	_, servers := attackBackends(t, 1)
+	s, p := startLB(t, withLimits(lbConfig("", servers...), "{send_timeout: 2s}"))
+	mark := len(p.stderr.String())
+	path := fmt.Sprintf("/big?size=%d", size)
+
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		c, err := d.Dial("tcp", "127.0.0.1:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path)
+		time.Sleep(sendTimeout + scaled(1500*time.Millisecond))
+		c.SetReadDeadline(time.Now().Add(scaled(5 * time.Second)))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil || n >= size {
+			t.Errorf("a client that read nothing for longer than send_timeout then got %d bytes (%v), want the connection cut (EOF) before %d", n, err, size)
+		}
+	})
+
+	t.Run("HTTP/3", func(t *testing.T) {
+		tr := &http3.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: s.pool, ServerName: "localhost"},
+			QUICConfig:      &quic.Config{InitialStreamReceiveWindow: 16 << 10, MaxStreamReceiveWindow: 16 << 10},
+		}
+		defer tr.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://127.0.0.1:443"+path, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		time.Sleep(sendTimeout + scaled(1500*time.Millisecond))
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err == nil || n >= size {
+			t.Errorf("a client that read nothing for longer than send_timeout then got %d bytes (%v), want the stream reset before %d", n, err, size)
+		}
+	})
+	waitLogWith(t, p, mark, scaled(3*time.Second), "limit=send_timeout", "frontend=web")
 }
