@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os/user"
 	"strconv"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/limit"
@@ -23,7 +24,9 @@ import (
 // Graph is a compiled configuration: everything the runtime serves, built
 // once and never changed.
 type Graph struct {
-	Config    *config.Config
+	// Grace is global.grace: how long a stop, a reload or an upgrade
+	// lets connections finish.
+	Grace     time.Duration
 	Frontends []*Frontend
 	Backends  []*proxy.Backend
 	// User is who to become after binding when started as root; nil when
@@ -86,7 +89,7 @@ type Bind struct {
 // live state: see registry.commit.
 func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
 	var errs config.ErrorList
-	g := &Graph{Config: cfg, binds: map[string]*Bind{}, relays: map[string]*Relay{}, conns: map[string]connPlan{}}
+	g := &Graph{Grace: cfg.Global.Grace, binds: map[string]*Bind{}, relays: map[string]*Relay{}, conns: map[string]connPlan{}}
 	var warning string
 	if g.maxConns, warning = maxConnsFor(cfg); warning != "" {
 		g.notes = append(g.notes, warning)

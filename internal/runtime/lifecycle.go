@@ -41,14 +41,14 @@ wait:
 				}
 				continue
 			}
-			s.log.Info("stopping", "signal", sig.String(), "grace", s.graph.Load().Config.Global.Grace)
+			s.log.Info("stopping", "signal", sig.String(), "grace", s.graph.Load().Grace)
 			break wait
 		case runErr = <-s.errs:
 			s.log.Error("a listener failed; stopping", "error", runErr)
 			break wait
 		}
 	}
-	grace := s.graph.Load().Config.Global.Grace
+	grace := s.graph.Load().Grace
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	start := time.Now()

@@ -90,8 +90,8 @@ func (s *serving) reload(path string, reg *registry) error {
 	for _, u := range retired {
 		u.stopAccepting()
 	}
-	s.retire(retired, g.Config.Global.Grace)
-	s.logChanges(d, running, started, notes, g.Config.Global.Grace)
+	s.retire(retired, g.Grace)
+	s.logChanges(d, running, started, notes, g.Grace)
 	return nil
 }
 

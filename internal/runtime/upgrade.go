@@ -104,7 +104,7 @@ func (s *serving) upgrade(n *systemd.Notifier) bool {
 		}
 	}
 	s.log.Info("upgrade: the new process serves; this one stopped accepting and finishes its connections",
-		"pid", pid, "took", time.Since(start).Round(time.Millisecond), "grace", s.graph.Load().Config.Global.Grace)
+		"pid", pid, "took", time.Since(start).Round(time.Millisecond), "grace", s.graph.Load().Grace)
 	return true
 }
 
