@@ -488,3 +488,32 @@ func TestLimitSendTimeout(t *testing.T) {
 	})
 	waitLogWith(t, p, mark, scaled(3*time.Second), "limit=send_timeout", "frontend=web")
 }
+
+// TestLimitsReload: a reload that changes h2_max_streams gives new
+// HTTP/2 connections the new value (new servers on the same socket).
+func TestLimitsReload(t *testing.T) {
+	_, servers := attackBackends(t, 1)
+	base := lbConfig("", servers...)
+	s, p := startLB(t, withLimits(base, "{h2_max_streams: 10}"))
+	settings := func() uint32 {
+		ctx, cancel := context.WithTimeout(context.Background(), scaled(10*time.Second))
+		defer cancel()
+		res, err := attack.ZeroWindow(ctx, attack.ZeroWindowOptions{
+			Target: attack.Target{Addr: "127.0.0.1:443", TLS: true, Host: "localhost"},
+			Conns:  1, Streams: 1, Hold: 100 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.MaxConcurrentStreams
+	}
+	if n := settings(); n != 10 {
+		t.Fatalf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want 10", n)
+	}
+	if line := reload(t, s, p, withLimits(base, "{h2_max_streams: 20}")); !strings.Contains(line, "msg=reloaded") {
+		t.Fatalf("reload: %s", line)
+	}
+	if n := settings(); n != 20 {
+		t.Errorf("after the reload: SETTINGS_MAX_CONCURRENT_STREAMS %d, want 20", n)
+	}
+}
