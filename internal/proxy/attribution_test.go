@@ -220,7 +220,8 @@ func (h *h2Raw) status(id uint32) int {
 // A request whose body does not parse is the client's fault: 400, never
 // held against the server, never retried. Over HTTP/1.1 the body is
 // chunked with a chunk size that is not hexadecimal; over HTTP/2 it is
-// shorter than its Content-Length.
+// shorter than its Content-Length. A first chunk that does not parse is
+// found before the request goes to a server.
 func TestMalformedBodyIsTheClients(t *testing.T) {
 	for _, proto := range upstreamProtocols {
 		t.Run("upstream "+proto, func(t *testing.T) {
@@ -233,6 +234,11 @@ func TestMalformedBodyIsTheClients(t *testing.T) {
 				if s := statusOf(resp); s != http.StatusBadRequest {
 					t.Errorf("HTTP/1.1 POST with the chunk size zz: status %d, want 400:\n%s", s, resp)
 				}
+			}
+			// The first chunk is read before the request is sent: no
+			// server heard of these.
+			if n := a.hits.Load() + b.hits.Load(); n != 0 {
+				t.Errorf("%d requests whose first chunk does not parse reached a server, want 0", n)
 			}
 			for i := 0; i < 5; i++ {
 				h := dialH2(t, addr)

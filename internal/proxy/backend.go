@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -134,7 +136,7 @@ func NewBackend(name string, servers []*Server, opt BackendOptions, log *slog.Lo
 		},
 		ErrorHandler: b.fail,
 		BufferPool:   copyBuffers,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:     stdlog.New(proxyErrors{b}, "", 0),
 	}
 	return b, nil
 }
@@ -149,6 +151,17 @@ func maxConns(servers []*Server) int {
 		n = max(n, s.Member.MaxConns)
 	}
 	return n
+}
+
+// proxyErrors summarizes what httputil.ReverseProxy logs (a server that
+// cut its response body, a client that went away while it was sent):
+// one line per second with a count and the last message, not one line
+// per response.
+type proxyErrors struct{ b *Backend }
+
+func (e proxyErrors) Write(p []byte) (int, error) {
+	e.b.note("response cut", errors.New(strings.TrimSpace(string(p))))
+	return len(p), nil
 }
 
 // Servers lists the backend's servers.
@@ -183,6 +196,12 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			aborted(w, r, v)
 		}
 	}()
+	if cb := clientFault(nil, r.Body); cb != nil {
+		// The probe found the body broken (a malformed first chunk):
+		// no server hears of the request.
+		b.clientFailed(w, r, cb)
+		return
+	}
 	b.proxy.ServeHTTP(w, r)
 }
 

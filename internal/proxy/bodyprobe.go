@@ -20,6 +20,10 @@ const bodyProbeWait = 200 * time.Millisecond
 // another server) could retry it after a failure that a bodiless GET
 // survives.
 //
+// It also reads the first byte of a chunked HTTP/1.1 body, whatever the
+// method, so that a body whose first chunk does not parse (an invalid
+// chunk size) is refused with 400 before any server hears of the request.
+//
 // It reads one byte the way http.Transport does before sending such a
 // request: when the read does not finish within bodyProbeWait, the
 // request goes on with the read pending.
@@ -27,9 +31,12 @@ func probeBody(r *http.Request) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength != -1 {
 		return
 	}
+	bodiless := false
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
-	default:
+		bodiless = true
+	}
+	if !bodiless && r.ProtoMajor != 1 {
 		return
 	}
 	done := make(chan firstRead, 1)
@@ -42,7 +49,7 @@ func probeBody(r *http.Request) {
 	defer t.Stop()
 	select {
 	case f := <-done:
-		if f.n == 0 && f.err == io.EOF {
+		if bodiless && f.n == 0 && f.err == io.EOF {
 			r.Body, r.ContentLength = http.NoBody, 0
 			return
 		}
