@@ -126,34 +126,37 @@ func benchDirect(b *testing.B, size int) {
 	}
 }
 
+// benchLoopback serves h on loopback and GETs through it over HTTP/1.1
+// keep-alive.
+func benchLoopback(b *testing.B, h http.Handler) {
+	url := serveBench(b, h)
+	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
+	b.Cleanup(c.CloseIdleConnections)
+	req, err := http.NewRequest("GET", url+"/v1/users/42", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Host = "app.example.test"
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+}
+
 // BenchmarkProxyGET is the whole request path for a small GET: route,
 // sanitize, pick, round trip over a pooled keep-alive connection, copy a
 // 2-byte response.
 func BenchmarkProxyGET(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { benchDirect(b, 2) })
-	b.Run("loopback", func(b *testing.B) {
-		h := benchHandler(b, []byte("ok"))
-		url := serveBench(b, h)
-		c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
-		b.Cleanup(c.CloseIdleConnections)
-		req, err := http.NewRequest("GET", url+"/v1/users/42", nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		req.Host = "app.example.test"
-		b.ReportAllocs()
-		for b.Loop() {
-			resp, err := c.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
-		}
-	})
+	b.Run("loopback", func(b *testing.B) { benchLoopback(b, benchHandler(b, []byte("ok"))) })
 }
 
 // serveBench serves h on 127.0.0.1:0 with a plain http.Server.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"golang.org/x/net/http2"
 )
 
@@ -165,19 +166,6 @@ func TestMaxBodyBytesAfterResponseBegan(t *testing.T) {
 	}
 }
 
-// stallingBody returns a body that sends first at once, then nothing
-// until it is closed (as a client transport closes a request body when
-// the response came), or fails after 5s.
-func stallingBody(first string) io.ReadCloser {
-	pr, pw := io.Pipe()
-	go func() {
-		pw.Write([]byte(first))
-		time.Sleep(scaled(5 * time.Second))
-		pw.CloseWithError(errors.New("the test gave up on the request"))
-	}()
-	return pr
-}
-
 // body_timeout: a client that stalls in the middle of its body gets 408
 // after body_timeout, the request to the server is cancelled, and the
 // server is not blamed.
@@ -191,7 +179,7 @@ func TestBodyTimeout(t *testing.T) {
 				c := clientOf(t, proto)
 
 				start := time.Now()
-				status, _, err := post(c, "http://"+addr+"/", stallingBody("0123456789"), 100)
+				status, _, err := post(c, "http://"+addr+"/", testutil.StalledBody("0123456789"), 100)
 				took := time.Since(start)
 				if err != nil || status != http.StatusRequestTimeout {
 					t.Errorf("a stalled body: %d %v, want 408", status, err)
@@ -504,26 +492,5 @@ func BenchmarkLimited(b *testing.B) {
 			}
 		}
 	})
-	b.Run("loopback", func(b *testing.B) {
-		url := serveBench(b, Limited(benchHandler(b, []byte("ok")), l, ev, "web"))
-		c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
-		b.Cleanup(c.CloseIdleConnections)
-		req, err := http.NewRequest("GET", url+"/v1/users/42", nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		req.Host = "app.example.test"
-		b.ReportAllocs()
-		for b.Loop() {
-			resp, err := c.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
-		}
-	})
+	b.Run("loopback", func(b *testing.B) { benchLoopback(b, Limited(benchHandler(b, []byte("ok")), l, ev, "web")) })
 }

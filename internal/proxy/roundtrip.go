@@ -124,27 +124,7 @@ func (b *Backend) pick(ctx context.Context, hash uint64, tried []*balance.Member
 
 // send makes one attempt at server m, which has counted the request.
 func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (*http.Response, error) {
-	// Each attempt sends its own shallow copy, with its own URL (a failed
-	// attempt's request may still be read by the transport): one
-	// allocation for both. HTTP/2 and HTTP/3 requests, and requests with a
-	// body, also get a context of their own (exchange.go).
-	a := &attempt{req: *req, url: *req.URL}
-	a.url.Host = m.State.Address
-	out := &a.req
-	out.URL = &a.url
-	var x *exchange
-	if req.ProtoMajor >= 2 || body != nil {
-		// Streams are cancelled cheaply, and at will; and a request
-		// body's own failure must reach the transport before a
-		// cancellation does, to be told apart (exchange.go).
-		var ctx context.Context
-		ctx, x = detach(req.Context())
-		out = out.WithContext(ctx)
-	}
-	if body != nil {
-		body.rearm()
-		out.Body = body
-	}
+	out, x := outgoing(req, m.State.Address, body)
 	srv := b.servers[m]
 	t := b.Transport
 	var private *privateAttempt
@@ -196,16 +176,50 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 	} else {
 		resp.Body = &releaseBody{ReadCloser: resp.Body, r: releaser{b: b, m: m, own: own, x: x}, client: req.Context(), srv: srv, reqBody: body}
 	}
-	if b.opt.StickyCookie != "" {
-		if c, err := req.Cookie(b.opt.StickyCookie); err != nil || c.Value != m.ID {
-			ck := &http.Cookie{Name: b.opt.StickyCookie, Value: m.ID, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-			if b.opt.StickyMaxAge > 0 {
-				ck.MaxAge = int(b.opt.StickyMaxAge / time.Second)
-			}
-			resp.Header.Add("Set-Cookie", ck.String())
-		}
-	}
+	b.stick(req, resp, m)
 	return resp, nil
+}
+
+// outgoing returns the request of one attempt at the server at addr, and
+// the exchange that ends its context (nil: the client's). Each attempt
+// sends its own shallow copy, with its own URL (a failed attempt's
+// request may still be read by the transport): one allocation for both.
+// HTTP/2 and HTTP/3 requests, and requests with a body, also get a
+// context of their own: streams are cancelled cheaply and at will, and a
+// request body's own failure must reach the transport before a
+// cancellation does, to be told apart (exchange.go).
+func outgoing(req *http.Request, addr string, body *replayBody) (*http.Request, *exchange) {
+	a := &attempt{req: *req, url: *req.URL}
+	a.url.Host = addr
+	out := &a.req
+	out.URL = &a.url
+	var x *exchange
+	if req.ProtoMajor >= 2 || body != nil {
+		var ctx context.Context
+		ctx, x = detach(req.Context())
+		out = out.WithContext(ctx)
+	}
+	if body != nil {
+		body.rearm()
+		out.Body = body
+	}
+	return out, x
+}
+
+// stick sets the sticky cookie naming server m on resp, unless the
+// request already carried it.
+func (b *Backend) stick(req *http.Request, resp *http.Response, m *balance.Member) {
+	if b.opt.StickyCookie == "" {
+		return
+	}
+	if c, err := req.Cookie(b.opt.StickyCookie); err == nil && c.Value == m.ID {
+		return
+	}
+	ck := &http.Cookie{Name: b.opt.StickyCookie, Value: m.ID, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if b.opt.StickyMaxAge > 0 {
+		ck.MaxAge = int(b.opt.StickyMaxAge / time.Second)
+	}
+	resp.Header.Add("Set-Cookie", ck.String())
 }
 
 func (s *Server) observe(ok bool) {

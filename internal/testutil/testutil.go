@@ -1,10 +1,13 @@
 // Package testutil holds what the tests of several packages share: time
-// bounds that scale on slow machines and a log buffer safe for concurrent
-// writers. Production code never imports it.
+// bounds that scale on slow machines, a log buffer safe for concurrent
+// writers, and a request body that stalls. Production code never imports
+// it.
 package testutil
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -39,4 +42,18 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// StalledBody returns a request body that sends first at once, then
+// nothing until it is closed (as a client transport closes a request body
+// once the response came), or fails after Scaled(5s): a proxy without a
+// body timeout would wait for ever.
+func StalledBody(first string) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte(first))
+		time.Sleep(Scaled(5 * time.Second))
+		pw.CloseWithError(errors.New("the test gave up on the request"))
+	}()
+	return pr
 }

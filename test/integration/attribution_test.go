@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/test/attack"
 )
 
@@ -197,18 +198,6 @@ func postBody(c *http.Client, body io.Reader, length int64) (int, string, time.D
 	return resp.StatusCode, string(b), time.Since(start), err
 }
 
-// stalledBody sends first at once, then nothing until it is closed, or
-// fails after 5s (a proxy without body_timeout would wait for ever).
-func stalledBody(first string) io.ReadCloser {
-	pr, pw := io.Pipe()
-	go func() {
-		pw.Write([]byte(first))
-		time.Sleep(scaled(5 * time.Second))
-		pw.CloseWithError(errors.New("the test gave up on the request"))
-	}()
-	return pr
-}
-
 // TestRequestLimitsBody configures max_body_bytes 1000 and body_timeout
 // 500ms and checks both over HTTP/1.1, HTTP/2 and HTTP/3: a body
 // announced longer gets 413; a body without a length gets 413 once it
@@ -237,7 +226,7 @@ func TestRequestLimitsBody(t *testing.T) {
 		if err != nil || status != 200 || !strings.HasPrefix(body, "u POST /upload") {
 			t.Errorf("%s: 1000 bytes without a length: %d %q %v, want 200 from the server", proto, status, body, err)
 		}
-		status, _, took, err := postBody(c, stalledBody("0123456789"), 100)
+		status, _, took, err := postBody(c, testutil.StalledBody("0123456789"), 100)
 		if err != nil || status != http.StatusRequestTimeout {
 			t.Errorf("%s: a body stalled after 10 of 100 bytes: %d %v, want 408", proto, status, err)
 		}
