@@ -46,11 +46,6 @@ func (c *Conns) SetLimits(max, perClient int) {
 // Open is how many connections are counted now.
 func (c *Conns) Open() int { return int(c.open.Load()) }
 
-// Limits returns the total and per-client limits (0: none).
-func (c *Conns) Limits() (max, perClient int) {
-	return int(c.max.Load()), int(c.perClient.Load())
-}
-
 // Acquire counts a connection from client against c and its parent. It
 // returns "" when the connection is admitted (then Release must follow),
 // else the name of the limit that refused it. An invalid client address
