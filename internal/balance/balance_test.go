@@ -28,7 +28,7 @@ func seeded(seed uint64) func() uint64 {
 
 // mustPool builds a pool with deterministic randomness and, when now is not
 // nil, that clock.
-func mustPool(t testing.TB, algorithm string, ms []*Member, now func() time.Time) *Pool {
+func mustPool(t testing.TB, algorithm Algorithm, ms []*Member, now func() time.Time) *Pool {
 	t.Helper()
 	p, err := newPool(algorithm, ms, Options{Rand: seeded(1)}, now)
 	if err != nil {

@@ -4,20 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 )
-
-// Algorithm names, as written in a backend's balance setting.
-const (
-	RoundRobin = "round_robin" // smooth weighted round robin; the default
-	LeastConn  = "least_conn"  // fewest in flight relative to weight
-	Random     = "random"      // power of two weighted random choices
-	Hash       = "hash"        // weighted rendezvous hashing of a request key
-)
-
-var algorithms = []string{RoundRobin, LeastConn, Random, Hash}
 
 // Options tune a Pool. The zero value is ready to use.
 type Options struct {
@@ -45,20 +34,20 @@ type tier struct {
 	bal     Balancer // nil when members is empty
 }
 
-// NewPool returns the pool of members balanced by algorithm: round_robin
-// (also when algorithm is ""), least_conn, random or hash. Every member
-// needs a State and a Weight of at least 1.
-func NewPool(algorithm string, members []*Member, opt Options) (*Pool, error) {
+// NewPool returns the pool of members balanced by algorithm (RoundRobin
+// also when algorithm is ""). Every member needs a State and a Weight of
+// at least 1.
+func NewPool(algorithm Algorithm, members []*Member, opt Options) (*Pool, error) {
 	return newPool(algorithm, members, opt, nil)
 }
 
 // newPool is NewPool with a clock for slow start; nil means time.Now.
-func newPool(algorithm string, members []*Member, opt Options, now func() time.Time) (*Pool, error) {
+func newPool(algorithm Algorithm, members []*Member, opt Options, now func() time.Time) (*Pool, error) {
 	if algorithm == "" {
 		algorithm = RoundRobin
 	}
 	if !slices.Contains(algorithms, algorithm) {
-		return nil, fmt.Errorf("balance: unknown algorithm %q: use one of %s", algorithm, strings.Join(algorithms, ", "))
+		return nil, fmt.Errorf("balance: unknown algorithm %q: use one of %s", algorithm, algorithmList())
 	}
 	p := &Pool{members: append([]*Member(nil), members...)}
 	for i, m := range p.members {

@@ -8,7 +8,7 @@ import (
 )
 
 func TestNewPoolAlgorithms(t *testing.T) {
-	for _, a := range []string{"", RoundRobin, LeastConn, Random, Hash} {
+	for _, a := range []Algorithm{"", RoundRobin, LeastConn, Random, Hash} {
 		ms := newMembers(1, 1)
 		p, err := NewPool(a, ms, Options{})
 		if err != nil {
@@ -44,9 +44,9 @@ func TestEmptyPool(t *testing.T) {
 }
 
 // algorithmsUnder runs f once per algorithm.
-func algorithmsUnder(t *testing.T, f func(t *testing.T, algorithm string)) {
+func algorithmsUnder(t *testing.T, f func(t *testing.T, algorithm Algorithm)) {
 	for _, a := range algorithms {
-		t.Run(a, func(t *testing.T) { f(t, a) })
+		t.Run(string(a), func(t *testing.T) { f(t, a) })
 	}
 }
 
@@ -68,7 +68,7 @@ func TestSharesFollowWeights(t *testing.T) {
 }
 
 func TestNeverPicksIneligible(t *testing.T) {
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		ms := newMembers(1, 1, 1, 1, 1, 1)
 		ms[1].State.SetAdmin(Drain)
 		ms[2].State.SetAdmin(Disabled)
@@ -87,7 +87,7 @@ func TestNeverPicksIneligible(t *testing.T) {
 }
 
 func TestNothingUsable(t *testing.T) {
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		ms := newMembers(1, 1, 1)
 		ms = append(ms, &Member{State: NewState("10.0.1.1:80"), Weight: 1, Backup: true})
 		p := mustPool(t, a, ms, nil)
@@ -110,7 +110,7 @@ func TestNothingUsable(t *testing.T) {
 }
 
 func TestAllFullIsBusy(t *testing.T) {
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		ms := newMembers(1, 2)
 		for _, m := range ms {
 			m.MaxConns = 2
@@ -136,7 +136,7 @@ func TestAllFullIsBusy(t *testing.T) {
 }
 
 func TestBackupsOnlyWithoutUsablePrimary(t *testing.T) {
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		primaries := newMembers(1, 1)
 		backups := []*Member{
 			{State: NewState("10.0.1.1:80"), Weight: 1, Backup: true},
@@ -179,7 +179,7 @@ func TestBackupsOnlyWithoutUsablePrimary(t *testing.T) {
 }
 
 func TestSlowStart(t *testing.T) {
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		const ramp = 10 * time.Second
 		ms := newMembers(10, 10)
 		ms[1].SlowStart = ramp
@@ -210,7 +210,7 @@ func TestSlowStart(t *testing.T) {
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		ms := newMembers(1, 2, 3, 4, 5)
 		ms[2].SlowStart = time.Minute // exercise the clock too
 		ms = append(ms, &Member{State: NewState("10.0.1.1:80"), Weight: 1, Backup: true})
@@ -237,7 +237,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 
 func TestPickConcurrently(t *testing.T) {
 	// Run with -race: picks, request accounting and state changes at once.
-	algorithmsUnder(t, func(t *testing.T, a string) {
+	algorithmsUnder(t, func(t *testing.T, a Algorithm) {
 		ms := newMembers(1, 2, 3)
 		for _, m := range ms {
 			m.MaxConns = 4
@@ -269,7 +269,7 @@ func TestPickConcurrently(t *testing.T) {
 
 // benchCase is one pool shape of the pick benchmarks.
 type benchCase struct {
-	algorithm string
+	algorithm Algorithm
 	members   int
 	equal     bool // all weights 1 (else weights 1 to 4)
 }
