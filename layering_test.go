@@ -20,13 +20,14 @@ var allowed = map[string][]string{
 	"quickstart": {},
 	"balance":    {},
 	"health":     {"balance"},
-	"proxy":      {"balance", "proxyproto", "limit"},
+	"upstream":   {"balance", "health", "limit"},
+	"proxy":      {"balance", "proxyproto", "limit", "upstream"},
 	"sni":        {},
 	"proxyproto": {},
 	"limit":      {},
-	"l4":         {"balance", "sni", "proxyproto", "limit"},
+	"l4":         {"balance", "sni", "proxyproto", "limit", "upstream"},
 	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "upstream"},
 	"testutil":   {},
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // silentServer returns the address of a listener whose accept queue is
@@ -102,8 +103,7 @@ func TestSynUnansweredEstablished(t *testing.T) {
 
 func TestTCPConnectTimeoutCounts(t *testing.T) {
 	silent := silentServer(t)
-	b := newFakeBackend(silent)
-	b.connectTimeout = 300 * time.Millisecond
+	b := newBackend(backendOptions{Options: upstream.Options{ConnectTimeout: 300 * time.Millisecond}}, silent)
 	log, _ := testLog()
 	addr := startTCP(t, &TCP{Frontend: "timeout", Table: singleTable(b), Log: log})
 	refused(t, dial(t, addr), "connection to a silent server")
@@ -165,8 +165,7 @@ func TestTCPOutOfDescriptorsNotHeldAgainstServer(t *testing.T) {
 	var served atomic.Int64
 	server := serve(t, func(c net.Conn) { served.Add(1); echo(c) })
 	other := deadAddr(t)
-	b := newFakeBackend(server, other) // out of descriptors, no retry on the other
-	b.retries = 1
+	b := newBackend(backendOptions{Options: upstream.Options{Retries: 1}}, server, other) // out of descriptors, no retry on the other
 	log, logs := testLog()
 	addr := startTCP(t, &TCP{Frontend: "starved", Table: singleTable(b), Log: log})
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/portcullis/portcullis/internal/sni"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Route sends the TCP connections it matches to a backend.
@@ -18,7 +19,7 @@ type Route struct {
 	// Empty: any, or no TLS at all when SNI is "" too.
 	ALPN []string
 	// Backend takes the connections. Required.
-	Backend Backend
+	Backend *upstream.Backend
 	// BackendName names Backend in logs.
 	BackendName string
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/proxyproto"
 	"github.com/portcullis/portcullis/internal/sni"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Defaults of TCP.
@@ -363,7 +364,7 @@ func (t *TCP) handOff(log *slog.Logger, tc *tcpConn, client net.Conn, replay []b
 // calls b.Release(m). On failure it has logged why. A failure that is the
 // proxy's own (ownFailure) is summarized in t.events instead of being held
 // against the server, and ends the attempts unless it is retryable.
-func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, backend string, clientAddr net.Addr) (net.Conn, *balance.Member, error) {
+func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b *upstream.Backend, backend string, clientAddr net.Addr) (net.Conn, *balance.Member, error) {
 	var hash uint64
 	if b.HashSource() {
 		hash = balance.HashString(clientIP(clientAddr))
@@ -372,7 +373,7 @@ func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b Backend, backend string, 
 	var lastErr error
 	var lastServer string
 	for attempt := 1; ; attempt++ {
-		m, err := b.AcquireConn(t.ctx, hash, tried)
+		m, err := b.Acquire(t.ctx, hash, tried)
 		if err != nil {
 			attrs := []any{"attempts", attempt - 1, "error", err}
 			if lastErr != nil {

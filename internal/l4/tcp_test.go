@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // countingEcho returns an echo handler that counts its connections.
@@ -92,8 +93,7 @@ func TestTCPEcho(t *testing.T) {
 
 func TestTCPRetry(t *testing.T) {
 	dead := deadAddr(t)
-	b := newFakeBackend(dead, serve(t, echo), serve(t, echo))
-	b.retries = 1
+	b := newBackend(backendOptions{Options: upstream.Options{Retries: 1}}, dead, serve(t, echo), serve(t, echo))
 	log, logs := testLog()
 	addr := startTCP(t, &TCP{Frontend: "retry", Table: singleTable(b), Log: log})
 	for i := range 30 {
@@ -105,11 +105,12 @@ func TestTCPRetry(t *testing.T) {
 		}
 	}
 	// Round robin picks the dead server for every third connection,
-	// which then goes to the next server.
+	// which then goes to another server: smooth round robin over the
+	// two left spreads the 30 connections evenly.
 	if fails, oks := b.observations(dead); fails != 10 || oks != 0 {
 		t.Errorf("the dead server was observed failing %d times and working %d times, want 10 and 0", fails, oks)
 	}
-	for i, want := range []int{20, 10} {
+	for i, want := range []int{15, 15} {
 		addr := b.members[1+i].State.Address
 		if fails, oks := b.observations(addr); fails != 0 || oks != want {
 			t.Errorf("server %s observed failing %d times and working %d times, want 0 and %d", addr, fails, oks, want)
@@ -125,8 +126,7 @@ func TestTCPNoServer(t *testing.T) {
 	dead1, dead2 := deadAddr(t), deadAddr(t)
 	for _, retries := range []int{0, 1, 5} {
 		t.Run(fmt.Sprint("retries=", retries), func(t *testing.T) {
-			b := newFakeBackend(dead1, dead2)
-			b.retries = retries
+			b := newBackend(backendOptions{Options: upstream.Options{Retries: retries}}, dead1, dead2)
 			log, logs := testLog()
 			addr := startTCP(t, &TCP{Frontend: "down", Table: singleTable(b), Log: log})
 			c := dial(t, addr)
@@ -235,11 +235,11 @@ func TestTCPSNI(t *testing.T) {
 	def := startTLSServer(t, "default", nil, "other.test")
 	log, logs := testLog()
 	tab := NewTable([]Route{
-		{SNI: "one.pass.test", Backend: newFakeBackend(one.addr), BackendName: "one"},
-		{SNI: "*.PASS.test", Backend: newFakeBackend(wild.addr), BackendName: "wild"},
-		{SNI: "mail.test", ALPN: []string{"imap", "pop3"}, Backend: newFakeBackend(imap.addr), BackendName: "imap"},
-		{SNI: "mail.test", Backend: newFakeBackend(mail.addr), BackendName: "mail"},
-		{Backend: newFakeBackend(def.addr), BackendName: "default"},
+		{SNI: "one.pass.test", Backend: newFakeBackend(one.addr).Backend, BackendName: "one"},
+		{SNI: "*.PASS.test", Backend: newFakeBackend(wild.addr).Backend, BackendName: "wild"},
+		{SNI: "mail.test", ALPN: []string{"imap", "pop3"}, Backend: newFakeBackend(imap.addr).Backend, BackendName: "imap"},
+		{SNI: "mail.test", Backend: newFakeBackend(mail.addr).Backend, BackendName: "mail"},
+		{Backend: newFakeBackend(def.addr).Backend, BackendName: "default"},
 	})
 	addr := startTCP(t, &TCP{Frontend: "sni", Table: func() *Table { return tab }, Log: log})
 
@@ -292,7 +292,7 @@ func TestTCPSNI(t *testing.T) {
 func TestTCPSNINoDefault(t *testing.T) {
 	one := startTLSServer(t, "one", nil, "one.pass.test")
 	log, logs := testLog()
-	tab := NewTable([]Route{{SNI: "one.pass.test", Backend: newFakeBackend(one.addr), BackendName: "one"}})
+	tab := NewTable([]Route{{SNI: "one.pass.test", Backend: newFakeBackend(one.addr).Backend, BackendName: "one"}})
 	addr := startTCP(t, &TCP{Frontend: "sni", Table: func() *Table { return tab }, Log: log})
 
 	if _, _, err := tlsDial(t, addr, "two.pass.test", nil, one.cert); err == nil {
@@ -333,7 +333,7 @@ func TestTCPMalformedHello(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b := newFakeBackend(srv.addr)
 			log, logs := testLog()
-			tab := NewTable([]Route{{SNI: "one.test", Backend: b, BackendName: "one"}, {Backend: b, BackendName: "default"}})
+			tab := NewTable([]Route{{SNI: "one.test", Backend: b.Backend, BackendName: "one"}, {Backend: b.Backend, BackendName: "default"}})
 			addr := startTCP(t, &TCP{Frontend: "bad", Table: func() *Table { return tab }, Log: log})
 			conn := dial(t, addr)
 			conn.Write(c.bytes)
@@ -345,7 +345,7 @@ func TestTCPMalformedHello(t *testing.T) {
 			if len(lines) != 1 || len(logLines(logs, "closing connection")) != 1 {
 				t.Errorf("want one warning naming the frontend and the client:\n%s", logs)
 			}
-			if b.next.Load() != 0 {
+			if b.picked() {
 				t.Error("a server was picked")
 			}
 		})
@@ -359,7 +359,7 @@ func isReset(err error) bool {
 func TestTCPHelloTimeout(t *testing.T) {
 	srv := startTLSServer(t, "one", nil, "one.test")
 	log, logs := testLog()
-	tab := NewTable([]Route{{SNI: "one.test", Backend: newFakeBackend(srv.addr), BackendName: "one"}})
+	tab := NewTable([]Route{{SNI: "one.test", Backend: newFakeBackend(srv.addr).Backend, BackendName: "one"}})
 	addr := startTCP(t, &TCP{Frontend: "slow", Table: func() *Table { return tab }, Log: log, HeaderTimeout: 200 * time.Millisecond})
 	c := dial(t, addr)
 	c.Write([]byte{22, 3, 1}) // and then nothing
@@ -379,14 +379,14 @@ func TestTCPReloadAppliesToNewConnections(t *testing.T) {
 	var hits [2]atomic.Int64
 	b1, b2 := newFakeBackend(serve(t, countingEcho(&hits[0]))), newFakeBackend(serve(t, countingEcho(&hits[1])))
 	var cur atomic.Pointer[Table]
-	cur.Store(NewTable([]Route{{Backend: b1}}))
+	cur.Store(NewTable([]Route{{Backend: b1.Backend}}))
 	log, _ := testLog()
 	addr := startTCP(t, &TCP{Frontend: "reload", Table: cur.Load, Log: log})
 
 	old := dial(t, addr)
 	io.WriteString(old, "a")
 	io.ReadFull(old, make([]byte, 1))
-	cur.Store(NewTable([]Route{{Backend: b2}}))
+	cur.Store(NewTable([]Route{{Backend: b2.Backend}}))
 	c := dial(t, addr)
 	if _, n, err := roundTrip(c, []byte("b")); err != nil || n != 1 {
 		t.Fatalf("new connection: %d bytes, %v", n, err)
@@ -401,7 +401,7 @@ func TestTCPReloadAppliesToNewConnections(t *testing.T) {
 
 func TestTCPIdleTimeout(t *testing.T) {
 	const idle = 300 * time.Millisecond
-	newProxy := func(t *testing.T, handle func(net.Conn)) (string, *fakeBackend, *TCP) {
+	newProxy := func(t *testing.T, handle func(net.Conn)) (string, *testBackend, *TCP) {
 		b := newFakeBackend(serve(t, handle))
 		log, _ := testLog()
 		p := &TCP{Frontend: "idle", Table: singleTable(b), Log: log, IdleTimeout: idle}

@@ -8,20 +8,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Helpers shared by the tests of the TCP proxy.
@@ -30,72 +28,58 @@ import (
 // it only turns a hang into a failure.
 func bound() time.Duration { return testutil.Scaled(10 * time.Second) }
 
-// fakeBackend is an l4.Backend over fixed server addresses: round robin
-// (or the hash modulo the servers with hashSource), skipping tried
-// servers, no health state.
-type fakeBackend struct {
-	members        []*balance.Member
-	retries        int
-	connectTimeout time.Duration
-	sendProxy      int
-	hashSource     bool
-
-	next     atomic.Uint64
-	inflight atomic.Int64
+// testBackend is a real upstream.Backend over fixed server addresses
+// whose servers' passive health verdicts are recorded (the observer
+// stands in for the health monitor of a running configuration): no
+// server goes down unless downOnFailure is set.
+type testBackend struct {
+	*upstream.Backend
+	members []*balance.Member
 
 	mu       sync.Mutex
 	observed map[string][2]int // by address: failures, successes
-	hashes   []uint64
 }
 
-func newFakeBackend(addrs ...string) *fakeBackend {
-	b := &fakeBackend{connectTimeout: time.Second, observed: map[string][2]int{}}
-	for _, a := range addrs {
-		b.members = append(b.members, &balance.Member{State: balance.NewState(a), Weight: 1})
+// backendOptions are a test backend's settings: upstream.Options (round
+// robin, no retries by default), each server's send_proxy and max_conns,
+// whether a failure takes a server down, and what each server's ID (its
+// address) starts with.
+type backendOptions struct {
+	upstream.Options
+	sendProxy     int
+	maxConns      int
+	downOnFailure bool
+	idPrefix      string
+}
+
+// newFakeBackend is a round-robin backend of addrs with a connect timeout
+// of a second.
+func newFakeBackend(addrs ...string) *testBackend {
+	return newBackend(backendOptions{}, addrs...)
+}
+
+// newBackend is a backend of addrs with o; a zero ConnectTimeout is a
+// second.
+func newBackend(o backendOptions, addrs ...string) *testBackend {
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = time.Second
 	}
+	b := &testBackend{observed: map[string][2]int{}}
+	servers := make([]*upstream.Server, len(addrs))
+	for i, a := range addrs {
+		m := &balance.Member{State: balance.NewState(a), Weight: 1, MaxConns: o.maxConns, ID: o.idPrefix + a}
+		b.members = append(b.members, m)
+		servers[i] = upstream.NewServer(m, o.sendProxy, func(ok bool) { b.observe(m, ok, o.downOnFailure) })
+	}
+	up, err := upstream.NewBackend("test", servers, o.Options)
+	if err != nil {
+		panic(err)
+	}
+	b.Backend = up
 	return b
 }
 
-var errNoServer = errors.New("fake backend: no server left to try")
-
-func (b *fakeBackend) AcquireConn(ctx context.Context, hash uint64, tried []*balance.Member) (*balance.Member, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	n := uint64(len(b.members))
-	var start uint64
-	switch {
-	case len(tried) > 0:
-		// A retry: the next server after the one that failed.
-		start = uint64(slices.Index(b.members, tried[len(tried)-1])) + 1
-	default:
-		start = b.next.Add(1) - 1
-	}
-	if b.hashSource {
-		b.mu.Lock()
-		b.hashes = append(b.hashes, hash)
-		b.mu.Unlock()
-		start = hash
-	}
-	for i := range n {
-		m := b.members[(start+i)%n]
-		if !slices.Contains(tried, m) {
-			b.inflight.Add(1)
-			m.State.Acquire()
-			return m, nil
-		}
-	}
-	return nil, errNoServer
-}
-
-func (b *fakeBackend) Release(m *balance.Member) {
-	m.State.Release()
-	if b.inflight.Add(-1) < 0 {
-		panic("fake backend: more releases than acquires")
-	}
-}
-
-func (b *fakeBackend) Observe(m *balance.Member, ok bool) {
+func (b *testBackend) observe(m *balance.Member, ok, down bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	o := b.observed[m.State.Address]
@@ -103,25 +87,62 @@ func (b *fakeBackend) Observe(m *balance.Member, ok bool) {
 		o[1]++
 	} else {
 		o[0]++
+		if down {
+			m.State.SetHealthy(false)
+		}
 	}
 	b.observed[m.State.Address] = o
 }
 
-func (b *fakeBackend) ConnectTimeout() time.Duration   { return b.connectTimeout }
-func (b *fakeBackend) Retries() int                    { return b.retries }
-func (b *fakeBackend) SendProxy(m *balance.Member) int { return b.sendProxy }
-func (b *fakeBackend) HashSource() bool                { return b.hashSource }
-func (b *fakeBackend) observations(addr string) (failures, successes int) {
+// observations returns the failures and successes observed at a server.
+func (b *testBackend) observations(addr string) (failures, successes int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	o := b.observed[addr]
 	return o[0], o[1]
 }
 
+// successes is the number of successes observed at every server.
+func (b *testBackend) successes() (n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, o := range b.observed {
+		n += o[1]
+	}
+	return n
+}
+
+// picked reports whether a server was picked: every pick is followed by
+// a connect, whose outcome is observed (unless it failed for the proxy's
+// own lack of descriptors).
+func (b *testBackend) picked() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.observed) > 0
+}
+
+// inflight is the number of connections or flows the servers count.
+func (b *testBackend) inflight() (n int64) {
+	for _, m := range b.members {
+		n += m.State.InFlight()
+	}
+	return n
+}
+
+// member returns the member at addr.
+func (b *testBackend) member(addr string) *balance.Member {
+	for _, m := range b.members {
+		if m.State.Address == addr {
+			return m
+		}
+	}
+	return nil
+}
+
 // waitInflight fails unless every acquired server is released soon.
-func (b *fakeBackend) waitInflight(t *testing.T) {
+func (b *testBackend) waitInflight(t *testing.T) {
 	t.Helper()
-	waitFor(t, "every server connection released", func() bool { return b.inflight.Load() == 0 })
+	waitFor(t, "every server connection released", func() bool { return b.inflight() == 0 })
 }
 
 // waitFor polls cond until it holds, failing after bound().
@@ -229,8 +250,8 @@ func startTCP(t testing.TB, p *TCP) string {
 }
 
 // singleTable routes every connection to b.
-func singleTable(b Backend) func() *Table {
-	tab := NewTable([]Route{{Backend: b, BackendName: "test"}})
+func singleTable(b *testBackend) func() *Table {
+	tab := NewTable([]Route{{Backend: b.Backend, BackendName: "test"}})
 	return func() *Table { return tab }
 }
 

@@ -2,6 +2,8 @@ package l4
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/proxyproto"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 var (
@@ -41,6 +44,35 @@ func headerEcho(n int, got chan<- []byte) func(net.Conn) {
 	}
 }
 
+// hashedTo returns a backend balanced by the hash of the client address
+// (send_proxy version sendProxy) whose first server is live and the
+// others refusing connections, such that the hash of source picks live and that of other
+// picks a dead server.
+func hashedTo(t *testing.T, source, other string, sendProxy int, live string) *testBackend {
+	t.Helper()
+	opt := backendOptions{Options: upstream.Options{Algorithm: balance.Hash, HashKey: upstream.HashKey{Kind: upstream.HashSource}}, sendProxy: sendProxy}
+	pick := func(b *testBackend, ip string) *balance.Member {
+		m, err := b.Acquire(context.Background(), balance.HashString(ip), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Release(m)
+		return m
+	}
+	// Low ports of the loopback address refuse connections at once; the
+	// servers' IDs, which the hash mixes in, change on each try.
+	dead := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 1+i) }
+	for k := range 100 {
+		opt.idPrefix = fmt.Sprint(k, "/")
+		b := newBackend(opt, live, dead(0), dead(1), dead(2))
+		if pick(b, source) == b.members[0] && pick(b, other) != b.members[0] {
+			return b
+		}
+	}
+	t.Fatal("no set of servers where only the hash of the source picks the live one")
+	return nil
+}
+
 func TestTCPAcceptProxySendProxy(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -53,9 +85,7 @@ func TestTCPAcceptProxySendProxy(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := make(chan []byte, 1)
-			b := newFakeBackend(serve(t, headerEcho(len(c.want), got)))
-			b.sendProxy = c.out
-			b.hashSource = true
+			b := hashedTo(t, "192.0.2.7", "127.0.0.1", c.out, serve(t, headerEcho(len(c.want), got)))
 			log, logs := testLog()
 			addr := startTCP(t, &TCP{Frontend: "pp", Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: loopback})
 
@@ -75,11 +105,10 @@ func TestTCPAcceptProxySendProxy(t *testing.T) {
 			if _, n, err := roundTrip(conn, []byte(" world")); err != nil || n != 6 {
 				t.Errorf("then %d bytes back, %v", n, err)
 			}
-			b.mu.Lock()
-			hashes := b.hashes
-			b.mu.Unlock()
-			if len(hashes) != 1 || hashes[0] != balance.HashString("192.0.2.7") {
-				t.Errorf("hashed %v, want the hash of the header's source address", hashes)
+			// Only the hash of the header's source address picks the
+			// server that answered.
+			if _, oks := b.observations(b.members[0].State.Address); oks != 1 {
+				t.Errorf("the live server was picked %d times, want once (by the hash of the header's source address)", oks)
 			}
 			b.waitInflight(t)
 			waitFor(t, "the end logged", func() bool { return len(logLines(logs, "connection closed", "client=192.0.2.7:4242")) == 1 })
@@ -137,9 +166,9 @@ func TestTCPAcceptProxyRefused(t *testing.T) {
 				received <- got
 			}))
 			log, logs := testLog()
-			routes := []Route{{Backend: b, BackendName: "b"}}
+			routes := []Route{{Backend: b.Backend, BackendName: "b"}}
 			if c.sni {
-				routes = append([]Route{{SNI: "x.test", Backend: b}}, routes...)
+				routes = append([]Route{{SNI: "x.test", Backend: b.Backend}}, routes...)
 			}
 			tab := NewTable(routes)
 			addr := startTCP(t, &TCP{Frontend: "pp", Table: func() *Table { return tab }, Log: log, AcceptProxy: true, Trusted: c.trusted})
@@ -153,7 +182,7 @@ func TestTCPAcceptProxyRefused(t *testing.T) {
 				if got := <-received; len(got) != 0 {
 					t.Errorf("the server received %q", got)
 				}
-			} else if b.next.Load() != 0 {
+			} else if b.picked() {
 				t.Error("a server was picked")
 			}
 			b.waitInflight(t)

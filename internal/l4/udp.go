@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Defaults of UDP.
@@ -48,8 +49,8 @@ var udpBuffers = sync.Pool{New: func() any { return new(udpBuffer) }}
 // socket to its server; replies go back to the client from the address
 // the client sent to.
 //
-// Flows are not PROXY protocol connections: Backend.SendProxy is not
-// consulted (configuration refuses send_proxy on udp frontends).
+// Flows are not PROXY protocol connections: upstream.Backend.SendProxy is
+// not consulted (configuration refuses send_proxy on udp frontends).
 //
 // Set the fields before the first Serve and do not change them after
 // (Backend's result may change: reloads swap the backend it returns).
@@ -62,7 +63,7 @@ type UDP struct {
 	// reload therefore moves new flows only: a flow releases its server to
 	// the backend that chose it. Nil, or a nil Backend: new flows are
 	// dropped (and logged).
-	Backend func() (Backend, string)
+	Backend func() (*upstream.Backend, string)
 	// IdleTimeout forgets a flow that has carried no datagram in either
 	// direction for this long: its socket is closed and its server's
 	// in-flight count released. Expiry is checked every IdleTimeout/4, so
@@ -110,7 +111,7 @@ type UDPStats struct {
 // the configuration fields.
 type udpRelay struct {
 	frontend string
-	backend  func() (Backend, string)
+	backend  func() (*upstream.Backend, string)
 	idle     time.Duration
 	maxFlows int
 	log      *slog.Logger

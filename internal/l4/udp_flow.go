@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // errNoBackend is why a flow is dropped when the frontend has no backend.
@@ -40,7 +41,7 @@ type udpFlow struct {
 	pending      [][]byte
 	pendingBytes int
 	conn         *net.UDPConn
-	backend      Backend
+	backend      *upstream.Backend
 	m            *balance.Member
 }
 
@@ -81,7 +82,7 @@ func (f *udpFlow) run(tried []*balance.Member) {
 // the pending datagrams. It ends the flow when it fails.
 func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 	var (
-		b    Backend
+		b    *upstream.Backend
 		name string
 	)
 	if f.r.backend != nil {
@@ -96,7 +97,7 @@ func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 		hash = balance.HashString(f.key.client.Addr().Unmap().String())
 	}
 	for attempt := 0; ; attempt++ {
-		m, err := b.AcquireConn(f.ctx, hash, tried)
+		m, err := b.Acquire(f.ctx, hash, tried)
 		if err != nil {
 			if f.ctx.Err() != nil { // ended elsewhere: expired, shut down
 				f.end()
@@ -144,7 +145,7 @@ func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 // dial opens a socket connected to m. A UDP dial sends nothing: it
 // resolves the address, binds an ephemeral port and connects the socket
 // locally.
-func (f *udpFlow) dial(b Backend, m *balance.Member) (*udpServerReader, error) {
+func (f *udpFlow) dial(b *upstream.Backend, m *balance.Member) (*udpServerReader, error) {
 	d := net.Dialer{Timeout: b.ConnectTimeout()}
 	c, err := d.DialContext(f.ctx, "udp", m.State.Address)
 	if err != nil {
@@ -160,7 +161,7 @@ func (f *udpFlow) dial(b Backend, m *balance.Member) (*udpServerReader, error) {
 
 // attach gives the flow its server socket and sends what is pending. It
 // reports false when the flow has ended meanwhile.
-func (f *udpFlow) attach(conn *net.UDPConn, b Backend, m *balance.Member) bool {
+func (f *udpFlow) attach(conn *net.UDPConn, b *upstream.Backend, m *balance.Member) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ended {

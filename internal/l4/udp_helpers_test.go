@@ -12,13 +12,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // udpBound turns a hang into a failure; no test waits for it to pass.
@@ -79,104 +78,11 @@ func newUDPTestServer(t testing.TB, name string) *udpTestServer {
 // close closes the server's socket: its port answers ICMP port unreachable.
 func (s *udpTestServer) close() { s.pc.Close() }
 
-// udpTestBackend is a Backend over real server addresses: a balance.Pool,
-// with passive health that marks a server down at its first failure. It
-// records what the relay asks of it.
-type udpTestBackend struct {
-	pool       *balance.Pool
-	hashSource bool
-	retries    int
-	// wait, when set, makes AcquireConn block until ctx ends, as a
-	// backend queue does while every server is at max_conns.
-	wait bool
-
-	acquired, released atomic.Int64
-
-	mu       sync.Mutex
-	hashes   []uint64
-	observed map[string][2]int // server address → failures, successes
-}
-
-func newUDPTestBackend(t testing.TB, algorithm string, addrs ...string) *udpTestBackend {
+// newUDPTestBackend is a backend of addrs balanced by algorithm, with
+// passive health that marks a server down at its first failure.
+func newUDPTestBackend(t testing.TB, algorithm balance.Algorithm, addrs ...string) *testBackend {
 	t.Helper()
-	var ms []*balance.Member
-	for _, a := range addrs {
-		ms = append(ms, &balance.Member{State: balance.NewState(a), Weight: 1, ID: a})
-	}
-	p, err := balance.NewPool(algorithm, ms, balance.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &udpTestBackend{pool: p, observed: make(map[string][2]int)}
-}
-
-var errUDPTestNoServer = errors.New("test backend: no server is usable")
-
-func (b *udpTestBackend) AcquireConn(ctx context.Context, hash uint64, tried []*balance.Member) (*balance.Member, error) {
-	b.mu.Lock()
-	b.hashes = append(b.hashes, hash)
-	b.mu.Unlock()
-	if b.wait {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	for {
-		m, _ := b.pool.Pick(hash, tried)
-		if m == nil {
-			return nil, errUDPTestNoServer
-		}
-		if m.State.TryAcquire(m.MaxConns) {
-			b.acquired.Add(1)
-			return m, nil
-		}
-	}
-}
-
-func (b *udpTestBackend) Release(m *balance.Member) {
-	m.State.Release()
-	b.released.Add(1)
-}
-
-func (b *udpTestBackend) Observe(m *balance.Member, ok bool) {
-	b.mu.Lock()
-	o := b.observed[m.State.Address]
-	if ok {
-		o[1]++
-	} else {
-		o[0]++
-		m.State.SetHealthy(false)
-	}
-	b.observed[m.State.Address] = o
-	b.mu.Unlock()
-}
-
-func (b *udpTestBackend) ConnectTimeout() time.Duration   { return time.Second }
-func (b *udpTestBackend) Retries() int                    { return b.retries }
-func (b *udpTestBackend) SendProxy(m *balance.Member) int { return 0 }
-func (b *udpTestBackend) HashSource() bool                { return b.hashSource }
-
-// observations returns the failures and successes observed at a server.
-func (b *udpTestBackend) observations(addr string) (failures, successes int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	o := b.observed[addr]
-	return o[0], o[1]
-}
-
-func (b *udpTestBackend) inflight() (n int64) {
-	for _, m := range b.pool.Members() {
-		n += m.State.InFlight()
-	}
-	return n
-}
-
-func (b *udpTestBackend) member(addr string) *balance.Member {
-	for _, m := range b.pool.Members() {
-		if m.State.Address == addr {
-			return m
-		}
-	}
-	return nil
+	return newBackend(backendOptions{Options: upstream.Options{Algorithm: algorithm}, downOnFailure: true}, addrs...)
 }
 
 // udpWaitFor polls cond until it holds, failing the test after udpBound.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // TestUDPFlowsStick relays DNS-like traffic: every reply arrives from the
@@ -23,7 +24,7 @@ func TestUDPFlowsStick(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr, b.addr)
 	log, logBuf := udpTestLog()
-	u := &UDP{Frontend: "dns", Backend: func() (Backend, string) { return be, "resolvers" }, Log: log}
+	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }, Log: log}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	const clients, datagrams = 20, 10
@@ -70,9 +71,6 @@ func TestUDPFlowsStick(t *testing.T) {
 	if used["a"] == 0 || used["b"] == 0 {
 		t.Errorf("flows per server: %v, want both servers used", used)
 	}
-	if n := be.acquired.Load(); n != clients {
-		t.Errorf("%d servers acquired, want one per flow (%d)", n, clients)
-	}
 	if st := u.Stats(); st.Flows != clients || st.DroppedPending != 0 {
 		t.Errorf("stats %+v, want %d flows and no drops", st, clients)
 	}
@@ -93,9 +91,8 @@ func TestUDPFlowsStick(t *testing.T) {
 // when the backend hashes the source.
 func TestUDPHashSource(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
-	be := newUDPTestBackend(t, balance.Hash, a.addr, b.addr)
-	be.hashSource = true
-	u := &UDP{Frontend: "dns", Backend: func() (Backend, string) { return be, "resolvers" }}
+	be := newBackend(backendOptions{Options: upstream.Options{Algorithm: balance.Hash, HashKey: upstream.HashKey{Kind: upstream.HashSource}}, downOnFailure: true}, a.addr, b.addr)
+	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 	used := map[string]bool{}
 	for i := range 6 {
@@ -104,13 +101,15 @@ func TestUDPHashSource(t *testing.T) {
 	if len(used) != 1 {
 		t.Errorf("servers used by one client IP: %v, want one", used)
 	}
-	want := balance.HashString("127.0.0.1")
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	for _, h := range be.hashes {
-		if h != want {
-			t.Errorf("hash %#x, want HashString(client IP) = %#x", h, want)
-		}
+	// The server is the pick for HashString(client IP).
+	want, err := be.Acquire(context.Background(), balance.HashString("127.0.0.1"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.Release(want)
+	name := map[string]string{a.addr: "a", b.addr: "b"}[want.State.Address]
+	if !used[name] {
+		t.Errorf("servers used: %v, want %s, the pick for HashString(client IP)", used, name)
 	}
 }
 
@@ -119,7 +118,7 @@ func TestUDPHashSource(t *testing.T) {
 func TestUDPDatagramSizes(t *testing.T) {
 	a := newUDPTestServer(t, "a")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
-	u := &UDP{Frontend: "dns", Backend: func() (Backend, string) { return be, "resolvers" }}
+	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 	c := newUDPTestClient(t, addrPort(t, startUDP(t, u, "127.0.0.1:0")))
 	// The reply adds "a:", and 65507 bytes is the most an IPv4 datagram
 	// carries.
@@ -134,7 +133,7 @@ func TestUDPIdleExpiry(t *testing.T) {
 	a := newUDPTestServer(t, "a")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
 	idle := testutil.Scaled(300 * time.Millisecond)
-	u := &UDP{Frontend: "game", Backend: func() (Backend, string) { return be, "game" }, IdleTimeout: idle}
+	u := &UDP{Frontend: "game", Backend: func() (*upstream.Backend, string) { return be.Backend, "game" }, IdleTimeout: idle}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 	c := newUDPTestClient(t, front)
 
@@ -161,7 +160,9 @@ func TestUDPIdleExpiry(t *testing.T) {
 		}
 	}
 	last := time.Now()
-	if n := be.acquired.Load(); n != 1 {
+	// Each flow acquires its server once and is observed working once,
+	// at its first reply.
+	if n := be.successes(); n != 1 {
 		t.Fatalf("%d flows made for one busy client, want 1", n)
 	}
 	udpWaitFor(t, "the idle flow to be forgotten and its server released", func() bool {
@@ -172,7 +173,7 @@ func TestUDPIdleExpiry(t *testing.T) {
 		t.Errorf("flow forgotten %v after its last datagram, before IdleTimeout %v", since, idle)
 	}
 	c.reply("again")
-	if n := be.acquired.Load(); n != 2 {
+	if n := be.successes(); n != 2 {
 		t.Errorf("%d flows made, want 2: a datagram after expiry starts a new one", n)
 	}
 }
@@ -183,7 +184,7 @@ func TestUDPIdleExpiry(t *testing.T) {
 func TestUDPServerRefused(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr, b.addr)
-	u := &UDP{Frontend: "dns", Backend: func() (Backend, string) { return be, "resolvers" }}
+	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	// Round robin gives the two flows one server each.
@@ -222,7 +223,7 @@ func TestUDPMaxFlows(t *testing.T) {
 	a := newUDPTestServer(t, "a")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
 	log, logBuf := udpTestLog()
-	u := &UDP{Frontend: "syslog", Backend: func() (Backend, string) { return be, "collectors" }, MaxFlows: 2, Log: log}
+	u := &UDP{Frontend: "syslog", Backend: func() (*upstream.Backend, string) { return be.Backend, "collectors" }, MaxFlows: 2, Log: log}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	c1, c2, c3 := newUDPTestClient(t, front), newUDPTestClient(t, front), newUDPTestClient(t, front)
@@ -242,8 +243,8 @@ func TestUDPMaxFlows(t *testing.T) {
 	if n := udpLogCount(logBuf, "WARN", "flow table full", "frontend=syslog", "max_flows=2"); n != 1 {
 		t.Errorf("%d warnings about the full flow table, want 1 (rate-limited):\n%s", n, logBuf)
 	}
-	if n := be.acquired.Load(); n != 2 {
-		t.Errorf("%d servers acquired, want 2", n)
+	if n, m := be.successes(), be.inflight(); n != 2 || m != 2 {
+		t.Errorf("%d servers acquired (working), %d in flight; want 2", n, m)
 	}
 }
 
@@ -254,12 +255,12 @@ func TestUDPNoServer(t *testing.T) {
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
 	be.member(a.addr).State.SetHealthy(false)
 	log, logBuf := udpTestLog()
-	u := &UDP{Frontend: "dns", Backend: func() (Backend, string) { return be, "resolvers" }, Log: log}
+	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }, Log: log}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 	c := newUDPTestClient(t, front)
 	c.send("1")
 	udpWaitFor(t, "a warning naming frontend, backend, client and reason", func() bool {
-		return udpLogCount(logBuf, "WARN", "frontend=dns", "backend=resolvers", "client=127.0.0.1:", errUDPTestNoServer.Error()) == 1
+		return udpLogCount(logBuf, "WARN", "frontend=dns", "backend=resolvers", "client=127.0.0.1:", upstream.ErrNoServer.Error()) == 1
 	})
 	if n := u.Stats().DroppedNoServer; n != 1 {
 		t.Errorf("%d datagrams counted as dropped for want of a server, want 1", n)
@@ -278,7 +279,7 @@ func TestUDPWildcardReplySource(t *testing.T) {
 		t.Run(bind, func(t *testing.T) {
 			a := newUDPTestServer(t, "a")
 			be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
-			u := &UDP{Frontend: "dns", Backend: func() (Backend, string) { return be, "resolvers" }}
+			u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 			pc := startUDP(t, u, bind)
 			port := pc.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 			for _, dst := range []string{"127.0.0.1", "127.0.0.2"} {
@@ -294,8 +295,14 @@ func TestUDPWildcardReplySource(t *testing.T) {
 func TestUDPShutdown(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr, b.addr)
-	waiting := newUDPTestBackend(t, balance.RoundRobin, a.addr)
-	waiting.wait = true
+	// waiting has one server, at its max_conns of 1 (held by the test):
+	// a flow waits in its queue until its context ends.
+	waiting := newBackend(backendOptions{Options: upstream.Options{QueueTimeout: time.Hour}, maxConns: 1}, a.addr)
+	held, err := waiting.Acquire(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.Release(held)
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -309,20 +316,17 @@ func TestUDPShutdown(t *testing.T) {
 	goroutines, fds := runtime.NumGoroutine(), udpOpenFiles(t)
 
 	var n atomic.Int32
-	u := &UDP{Frontend: "dns", IdleTimeout: time.Minute, Backend: func() (Backend, string) {
+	u := &UDP{Frontend: "dns", IdleTimeout: time.Minute, Backend: func() (*upstream.Backend, string) {
 		if n.Add(1) == 1 {
-			return waiting, "queued" // the first flow waits for a server
+			return waiting.Backend, "queued" // the first flow waits for a server
 		}
-		return be, "resolvers"
+		return be.Backend, "resolvers"
 	}}
 	served := make(chan error, 1)
 	go func() { served <- u.Serve(pc) }()
 	blocked.send("waits")
-	udpWaitFor(t, "the first flow to wait for a server", func() bool {
-		waiting.mu.Lock()
-		defer waiting.mu.Unlock()
-		return len(waiting.hashes) == 1
-	})
+	// The flow asked for its backend, then waits in its queue.
+	udpWaitFor(t, "the first flow to wait for a server", func() bool { return n.Load() == 1 })
 	// A waiting flow holds a few datagrams, not all.
 	for i := range 2 * udpPendingDatagrams {
 		blocked.send(fmt.Sprint("waits", i))
@@ -342,8 +346,8 @@ func TestUDPShutdown(t *testing.T) {
 	if st := u.Stats(); st.Flows != 0 {
 		t.Errorf("%d flows after Shutdown, want 0", st.Flows)
 	}
-	if n := be.inflight(); n != 0 || be.acquired.Load() != be.released.Load() {
-		t.Errorf("after Shutdown: %d in flight, %d acquired, %d released", n, be.acquired.Load(), be.released.Load())
+	if n, w := be.inflight(), waiting.inflight(); n != 0 || w != 1 {
+		t.Errorf("after Shutdown: %d in flight, %d at the waiting backend; want 0 and the test's 1", n, w)
 	}
 	// Shutdown stops new flows; the socket is still read until closed.
 	late.send("late")

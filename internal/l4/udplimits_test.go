@@ -6,6 +6,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // TestUDPGatePerClient counts each flow as a connection of its client IP:
@@ -17,7 +18,7 @@ func TestUDPGatePerClient(t *testing.T) {
 	log, logs := testLog()
 	gate := newGate(log, 0, 1)
 	idle := testutil.Scaled(300 * time.Millisecond)
-	u := &UDP{Frontend: "limited", Backend: func() (Backend, string) { return be, "game" }, IdleTimeout: idle, Gate: gate}
+	u := &UDP{Frontend: "limited", Backend: func() (*upstream.Backend, string) { return be.Backend, "game" }, IdleTimeout: idle, Gate: gate}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	first := newUDPTestClient(t, front)

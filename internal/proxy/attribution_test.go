@@ -65,19 +65,17 @@ func startBodyUpstream(t *testing.T, protocol string) *bodyUpstream {
 // judgedBackend is a backend of servers at addrs whose passive health
 // verdicts are counted: failures counts the requests held against a
 // server.
-func judgedBackend(t *testing.T, opt BackendOptions, addrs ...string) (b *Backend, failures *atomic.Int64, logs *logBuffer) {
+func judgedBackend(t *testing.T, opt testOptions, addrs ...string) (b *Backend, failures *atomic.Int64, logs *logBuffer) {
 	t.Helper()
 	logs = &logBuffer{}
 	failures = new(atomic.Int64)
-	b = newTestBackend("app", addrs, opt, slog.New(slog.NewTextHandler(logs, nil)))
-	for _, s := range b.servers {
-		s.Observe = func(ok bool) {
-			if !ok {
-				failures.Add(1)
-			}
+	opt.observe = func(ok bool) {
+		if !ok {
+			failures.Add(1)
 		}
 	}
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	b = newTestBackend("app", addrs, opt, slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(b.CloseIdleConnections)
 	return b, failures, logs
 }
 
@@ -226,7 +224,7 @@ func TestMalformedBodyIsTheClients(t *testing.T) {
 	for _, proto := range upstreamProtocols {
 		t.Run("upstream "+proto, func(t *testing.T) {
 			a, b := startBodyUpstream(t, proto), startBodyUpstream(t, proto)
-			be, failures, logs := judgedBackend(t, BackendOptions{Retries: 2, Upstream: Upstream{Protocol: proto}}, a.addr, b.addr)
+			be, failures, logs := judgedBackend(t, testOptions{Retries: 2, Upstream: Upstream{Protocol: proto}}, a.addr, b.addr)
 			addr := serveBoth(t, &Handler{Router: &Router{Routes: []Route{{Backend: be}}}})
 
 			for i := 0; i < 5; i++ {
@@ -276,7 +274,7 @@ func TestAbortedBodyIsTheClients(t *testing.T) {
 	for _, proto := range upstreamProtocols {
 		t.Run("upstream "+proto, func(t *testing.T) {
 			up := startBodyUpstream(t, proto)
-			be, failures, logs := judgedBackend(t, BackendOptions{Retries: 2, Upstream: Upstream{Protocol: proto}}, up.addr)
+			be, failures, logs := judgedBackend(t, testOptions{Retries: 2, Upstream: Upstream{Protocol: proto}}, up.addr)
 			addr := serveBoth(t, &Handler{Router: &Router{Routes: []Route{{Backend: be}}}})
 
 			for i := 0; i < 3; i++ {
@@ -361,7 +359,7 @@ func TestCutResponseDeliversWhatCame(t *testing.T) {
 			name = "chunked"
 		}
 		t.Run(name, func(t *testing.T) {
-			be, _, _ := judgedBackend(t, BackendOptions{}, startCutUpstream(t, chunked))
+			be, _, _ := judgedBackend(t, testOptions{}, startCutUpstream(t, chunked))
 			addr := serveBoth(t, &Handler{Router: &Router{Routes: []Route{{Backend: be}}}})
 
 			resp := rawHTTP1(t, addr, "GET /big HTTP/1.1\r\nHost: app.example.test\r\n\r\n", false)
@@ -401,9 +399,9 @@ func TestOwnResourceErrorIs503(t *testing.T) {
 	} {
 		t.Run(tc.errno.Error(), func(t *testing.T) {
 			a, b := startBodyUpstream(t, "http1"), startBodyUpstream(t, "http1")
-			be, failures, logs := judgedBackend(t, BackendOptions{Retries: 2}, a.addr, b.addr)
+			be, failures, logs := judgedBackend(t, testOptions{Retries: 2}, a.addr, b.addr)
 			var dials atomic.Int64
-			be.Transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			be.transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 				dials.Add(1)
 				return nil, &dialError{err: &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", tc.errno)}}
 			}
@@ -454,7 +452,7 @@ func TestCutResponseCountsAgainstServer(t *testing.T) {
 			}()
 		}
 	}()
-	be, failures, _ := judgedBackend(t, BackendOptions{}, l.Addr().String())
+	be, failures, _ := judgedBackend(t, testOptions{}, l.Addr().String())
 	url := serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: be}}}})
 	for i := 0; i < 3; i++ {
 		resp, err := client.Get(url + "/")

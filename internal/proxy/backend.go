@@ -10,47 +10,16 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
-	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// Server is one server of a backend as the proxy sees it: the balancer's
-// member and the passive health observer that learns from each request.
-type Server struct {
-	Member *balance.Member
-	// Observe, when set, is told the outcome of every request at the
-	// server (passive health checks). It must be cheap.
-	Observe func(ok bool)
-	// SendProxy is the PROXY protocol version toward this server: 0 none,
-	// 1 (text) or 2 (binary). Every connection to the server then starts
-	// with a header naming the client, so over HTTP each one is private to
-	// one client connection (see ClientConn).
-	SendProxy int
-}
-
-// BackendOptions configure a backend. Zero values take the defaults.
+// BackendOptions configure how the HTTP requests of a backend reach its
+// servers.
 type BackendOptions struct {
+	// Upstream is the connection pool's settings.
 	Upstream Upstream
-	// Algorithm is the balance algorithm (see balance.NewPool).
-	Algorithm string
-	// HashKey is source, uri, header:NAME or cookie:NAME (with hash).
-	HashKey string
-	// StickyCookie, when set, pins clients to a server with this cookie.
-	StickyCookie string
-	// StickyMaxAge is the sticky cookie's lifetime; 0: a session cookie.
-	StickyMaxAge time.Duration
-	// Retries is how many more servers a request may try. Default 0.
-	Retries int
-	// RetryBudget is the percentage of requests that may be retries.
-	// Default 20.
-	RetryBudget int
-	// QueueTimeout is how long a request waits for a server below
-	// max_conns. Default 5s.
-	QueueTimeout time.Duration
-	// Count5xx makes 5xx responses count as failures for passive health.
-	Count5xx bool
 	// Events, when set, summarizes the backend's frequent events (requests
 	// refused for the client's fault, failures that are the proxy's own)
 	// into one log line per second, with the backend's name. Nil: a
@@ -58,22 +27,18 @@ type BackendOptions struct {
 	Events *limit.Events
 }
 
-// Backend is a compiled, immutable backend: its servers, balancer,
-// connection pool and retry policy. The live state it uses (in-flight
-// counts, health) belongs to the servers' balance.State and outlives it.
+// Backend proxies HTTP requests to the servers of an upstream.Backend:
+// the ReverseProxy, the round trip that acquires, releases and observes
+// servers, the pooled connections to them and the sticky cookie. It is
+// compiled once and never changed.
 type Backend struct {
-	Name      string
-	pool      *balance.Pool
-	servers   map[*balance.Member]*Server
-	byID      map[string]*balance.Member
+	up        *upstream.Backend
 	hashKey   func(*http.Request) uint64
-	opt       BackendOptions
-	budget    *retryBudget
-	queue     *queue
+	upstream  Upstream
+	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	log       *slog.Logger
 	events    *limit.Events
-	Transport *http.Transport
 	// noClientConn is set once a request to a send_proxy server came
 	// without a ClientConn (and was warned about).
 	noClientConn atomic.Bool
@@ -81,51 +46,29 @@ type Backend struct {
 	eventAttrs []any
 }
 
-// NewBackend builds a backend.
-func NewBackend(name string, servers []*Server, opt BackendOptions, log *slog.Logger) (*Backend, error) {
-	opt.Upstream.setDefaults()
-	if opt.RetryBudget == 0 {
-		opt.RetryBudget = 20
-	}
-	if opt.QueueTimeout <= 0 {
-		opt.QueueTimeout = 5 * time.Second
-	}
-	opt.Upstream.MaxConnsPerServer = maxConns(servers)
-	members := make([]*balance.Member, len(servers))
+// NewBackend returns the HTTP side of up.
+func NewBackend(up *upstream.Backend, opt BackendOptions, log *slog.Logger) *Backend {
+	opt.Upstream.MaxConnsPerServer = maxConns(up.Servers())
 	b := &Backend{
-		Name:      name,
-		servers:   make(map[*balance.Member]*Server, len(servers)),
-		byID:      make(map[string]*balance.Member, len(servers)),
-		opt:       opt,
-		budget:    newRetryBudget(opt.RetryBudget),
-		queue:     newQueue(),
+		up:        up,
+		hashKey:   hashFunc(up.HashKey()),
+		upstream:  opt.Upstream,
+		transport: newTransport(opt.Upstream, up.ConnectTimeout(), nil),
 		log:       log,
 		events:    opt.Events,
-		Transport: newTransport(opt.Upstream, nil),
 	}
 	if b.events == nil {
 		b.events = limit.NewEvents(log, 0)
 	} else {
-		b.eventAttrs = []any{"backend", name}
+		b.eventAttrs = []any{"backend", up.Name()}
 	}
-	for i, s := range servers {
-		members[i] = s.Member
-		b.servers[s.Member] = s
-		b.byID[s.Member.ID] = s.Member
-	}
-	pool, err := balance.NewPool(opt.Algorithm, members, balance.Options{})
-	if err != nil {
-		return nil, err
-	}
-	b.pool = pool
-	b.hashKey = hashKeyFunc(opt.HashKey)
 	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			if opt.Upstream.TLS != nil {
 				pr.Out.URL.Scheme = "https"
 			}
-			pr.Out.URL.Host = name // replaced by the server's address in RoundTrip
+			pr.Out.URL.Host = up.Name() // replaced by the server's address in RoundTrip
 			pr.Out.Host = pr.In.Host
 			sanitize(pr.Out.Header, pr.In, scheme(pr.In))
 		},
@@ -138,17 +81,22 @@ func NewBackend(name string, servers []*Server, opt BackendOptions, log *slog.Lo
 		BufferPool:   copyBuffers,
 		ErrorLog:     stdlog.New(proxyErrors{b}, "", 0),
 	}
-	return b, nil
+	return b
 }
 
+// CloseIdleConnections closes the backend's idle pooled connections to
+// its servers (those private to a client connection end with it). A
+// reload calls it on the backends it replaced.
+func (b *Backend) CloseIdleConnections() { b.transport.CloseIdleConnections() }
+
 // maxConns is the largest max_conns of servers, 0 when one has none.
-func maxConns(servers []*Server) int {
+func maxConns(servers []*upstream.Server) int {
 	n := 0
 	for _, s := range servers {
-		if s.Member.MaxConns == 0 {
+		if s.Member().MaxConns == 0 {
 			return 0
 		}
-		n = max(n, s.Member.MaxConns)
+		n = max(n, s.Member().MaxConns)
 	}
 	return n
 }
@@ -162,15 +110,6 @@ type proxyErrors struct{ b *Backend }
 func (e proxyErrors) Write(p []byte) (int, error) {
 	e.b.note("response cut", errors.New(strings.TrimSpace(string(p))))
 	return len(p), nil
-}
-
-// Servers lists the backend's servers.
-func (b *Backend) Servers() []*Server {
-	out := make([]*Server, 0, len(b.servers))
-	for _, m := range b.pool.Members() {
-		out = append(out, b.servers[m])
-	}
-	return out
 }
 
 func scheme(r *http.Request) string {

@@ -55,8 +55,8 @@ func TestProbeBody(t *testing.T) {
 func TestEmptyStreamBodyGetRetried(t *testing.T) {
 	bad := startResetting(t)
 	good := startCounting(t, ok)
-	b := newTestBackend("app", []string{bad.addr, good.addr}, BackendOptions{Retries: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	b := newTestBackend("app", []string{bad.addr, good.addr}, testOptions{Retries: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(b.CloseIdleConnections)
 	for i := range 4 { // round robin: half of these try the resetting server first
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Body, r.ContentLength = streamBody(strings.NewReader("")), -1

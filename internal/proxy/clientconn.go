@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/proxyproto"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // ClientConn is one client connection as the proxy sees it: its addresses,
@@ -52,8 +53,8 @@ type ClientConn struct {
 
 	mu         sync.Mutex
 	closed     bool
-	transports map[*Server]*http.Transport // one per send_proxy server used
-	conns      map[*privateConn]struct{}   // open, not yet closed by their transport
+	transports map[*upstream.Server]*http.Transport // one per send_proxy server used
+	conns      map[*privateConn]struct{}            // open, not yet closed by their transport
 }
 
 type clientConnKey struct{}
@@ -114,7 +115,7 @@ func (e *clientConnError) Unwrap() error { return e.err }
 // transport returns the transport of c's private connections to srv,
 // made on first use: the backend's upstream settings, with every new
 // connection starting with srv's PROXY header for c.
-func (c *ClientConn) transport(b *Backend, srv *Server) (*http.Transport, error) {
+func (c *ClientConn) transport(b *Backend, srv *upstream.Server) (*http.Transport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -123,16 +124,16 @@ func (c *ClientConn) transport(b *Backend, srv *Server) (*http.Transport, error)
 	if t := c.transports[srv]; t != nil {
 		return t, nil
 	}
-	hdr, err := proxyproto.Header(srv.SendProxy, streamAddr(c.Remote), streamAddr(c.Local))
+	hdr, err := proxyproto.Header(srv.SendProxy(), streamAddr(c.Remote), streamAddr(c.Local))
 	if err != nil {
 		return nil, &clientConnError{fmt.Errorf("send_proxy: %w", err)}
 	}
-	timeout := b.opt.Upstream.ConnectTimeout
-	t := newTransport(b.opt.Upstream, func(conn net.Conn) (net.Conn, error) {
+	timeout := b.up.ConnectTimeout()
+	t := newTransport(b.upstream, timeout, func(conn net.Conn) (net.Conn, error) {
 		return c.start(conn, hdr, timeout)
 	})
 	if c.transports == nil {
-		c.transports = make(map[*Server]*http.Transport)
+		c.transports = make(map[*upstream.Server]*http.Transport)
 	}
 	c.transports[srv] = t
 	return t, nil
@@ -153,7 +154,9 @@ func (c *ClientConn) start(conn net.Conn, hdr []byte, timeout time.Duration) (ne
 	}
 	c.conns[pc] = struct{}{}
 	c.mu.Unlock()
-	conn.SetWriteDeadline(time.Now().Add(timeout))
+	if timeout > 0 {
+		conn.SetWriteDeadline(time.Now().Add(timeout))
+	}
 	if _, err := conn.Write(hdr); err != nil {
 		pc.Close()
 		if c.isClosed() {
@@ -228,7 +231,7 @@ type privateAttempt struct {
 // gets a ClientConn of its own from its RemoteAddr and
 // http.LocalAddrContextKey, closed with its response: a new connection per
 // request, never a shared one.
-func (b *Backend) private(out *http.Request, srv *Server) (*http.Transport, *http.Request, *privateAttempt, error) {
+func (b *Backend) private(out *http.Request, srv *upstream.Server) (*http.Transport, *http.Request, *privateAttempt, error) {
 	ctx := out.Context()
 	a := &privateAttempt{cc: clientConnFrom(ctx)}
 	if a.cc == nil {
@@ -238,7 +241,7 @@ func (b *Backend) private(out *http.Request, srv *Server) (*http.Transport, *htt
 		}
 		a.cc, a.own = cc, true
 		if !b.noClientConn.Swap(true) {
-			b.log.Warn("a request to a server with send_proxy has no client connection: each such request opens a new connection", "server", srv.Member.State.Address)
+			b.log.Warn("a request to a server with send_proxy has no client connection: each such request opens a new connection", "server", srv.Address())
 		}
 	}
 	t, err := a.cc.transport(b, srv)

@@ -20,6 +20,7 @@ import (
 	pp "github.com/pires/go-proxyproto"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // ppUpstream is a server with a PROXY protocol listener: every connection
@@ -277,25 +278,22 @@ func (c *ppClient) localPort(t *testing.T) int {
 // ppBackend is a backend of servers a (send_proxy version) and b (none),
 // picked by the sticky cookie srv; observed counts a's passive health
 // verdicts.
-func ppBackend(t *testing.T, version int, a, b string, opt BackendOptions) (be *Backend, ma, mb *balance.Member, failed *atomic.Int64) {
+func ppBackend(t *testing.T, version int, a, b string, opt testOptions) (be *Backend, ma, mb *balance.Member, failed *atomic.Int64) {
 	t.Helper()
 	failed = new(atomic.Int64)
 	ma = &balance.Member{State: balance.NewState(a), Weight: 1, ID: "a"}
 	mb = &balance.Member{State: balance.NewState(b), Weight: 1, ID: "b"}
-	servers := []*Server{
-		{Member: ma, SendProxy: version, Observe: func(ok bool) {
+	servers := []*upstream.Server{
+		upstream.NewServer(ma, version, func(ok bool) {
 			if !ok {
 				failed.Add(1)
 			}
-		}},
-		{Member: mb},
+		}),
+		upstream.NewServer(mb, 0, nil),
 	}
 	opt.StickyCookie = "srv"
-	be, err := NewBackend("app", servers, opt, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(be.Transport.CloseIdleConnections)
+	be = opt.backend("app", servers, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(be.CloseIdleConnections)
 	return be, ma, mb, failed
 }
 
@@ -340,7 +338,7 @@ func TestSendProxyPrivateConns(t *testing.T) {
 			upA, certA := startPPUpstream(t, tc.tls)
 			var plainConns atomic.Int64
 			upB, certB := startPlain(t, &plainConns, tc.tls)
-			var opt BackendOptions
+			var opt testOptions
 			if tc.tls {
 				roots := x509.NewCertPool()
 				roots.AddCert(certA)
@@ -458,7 +456,7 @@ func startPlain(t *testing.T, conns *atomic.Int64, withTLS bool) (string, *x509.
 // as they need at once), closed with it.
 func TestSendProxyHTTP2Client(t *testing.T) {
 	upA, _ := startPPUpstream(t, false)
-	be, ma, _, _ := ppBackend(t, 1, upA.addr, deadAddr(t), BackendOptions{})
+	be, ma, _, _ := ppBackend(t, 1, upA.addr, deadAddr(t), testOptions{})
 	h2c := new(http.Protocols)
 	h2c.SetUnencryptedHTTP2(true)
 	f := startFrontendProtocols(t, be, true, h2c)
@@ -522,7 +520,7 @@ func TestSendProxyHTTP2Client(t *testing.T) {
 // context gets a new connection of its own, closed with its response.
 func TestSendProxyWithoutClientConn(t *testing.T) {
 	upA, _ := startPPUpstream(t, false)
-	be, ma, _, _ := ppBackend(t, 1, upA.addr, deadAddr(t), BackendOptions{})
+	be, ma, _, _ := ppBackend(t, 1, upA.addr, deadAddr(t), testOptions{})
 	f := startFrontend(t, be, false)
 	c := newPPClient(t)
 	for range 2 {
@@ -545,7 +543,7 @@ func TestSendProxyWithoutClientConn(t *testing.T) {
 // observed failing and the request is retried on the next server.
 func TestSendProxyRetry(t *testing.T) {
 	up := startCounting(t, func(w http.ResponseWriter, r *http.Request) {})
-	be, ma, mb, failed := ppBackend(t, 2, deadAddr(t), up.addr, BackendOptions{Retries: 1})
+	be, ma, mb, failed := ppBackend(t, 2, deadAddr(t), up.addr, testOptions{Retries: 1})
 	f := startFrontend(t, be, true)
 	c := newPPClient(t)
 	c.get(t, f, "a") // pinned to a, which is down: served by b
@@ -566,7 +564,7 @@ func TestSendProxyRetry(t *testing.T) {
 // closed when the upgraded stream ends.
 func TestSendProxyUpgrade(t *testing.T) {
 	upA, _ := startPPUpstream(t, false)
-	be, ma, _, _ := ppBackend(t, 2, upA.addr, deadAddr(t), BackendOptions{})
+	be, ma, _, _ := ppBackend(t, 2, upA.addr, deadAddr(t), testOptions{})
 	f := startFrontend(t, be, true)
 	conn, err := net.Dial("tcp", f.addr)
 	if err != nil {

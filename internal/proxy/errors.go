@@ -12,12 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/limit"
-)
-
-// Errors of the balancing round trip, mapped to statuses by statusFor.
-var (
-	errNoServer     = errors.New("no server is up: every server is down, draining or disabled")
-	errQueueTimeout = errors.New("every server is at max_conns and the queue timeout passed")
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Who a failed request is attributed to decides its status, whether it
@@ -161,7 +156,7 @@ func statusFor(err error) int {
 			return s
 		}
 		return http.StatusBadRequest // never sent: nobody is left to answer
-	case errors.Is(err, errNoServer), errors.Is(err, errQueueTimeout), ownFault(err):
+	case errors.Is(err, upstream.ErrNoServer), errors.Is(err, upstream.ErrQueueTimeout), ownFault(err):
 		return http.StatusServiceUnavailable
 	case isTimeout(err):
 		return http.StatusGatewayTimeout
@@ -187,9 +182,9 @@ func reason(err error) string {
 		return "proxy overloaded"
 	case errors.As(err, &ce):
 		return "no private connection for the client (send_proxy)"
-	case errors.Is(err, errNoServer):
+	case errors.Is(err, upstream.ErrNoServer):
 		return "no server up"
-	case errors.Is(err, errQueueTimeout):
+	case errors.Is(err, upstream.ErrQueueTimeout):
 		return "queue timeout"
 	case errors.As(err, &cerr), errors.As(err, &uerr):
 		return "server certificate not trusted"

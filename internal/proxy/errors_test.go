@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Who gets the blame, and which status, for each kind of failure.
@@ -35,6 +37,8 @@ func TestAttribution(t *testing.T) {
 		{"server timeout", fmt.Errorf("read: %w", context.DeadlineExceeded), 504, true, "server timeout"},
 		{"server reset", errors.New("connection reset by peer"), 502, true, "server error"},
 		{"client connection", &clientConnError{errClientClosed}, 502, false, "no private connection for the client (send_proxy)"},
+		{"no server", upstream.ErrNoServer, 503, true, "no server up"},
+		{"queue timeout", upstream.ErrQueueTimeout, 503, true, "queue timeout"},
 	} {
 		if got := statusFor(tc.err); got != tc.status {
 			t.Errorf("%s: status %d, want %d", tc.name, got, tc.status)

@@ -50,8 +50,8 @@ func TestCancelledRequestKeepsServerConnection(t *testing.T) {
 		w.Write([]byte("late but small"))
 	})
 	logs := &logBuffer{}
-	b := newTestBackend("app", []string{up.addr}, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	b := newTestBackend("app", []string{up.addr}, testOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(b.CloseIdleConnections)
 	url := "http://" + serveBoth(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
 	c := h2cClient(t)
 	for i := 0; i < 20; i++ {
@@ -80,8 +80,8 @@ func TestSmallResponseReleasesServerBeforeClientReads(t *testing.T) {
 		w.Write([]byte("small"))
 	})
 	logs := &logBuffer{}
-	b := newTestBackend("app", []string{up.addr}, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	b := newTestBackend("app", []string{up.addr}, testOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(b.CloseIdleConnections)
 	blocked := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.ServeHTTP(&stuckWriter{ResponseWriter: w, stuck: blocked}, r)
@@ -95,7 +95,7 @@ func TestSmallResponseReleasesServerBeforeClientReads(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	m := b.pool.Members()[0]
+	m := b.up.Servers()[0].Member()
 	waitFor(t, func() bool { return up.hits.Load() == 1 })
 	// The client's writer is stuck, yet the server's count is back to 0.
 	waitFor(t, func() bool { return m.State.InFlight() == 0 })
@@ -128,8 +128,8 @@ func TestConnGuardTripsOnCancelledRequests(t *testing.T) {
 		}
 	})
 	logs := &logBuffer{}
-	b := newTestBackend("app", []string{up.addr}, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	b := newTestBackend("app", []string{up.addr}, testOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(b.CloseIdleConnections)
 	srv := httptest.NewUnstartedServer(&Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
 	srv.EnableHTTP2 = true
 	srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {

@@ -95,8 +95,8 @@ func benchHandler(b *testing.B, body []byte) *Handler {
 			b.Errorf("the server accepted %d connections, want 1 (keep-alive reuse)", n)
 		}
 	})
-	be := newTestBackend("app", []string{addr}, BackendOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	b.Cleanup(be.Transport.CloseIdleConnections)
+	be := newTestBackend("app", []string{addr}, testOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.Cleanup(be.CloseIdleConnections)
 	return &Handler{Router: &Router{Routes: []Route{{Host: "app.example.test", Backend: be}}}}
 }
 

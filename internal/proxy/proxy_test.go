@@ -65,17 +65,17 @@ func readBody(t *testing.T, resp *http.Response) string {
 // logBuffer collects a backend's log lines.
 type logBuffer = testutil.Buffer
 
-// upstream is a real HTTP server standing in for a backend server. It
+// origin is a real HTTP server standing in for a backend server. It
 // records the last request it received.
-type upstream struct {
+type origin struct {
 	addr string
 	mu   sync.Mutex
 	last *http.Request
 }
 
-func startUpstream(t *testing.T, h http.HandlerFunc) *upstream {
+func startUpstream(t *testing.T, h http.HandlerFunc) *origin {
 	t.Helper()
-	u := &upstream{}
+	u := &origin{}
 	url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.last = r.Clone(r.Context())
@@ -88,7 +88,7 @@ func startUpstream(t *testing.T, h http.HandlerFunc) *upstream {
 	return u
 }
 
-func (u *upstream) request(t *testing.T) *http.Request {
+func (u *origin) request(t *testing.T) *http.Request {
 	t.Helper()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -103,8 +103,8 @@ func (u *upstream) request(t *testing.T) *http.Request {
 func startProxy(t *testing.T, altSvc string, servers ...string) (string, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	b := newTestBackend("app", servers, BackendOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	b := newTestBackend("app", servers, testOptions{}, slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(b.CloseIdleConnections)
 	h := &Handler{Router: &Router{Routes: []Route{{Backend: b}}}, AltSvc: altSvc}
 	return serve(t, h), logs
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // http.Transport returns the error its request body's Read returned: for
@@ -17,9 +18,8 @@ func TestTransportReturnsBodyError(t *testing.T) {
 	for _, up := range upstreamProtocols {
 		t.Run(up, func(t *testing.T) {
 			srv := startBodyUpstream(t, up)
-			u := Upstream{Protocol: up}
-			u.setDefaults()
-			tr := newTransport(u, nil)
+			u := Upstream{Protocol: up, ServerTimeout: 60 * time.Second, IdleTimeout: 90 * time.Second, MaxIdlePerServer: 1024}
+			tr := newTransport(u, 5*time.Second, nil)
 			t.Cleanup(tr.CloseIdleConnections)
 			body := &clientBody{rc: io.NopCloser(&errReader{data: "0123456789", err: errors.New("invalid byte in chunk length")})}
 			req, _ := http.NewRequest("POST", "http://"+srv.addr+"/", body)

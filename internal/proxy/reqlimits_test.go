@@ -26,7 +26,7 @@ var clientProtocols = []string{"HTTP/1.1", "HTTP/2"}
 // with l, over HTTP/1.1 and HTTP/2 (h2c). It returns the frontend's
 // address, the count of passive health failures, and the log of the
 // limits' events (summarized every 10ms).
-func limitedFrontend(t *testing.T, l RequestLimits, opt BackendOptions, addrs ...string) (addr string, failures *atomic.Int64, events *logBuffer) {
+func limitedFrontend(t *testing.T, l RequestLimits, opt testOptions, addrs ...string) (addr string, failures *atomic.Int64, events *logBuffer) {
 	t.Helper()
 	be, failures, _ := judgedBackend(t, opt, addrs...)
 	events = &logBuffer{}
@@ -96,7 +96,7 @@ func TestMaxBodyBytes(t *testing.T) {
 		for _, proto := range clientProtocols {
 			t.Run(proto+" to "+up, func(t *testing.T) {
 				srv := startBodyUpstream(t, up)
-				addr, failures, events := limitedFrontend(t, RequestLimits{MaxBodyBytes: max}, BackendOptions{Retries: 2, Upstream: Upstream{Protocol: up}}, srv.addr)
+				addr, failures, events := limitedFrontend(t, RequestLimits{MaxBodyBytes: max}, testOptions{Retries: 2, Upstream: Upstream{Protocol: up}}, srv.addr)
 				c := clientOf(t, proto)
 				url := "http://" + addr + "/"
 
@@ -140,7 +140,7 @@ func TestMaxBodyBytesAfterResponseBegan(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "done\n")
 	})
-	addr, failures, events := limitedFrontend(t, RequestLimits{MaxBodyBytes: max}, BackendOptions{}, srv.addr)
+	addr, failures, events := limitedFrontend(t, RequestLimits{MaxBodyBytes: max}, testOptions{}, srv.addr)
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	req, _ := http.NewRequest("POST", "http://"+addr+"/", pr)
@@ -175,7 +175,7 @@ func TestBodyTimeout(t *testing.T) {
 		for _, proto := range clientProtocols {
 			t.Run(proto+" to "+up, func(t *testing.T) {
 				srv := startBodyUpstream(t, up)
-				addr, failures, events := limitedFrontend(t, RequestLimits{BodyTimeout: timeout}, BackendOptions{Retries: 2, Upstream: Upstream{Protocol: up}}, srv.addr)
+				addr, failures, events := limitedFrontend(t, RequestLimits{BodyTimeout: timeout}, testOptions{Retries: 2, Upstream: Upstream{Protocol: up}}, srv.addr)
 				c := clientOf(t, proto)
 
 				start := time.Now()
@@ -232,7 +232,7 @@ func TestSendTimeout(t *testing.T) {
 	})
 	for _, proto := range clientProtocols {
 		t.Run(proto, func(t *testing.T) {
-			addr, failures, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, BackendOptions{}, srv.addr)
+			addr, failures, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, testOptions{}, srv.addr)
 			var got int64
 			var readErr error
 			if proto == "HTTP/1.1" {
@@ -281,7 +281,7 @@ func TestSendTimeout(t *testing.T) {
 func TestSendTimeoutZeroWindowSmallResponse(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	srv := startCounting(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "small") })
-	addr, failures, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, BackendOptions{}, srv.addr)
+	addr, failures, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, testOptions{}, srv.addr)
 	h := dialH2(t, addr)
 	h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	start := time.Now()
@@ -322,7 +322,7 @@ func TestSendTimeoutIdleResponse(t *testing.T) {
 		time.Sleep(3 * timeout)
 		io.WriteString(w, "second\n")
 	})
-	addr, _, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, BackendOptions{}, srv.addr)
+	addr, _, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, testOptions{}, srv.addr)
 	for _, proto := range clientProtocols {
 		resp, err := clientOf(t, proto).Get("http://" + addr + "/events")
 		if err != nil {
@@ -354,7 +354,7 @@ func TestSendTimeoutSlowReader(t *testing.T) {
 			io.WriteString(w, chunk)
 		}
 	})
-	addr, _, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, BackendOptions{}, srv.addr)
+	addr, _, events := limitedFrontend(t, RequestLimits{SendTimeout: timeout}, testOptions{}, srv.addr)
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8<<10) })
 		return nil

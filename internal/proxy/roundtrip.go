@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // roundTripper is a Backend seen as the http.RoundTripper under its
@@ -38,7 +39,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		// HEADERS): the server never hears of it.
 		return nil, err
 	}
-	b.budget.request()
+	b.up.Request()
 	var hash uint64
 	if b.hashKey != nil {
 		hash = b.hashKey(req)
@@ -52,7 +53,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
 		m, err := b.acquire(req, hash, tried)
 		if err != nil {
-			if lastErr != nil && errors.Is(err, errNoServer) {
+			if lastErr != nil && errors.Is(err, upstream.ErrNoServer) {
 				err = lastErr // every server was tried: report why the last failed
 			}
 			body.finish()
@@ -61,8 +62,8 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt > 1 {
 			// Only now is there another server to retry on: spend the
 			// budget and say so.
-			if !b.budget.allow() {
-				b.release(m)
+			if !b.up.AllowRetry() {
+				b.up.Release(m)
 				body.finish()
 				return nil, &roundTripError{err: fmt.Errorf("%w (no retry: the backend's retry budget is spent)", lastErr), server: lastServer, attempts: attempt - 1}
 			}
@@ -86,53 +87,27 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // sticky one if it can take it, else the balancer's pick, waiting in the
 // queue while every usable server is at max_conns.
 func (b *Backend) acquire(req *http.Request, hash uint64, tried []*balance.Member) (*balance.Member, error) {
-	if b.opt.StickyCookie != "" {
-		if c, err := req.Cookie(b.opt.StickyCookie); err == nil {
-			if m := b.byID[c.Value]; m != nil && m.Eligible(tried) && m.State.TryAcquire(m.MaxConns) {
+	if name := b.up.Sticky().Cookie; name != "" {
+		if c, err := req.Cookie(name); err == nil {
+			if m := b.up.AcquireID(c.Value, tried); m != nil {
 				return m, nil
 			}
 		}
 	}
-	return b.pick(req.Context(), hash, tried)
-}
-
-// pick returns the balancer's pick among the usable servers not in tried,
-// counted as in flight, waiting in the queue while every one of them is at
-// max_conns: until one is released, the queue timeout passes or ctx ends.
-// It is the acquire of HTTP requests and of layer-4 connections.
-func (b *Backend) pick(ctx context.Context, hash uint64, tried []*balance.Member) (*balance.Member, error) {
-	var deadline time.Time
-	for {
-		m, busy := b.pool.Pick(hash, tried)
-		if m != nil {
-			if m.State.TryAcquire(m.MaxConns) {
-				return m, nil
-			}
-			continue // it filled up since the pick
-		}
-		if !busy {
-			return nil, errNoServer
-		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(b.opt.QueueTimeout)
-		}
-		if err := b.queue.wait(ctx, deadline); err != nil {
-			return nil, err
-		}
-	}
+	return b.up.Acquire(req.Context(), hash, tried)
 }
 
 // send makes one attempt at server m, which has counted the request.
 func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (*http.Response, error) {
 	out, x := outgoing(req, m.State.Address, body)
-	srv := b.servers[m]
-	t := b.Transport
+	srv := b.up.Server(m)
+	t := b.transport
 	var private *privateAttempt
-	if srv != nil && srv.SendProxy != 0 {
+	if srv != nil && srv.SendProxy() != 0 {
 		var err error
 		if t, out, private, err = b.private(out, srv); err != nil {
 			x.end()
-			b.release(m)
+			b.up.Release(m)
 			return nil, err
 		}
 	}
@@ -145,7 +120,7 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 	}
 	if err != nil {
 		x.end()
-		b.release(m)
+		b.up.Release(m)
 		if cb := clientFault(err, body); cb != nil {
 			// The transport gave up because the client's body failed
 			// (errors.go): the client's fault, whatever it reported.
@@ -153,14 +128,14 @@ func (b *Backend) send(req *http.Request, m *balance.Member, body *replayBody) (
 		}
 		if req.Context().Err() == nil && serverFault(err) {
 			// A request the client abandoned says nothing about the server.
-			srv.observe(false)
+			srv.Observe(false)
 		}
 		if private != nil {
 			private.done()
 		}
 		return nil, err
 	}
-	srv.observe(!(b.opt.Count5xx && resp.StatusCode >= 500))
+	srv.Observe(!(b.up.Count5xx() && resp.StatusCode >= 500))
 	var own *privateAttempt
 	if private != nil && private.own {
 		own = private
@@ -209,28 +184,18 @@ func outgoing(req *http.Request, addr string, body *replayBody) (*http.Request, 
 // stick sets the sticky cookie naming server m on resp, unless the
 // request already carried it.
 func (b *Backend) stick(req *http.Request, resp *http.Response, m *balance.Member) {
-	if b.opt.StickyCookie == "" {
+	sticky := b.up.Sticky()
+	if sticky.Cookie == "" {
 		return
 	}
-	if c, err := req.Cookie(b.opt.StickyCookie); err == nil && c.Value == m.ID {
+	if c, err := req.Cookie(sticky.Cookie); err == nil && c.Value == m.ID {
 		return
 	}
-	ck := &http.Cookie{Name: b.opt.StickyCookie, Value: m.ID, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-	if b.opt.StickyMaxAge > 0 {
-		ck.MaxAge = int(b.opt.StickyMaxAge / time.Second)
+	ck := &http.Cookie{Name: sticky.Cookie, Value: m.ID, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if sticky.MaxAge > 0 {
+		ck.MaxAge = int(sticky.MaxAge / time.Second)
 	}
 	resp.Header.Add("Set-Cookie", ck.String())
-}
-
-func (s *Server) observe(ok bool) {
-	if s != nil && s.Observe != nil {
-		s.Observe(ok)
-	}
-}
-
-func (b *Backend) release(m *balance.Member) {
-	m.State.Release()
-	b.queue.signal()
 }
 
 // retriable reports whether a failed attempt may go to another server: the
@@ -239,7 +204,7 @@ func (b *Backend) release(m *balance.Member) {
 // response byte without timing out. Retries are bounded by Retries here
 // and by the retry budget once another server is found.
 func (b *Backend) retriable(req *http.Request, err error, body *replayBody, attempt int) bool {
-	if attempt > b.opt.Retries || req.Context().Err() != nil {
+	if attempt > b.up.Retries() || req.Context().Err() != nil {
 		return false
 	}
 	var de *dialError
@@ -366,7 +331,7 @@ type releaser struct {
 func (r *releaser) release() {
 	if !r.done.Swap(true) {
 		r.x.end()
-		r.b.release(r.m)
+		r.b.up.Release(r.m)
 		if r.own != nil {
 			r.own.done()
 		}
@@ -386,7 +351,7 @@ type releaseBody struct {
 	client context.Context
 	// srv learns of a body the server cut (passive health), unless the
 	// client's request body, reqBody, failed first.
-	srv     *Server
+	srv     *upstream.Server
 	reqBody *replayBody
 	eof     bool
 	failed  bool
@@ -404,7 +369,7 @@ func (b *releaseBody) Read(p []byte) (int, error) {
 		// not fail, so neither ended the exchange): the server's
 		// failure.
 		b.failed = true
-		b.srv.observe(false)
+		b.srv.Observe(false)
 	}
 	return n, err
 }

@@ -73,11 +73,11 @@ func startResetting(t *testing.T) *counting {
 	return c
 }
 
-func proxyTo(t *testing.T, opt BackendOptions, addrs ...string) (string, *logBuffer) {
+func proxyTo(t *testing.T, opt testOptions, addrs ...string) (string, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
 	b := newTestBackend("app", addrs, opt, slog.New(slog.NewTextHandler(logs, nil)))
-	t.Cleanup(b.Transport.CloseIdleConnections)
+	t.Cleanup(b.CloseIdleConnections)
 	return serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}}), logs
 }
 
@@ -88,7 +88,7 @@ func ok(w http.ResponseWriter, r *http.Request) {
 
 func TestConnectFailureRetriedWhateverTheMethod(t *testing.T) {
 	good := startCounting(t, ok)
-	url, logs := proxyTo(t, BackendOptions{Retries: 2}, deadAddr(t), good.addr)
+	url, logs := proxyTo(t, testOptions{Retries: 2}, deadAddr(t), good.addr)
 	for i := 0; i < 4; i++ { // round robin: half of these try the dead server first
 		req := mustRequest(t, "POST", url+"/")
 		req.Body = io.NopCloser(strings.NewReader("payload"))
@@ -105,7 +105,7 @@ func TestConnectFailureRetriedWhateverTheMethod(t *testing.T) {
 func TestResetIdempotentRetriedPostNot(t *testing.T) {
 	bad := startResetting(t)
 	good := startCounting(t, ok)
-	url, _ := proxyTo(t, BackendOptions{Retries: 2}, bad.addr, good.addr)
+	url, _ := proxyTo(t, testOptions{Retries: 2}, bad.addr, good.addr)
 
 	resp := do(t, mustRequest(t, "GET", url+"/")) // round robin starts at the resetting server
 	if resp.StatusCode != 200 {
@@ -139,7 +139,7 @@ func TestServerTimeoutIs504NotRetried(t *testing.T) {
 		}
 	})
 	good := startCounting(t, ok) // a retry would reach it and turn the 504 into a 200
-	url, logs := proxyTo(t, BackendOptions{Retries: 2, Upstream: Upstream{ServerTimeout: 200 * time.Millisecond}}, slow.addr, good.addr)
+	url, logs := proxyTo(t, testOptions{Retries: 2, Upstream: Upstream{ServerTimeout: 200 * time.Millisecond}}, slow.addr, good.addr)
 	start := time.Now()
 	resp := do(t, mustRequest(t, "GET", url+"/"))
 	readBody(t, resp)
@@ -167,8 +167,8 @@ func TestQueueWaitsForMaxConns(t *testing.T) {
 		cur.Add(-1)
 	})
 	logs := &logBuffer{}
-	b := newTestBackend("app", []string{srv.addr}, BackendOptions{QueueTimeout: scaled(5 * time.Second)}, slog.New(slog.NewTextHandler(logs, nil)))
-	b.pool.Members()[0].MaxConns = 2
+	b := newTestBackend("app", []string{srv.addr}, testOptions{QueueTimeout: scaled(5 * time.Second)}, slog.New(slog.NewTextHandler(logs, nil)))
+	b.up.Servers()[0].Member().MaxConns = 2
 	url := serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -194,8 +194,8 @@ func TestQueueTimeoutIs503(t *testing.T) {
 	release := make(chan struct{})
 	srv := startCounting(t, func(w http.ResponseWriter, r *http.Request) { <-release })
 	logs := &logBuffer{}
-	b := newTestBackend("app", []string{srv.addr}, BackendOptions{QueueTimeout: 100 * time.Millisecond}, slog.New(slog.NewTextHandler(logs, nil)))
-	b.pool.Members()[0].MaxConns = 1
+	b := newTestBackend("app", []string{srv.addr}, testOptions{QueueTimeout: 100 * time.Millisecond}, slog.New(slog.NewTextHandler(logs, nil)))
+	b.up.Servers()[0].Member().MaxConns = 1
 	url := serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
 	go client.Get(url + "/") // takes the only slot
 	for deadline := time.Now().Add(scaled(5 * time.Second)); srv.hits.Load() == 0; time.Sleep(5 * time.Millisecond) {
@@ -217,7 +217,7 @@ func TestQueueTimeoutIs503(t *testing.T) {
 func TestStickyCookie(t *testing.T) {
 	a := startCounting(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("a")) })
 	b := startCounting(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("b")) })
-	url, _ := proxyTo(t, BackendOptions{StickyCookie: "srv"}, a.addr, b.addr)
+	url, _ := proxyTo(t, testOptions{StickyCookie: "srv"}, a.addr, b.addr)
 	first := do(t, mustRequest(t, "GET", url+"/"))
 	name := readBody(t, first)
 	var cookie *http.Cookie
@@ -242,34 +242,6 @@ func TestStickyCookie(t *testing.T) {
 	}
 }
 
-func TestRetryBudget(t *testing.T) {
-	now := int64(1000)
-	b := newRetryBudget(20)
-	b.nowUnixS = func() int64 { return now }
-	for i := 0; i < 1000; i++ {
-		b.request()
-	}
-	allowed := 0
-	for i := 0; i < 1000; i++ {
-		if b.allow() {
-			allowed++
-		}
-	}
-	if allowed != 200 {
-		t.Errorf("allowed %d retries for 1000 requests at 20%%, want 200", allowed)
-	}
-	now += 10 // the window has passed: only the floor of 3 per second
-	allowed = 0
-	for i := 0; i < 100; i++ {
-		if b.allow() {
-			allowed++
-		}
-	}
-	if allowed != 30 {
-		t.Errorf("allowed %d retries on a quiet backend, want the floor of 30 per 10s", allowed)
-	}
-}
-
 // TestClientCancelIsNotAServerFailure checks that requests the client
 // abandons do not count against the server's passive health.
 func TestClientCancelIsNotAServerFailure(t *testing.T) {
@@ -282,14 +254,12 @@ func TestClientCancelIsNotAServerFailure(t *testing.T) {
 		}
 	})
 	var failures atomic.Int64
-	b := newTestBackend("app", []string{slow.addr}, BackendOptions{}, slog.New(slog.DiscardHandler))
-	for _, s := range b.servers {
-		s.Observe = func(ok bool) {
-			if !ok {
-				failures.Add(1)
-			}
+	observe := func(ok bool) {
+		if !ok {
+			failures.Add(1)
 		}
 	}
+	b := newTestBackend("app", []string{slow.addr}, testOptions{observe: observe}, slog.New(slog.DiscardHandler))
 	url := serve(t, &Handler{Router: &Router{Routes: []Route{{Backend: b}}}})
 	for i := 0; i < 5; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

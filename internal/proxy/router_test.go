@@ -5,25 +5,72 @@ import (
 	"log/slog"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 func testBackend(name string) *Backend {
-	return newTestBackend(name, nil, BackendOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return newTestBackend(name, nil, testOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
-// newTestBackend builds a backend of fresh servers at addrs.
-func newTestBackend(name string, addrs []string, opt BackendOptions, log *slog.Logger) *Backend {
-	servers := make([]*Server, len(addrs))
-	for i, a := range addrs {
-		servers[i] = &Server{Member: &balance.Member{State: balance.NewState(a), Weight: 1, ID: a}}
+// testOptions are the settings of a test backend that the tests vary:
+// those of upstream.Options and of BackendOptions. A timeout left zero
+// takes the configuration's default value (see backend), so that a test
+// states only what it is about.
+type testOptions struct {
+	Upstream     Upstream
+	Algorithm    balance.Algorithm
+	HashKey      string
+	StickyCookie string
+	Retries      int
+	QueueTimeout time.Duration
+	// observe, when set, is every server's passive health observer.
+	observe func(ok bool)
+}
+
+// backend builds the backend name over servers.
+func (o testOptions) backend(name string, servers []*upstream.Server, log *slog.Logger) *Backend {
+	// The configuration's defaults (config.Default*): queue_timeout,
+	// retry_budget, timeouts connect, server and idle, max_conns.
+	if o.QueueTimeout == 0 {
+		o.QueueTimeout = 5 * time.Second
 	}
-	b, err := NewBackend(name, servers, opt, log)
+	u := o.Upstream
+	if u.ServerTimeout == 0 {
+		u.ServerTimeout = 60 * time.Second
+	}
+	if u.IdleTimeout == 0 {
+		u.IdleTimeout = 90 * time.Second
+	}
+	u.MaxIdlePerServer = 1024
+	key, err := upstream.ParseHashKey(o.HashKey)
 	if err != nil {
 		panic(err)
 	}
-	return b
+	up, err := upstream.NewBackend(name, servers, upstream.Options{
+		Algorithm:      o.Algorithm,
+		HashKey:        key,
+		Sticky:         upstream.Sticky{Cookie: o.StickyCookie},
+		Retries:        o.Retries,
+		RetryBudget:    20,
+		QueueTimeout:   o.QueueTimeout,
+		ConnectTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return NewBackend(up, BackendOptions{Upstream: u}, log)
+}
+
+// newTestBackend builds a backend of fresh servers at addrs.
+func newTestBackend(name string, addrs []string, opt testOptions, log *slog.Logger) *Backend {
+	servers := make([]*upstream.Server, len(addrs))
+	for i, a := range addrs {
+		servers[i] = upstream.NewServer(&balance.Member{State: balance.NewState(a), Weight: 1, ID: a}, 0, opt.observe)
+	}
+	return opt.backend(name, servers, log)
 }
 
 func TestRouterMatch(t *testing.T) {
@@ -88,7 +135,7 @@ func backendName(b *Backend) string {
 	if b == nil {
 		return "no match"
 	}
-	return "backend " + b.Name
+	return "backend " + b.up.Name()
 }
 
 func TestRouterEmpty(t *testing.T) {

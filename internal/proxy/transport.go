@@ -8,22 +8,20 @@ import (
 	"time"
 )
 
-// Upstream is how a backend reaches its servers. Zero values take the
-// defaults.
+// Upstream is how a backend's HTTP requests reach its servers. The
+// configuration's defaults are filled in by the compile step; here a zero
+// value means none or the standard library's, as each field says.
 type Upstream struct {
-	// Protocol is http1 (default), h2c, h2 (TLS only) or auto (TLS: HTTP/2
-	// by ALPN when the server offers it, else HTTP/1.1).
+	// Protocol is http1 (also ""), h2c, h2 (TLS only) or auto (TLS:
+	// HTTP/2 by ALPN when the server offers it, else HTTP/1.1).
 	Protocol string
 	// TLS, when set, connects over TLS with this client configuration
 	// (trusted roots, server name, verification).
 	TLS *tls.Config
-	// ConnectTimeout bounds the TCP connect and the TLS handshake.
-	// Default 5s.
-	ConnectTimeout time.Duration
 	// ServerTimeout bounds the wait for response headers after the request
-	// was sent. Default 60s.
+	// was sent. 0: no bound.
 	ServerTimeout time.Duration
-	// IdleTimeout closes pooled connections idle this long. Default 90s.
+	// IdleTimeout closes pooled connections idle this long. 0: never.
 	IdleTimeout time.Duration
 	// MaxConnsPerServer caps the connections to each server, in use,
 	// being dialed or idle; a request that would need one more waits for
@@ -33,43 +31,26 @@ type Upstream struct {
 	// after the response ended, from being replaced by a new one.
 	MaxConnsPerServer int
 	// MaxIdlePerServer is how many idle keep-alive connections are pooled
-	// per server. Default 1024, a server's default max_conns: the
-	// connections a burst opened are kept for the next one instead of
-	// being closed and dialed again.
+	// per server; the compile step gives a server's default max_conns, so
+	// that the connections a burst opened are kept for the next one
+	// instead of being closed and dialed again. 0: net/http's default (2).
 	MaxIdlePerServer int
 }
 
-func (u *Upstream) setDefaults() {
-	if u.Protocol == "" {
-		u.Protocol = "http1"
-	}
-	if u.ConnectTimeout <= 0 {
-		u.ConnectTimeout = 5 * time.Second
-	}
-	if u.ServerTimeout <= 0 {
-		u.ServerTimeout = 60 * time.Second
-	}
-	if u.IdleTimeout <= 0 {
-		u.IdleTimeout = 90 * time.Second
-	}
-	if u.MaxIdlePerServer <= 0 {
-		u.MaxIdlePerServer = 1024
-	}
-}
-
-// newTransport builds the pooled connection manager of one backend. Dial
-// and handshake failures come back as *dialError, so that the round trip
-// knows the request never left. onConnect, when set, runs on every new
+// newTransport builds the pooled connection manager of one backend.
+// connectTimeout bounds the TCP connect and the TLS handshake (0: no
+// bound but the system's). Dial and handshake failures come back as
+// *dialError, so that the round trip knows the request never left. onConnect, when set, runs on every new
 // connection right after the TCP connect and before any TLS handshake (to
 // send a PROXY header); it closes the connection when it fails, and what
 // it returns is the connection used from then on.
-func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.Transport {
-	dialer := &net.Dialer{Timeout: u.ConnectTimeout, KeepAlive: 30 * time.Second}
+func newTransport(u Upstream, connectTimeout time.Duration, onConnect func(net.Conn) (net.Conn, error)) *http.Transport {
+	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 	connect := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		start := time.Now()
 		c, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
-			return nil, newDialError(err, start, u.ConnectTimeout)
+			return nil, newDialError(err, start, connectTimeout)
 		}
 		if onConnect != nil {
 			return onConnect(c)
@@ -111,8 +92,11 @@ func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.
 		t.TLSClientConfig = conf
 		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			start := time.Now()
-			ctx, cancel := context.WithTimeout(ctx, u.ConnectTimeout)
-			defer cancel()
+			if connectTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, connectTimeout)
+				defer cancel()
+			}
 			raw, err := connect(ctx, network, addr)
 			if err != nil {
 				return nil, err
@@ -125,7 +109,7 @@ func newTransport(u Upstream, onConnect func(net.Conn) (net.Conn, error)) *http.
 			tc := tls.Client(raw, c)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				raw.Close()
-				return nil, newDialError(err, start, u.ConnectTimeout)
+				return nil, newDialError(err, start, connectTimeout)
 			}
 			return tc, nil
 		}

@@ -45,7 +45,7 @@ func startLineEcho(t *testing.T, delay time.Duration) string {
 // tunnels with tu.
 func tunnelFrontend(t *testing.T, addr string, tu *Tunnels) string {
 	t.Helper()
-	be := newTestBackend("echo", []string{addr}, BackendOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	be := newTestBackend("echo", []string{addr}, testOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv := httptest.NewUnstartedServer(be)
 	srv.Config.ConnContext = func(ctx context.Context, _ net.Conn) context.Context { return WithTunnels(ctx, tu) }
 	srv.Start()

@@ -4,24 +4,33 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
-	"strconv"
-	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/health"
 	"github.com/portcullis/portcullis/internal/proxy"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// compileBackend builds a backend: its upstream TLS, health settings,
-// servers (with their live state from reg) and balancer.
-func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadFileFunc, reg *registry, log *slog.Logger) (*proxy.Backend, []serverPlan, config.ErrorList) {
+// compileBackend builds a backend: its servers (with their live state
+// from reg), balancer, queue and retry budget (upstream), and its HTTP
+// side: upstream TLS and connection pool (proxy). The balance algorithm
+// and the hash key are parsed here, by the packages that own them.
+func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadFileFunc, reg *registry, log *slog.Logger) (*proxy.Backend, *upstream.Backend, config.ErrorList) {
 	var errs config.ErrorList
+	algorithm, err := balance.ParseAlgorithm(b.Balance)
+	if err != nil {
+		errs = append(errs, cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err))
+	}
+	hashKey, err := upstream.ParseHashKey(b.HashKey)
+	if err != nil {
+		errs = append(errs, cfg.Errorf(b.At.Value("hash_key"), "backend %q: hash_key %q: %v", b.Name, b.HashKey, err))
+	}
 	up := proxy.Upstream{
-		Protocol:       b.Protocol,
-		ConnectTimeout: b.Timeouts.Connect,
-		ServerTimeout:  b.Timeouts.Server,
-		IdleTimeout:    b.Timeouts.Idle,
+		Protocol:         b.Protocol,
+		ServerTimeout:    b.Timeouts.Server,
+		IdleTimeout:      b.Timeouts.Idle,
+		MaxIdlePerServer: config.DefaultServerMaxConns,
 	}
 	if t := b.TLS; t != nil {
 		conf, err := upstreamTLS(cfg, b.Name, t, readFile, log)
@@ -33,6 +42,28 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 			conf.InsecureSkipVerify = t.Verify != nil && !*t.Verify
 		}
 	}
+	if len(errs) > 0 {
+		return nil, nil, errs
+	}
+	ub, err := upstream.NewBackend(b.Name, compileServers(b, up.TLS, reg, log), upstream.Options{
+		Algorithm:      algorithm,
+		HashKey:        hashKey,
+		Sticky:         sticky(b),
+		Retries:        *b.Retries,
+		RetryBudget:    *b.RetryBudget,
+		QueueTimeout:   b.QueueTimeout,
+		ConnectTimeout: b.Timeouts.Connect,
+		Count5xx:       b.PassiveHealth.Count5xx,
+	})
+	if err != nil {
+		return nil, nil, config.ErrorList{cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err)}
+	}
+	return proxy.NewBackend(ub, proxy.BackendOptions{Upstream: up}, log), ub, nil
+}
+
+// compileServers returns the servers of b, with the live state reg has
+// for them and their health checks (HTTP checks over tlsConf when set).
+func compileServers(b *config.Backend, tlsConf *tls.Config, reg *registry, log *slog.Logger) []*upstream.Server {
 	var active *health.Active
 	if hc := b.HealthCheck; hc != nil {
 		lo, hi, _ := config.ParseStatusRange(hc.ExpectStatus)
@@ -42,7 +73,7 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 			StatusMin: lo, StatusMax: hi,
 			Interval: hc.Interval, Timeout: hc.Timeout,
 			Rise: hc.Rise, Fall: hc.Fall,
-			TLS: up.TLS,
+			TLS: tlsConf,
 		}
 	}
 	passive := health.Passive{
@@ -50,47 +81,25 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 		Count5xx: b.PassiveHealth.Count5xx,
 		Cooldown: b.PassiveHealth.Cooldown,
 	}
-	var servers []*proxy.Server
-	var plans []serverPlan
+	servers := make([]*upstream.Server, 0, len(b.Servers))
 	for _, s := range b.Servers {
-		key := serverKey{b.Name, s.Address}
-		ls := reg.lookup(key, active, passive, log)
-		m := &balance.Member{
-			State:     ls.state,
+		sc := upstream.ServerConfig{
+			Address:   s.Address,
 			Weight:    s.Weight,
 			Backup:    s.Backup,
 			MaxConns:  s.MaxConns,
 			SlowStart: s.SlowStart,
-			ID:        strconv.FormatUint(balance.HashString(b.Name+"\x00"+s.Address), 36),
+			Admin:     adminState(s.State),
 		}
-		ps := &proxy.Server{Member: m, Observe: ls.monitor.Observe}
 		switch s.SendProxy {
 		case "v1":
-			ps.SendProxy = 1
+			sc.SendProxy = 1
 		case "v2":
-			ps.SendProxy = 2
+			sc.SendProxy = 2
 		}
-		servers = append(servers, ps)
-		plans = append(plans, serverPlan{key: key, live: ls, active: active, passive: passive, admin: adminState(s.State)})
+		servers = append(servers, reg.upstreams().Server(b.Name, sc, active, passive, log))
 	}
-	pb, err := proxy.NewBackend(b.Name, servers, proxy.BackendOptions{
-		Upstream:     up,
-		Algorithm:    b.Balance,
-		HashKey:      b.HashKey,
-		StickyCookie: stickyCookie(b),
-		StickyMaxAge: stickyMaxAge(b),
-		Retries:      *b.Retries,
-		RetryBudget:  *b.RetryBudget,
-		QueueTimeout: b.QueueTimeout,
-		Count5xx:     b.PassiveHealth.Count5xx,
-	}, log)
-	if err != nil {
-		errs = append(errs, cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err))
-	}
-	if len(errs) > 0 {
-		return nil, nil, errs
-	}
-	return pb, plans, nil
+	return servers
 }
 
 func adminState(s string) balance.Admin {
@@ -103,18 +112,12 @@ func adminState(s string) balance.Admin {
 	return balance.Active
 }
 
-func stickyCookie(b *config.Backend) string {
+// sticky is b's sticky cookie; the zero upstream.Sticky without one.
+func sticky(b *config.Backend) upstream.Sticky {
 	if b.Sticky == nil {
-		return ""
+		return upstream.Sticky{}
 	}
-	return b.Sticky.Cookie
-}
-
-func stickyMaxAge(b *config.Backend) time.Duration {
-	if b.Sticky == nil {
-		return 0
-	}
-	return b.Sticky.MaxAge
+	return upstream.Sticky{Cookie: b.Sticky.Cookie, MaxAge: b.Sticky.MaxAge}
 }
 
 // upstreamTLS builds the client TLS configuration toward a backend's

@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
 	"github.com/portcullis/portcullis/internal/proxy"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Graph is a compiled configuration: everything the runtime serves, built
@@ -32,8 +33,9 @@ type Graph struct {
 	// User is who to become after binding when started as root; nil when
 	// global.user is not set.
 	User *privilege.Target
-	// servers is the live state and health settings of every server.
-	servers []serverPlan
+	// servers are the servers of every backend, which registry.commit
+	// makes the live set.
+	servers []*upstream.Server
 	// binds maps the address of a bind of an http or tcp frontend to it.
 	binds map[string]*Bind
 	// relays maps the address of a bind of a udp frontend to it.
@@ -102,18 +104,20 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		g.User = t
 	}
 	backends := map[string]*proxy.Backend{}
+	upstreams := map[string]*upstream.Backend{}
 	for _, b := range cfg.Backends {
-		pb, plans, err := compileBackend(cfg, b, readFile, reg, log.With("backend", b.Name))
+		pb, ub, err := compileBackend(cfg, b, readFile, reg, log.With("backend", b.Name))
 		if err != nil {
 			errs = append(errs, err...)
 			continue
 		}
 		backends[b.Name] = pb
+		upstreams[b.Name] = ub
 		for _, srv := range b.Servers {
 			g.sendProxy = g.sendProxy || srv.SendProxy != ""
 		}
 		g.Backends = append(g.Backends, pb)
-		g.servers = append(g.servers, plans...)
+		g.servers = append(g.servers, ub.Servers()...)
 	}
 	for _, fe := range cfg.Frontends {
 		f := &Frontend{Name: fe.Name, Mode: fe.Mode}
@@ -125,7 +129,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			for _, b := range fe.Bind {
 				cb := &Bind{
 					TCP:  listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "TCP proxy"},
-					L4:   compileL4(fe, b, backends),
+					L4:   compileL4(fe, b, upstreams),
 					Gate: gateFor(conns, events, fe.Name, b.Address),
 				}
 				f.Binds = append(f.Binds, cb)
@@ -134,14 +138,14 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			continue
 		case config.ModeUDP:
 			for _, b := range fe.Bind {
-				r := compileRelay(fe, b, backends)
+				r := compileRelay(fe, b, upstreams)
 				r.Gate = gateFor(conns, events, fe.Name, b.Address)
 				f.Relays = append(f.Relays, r)
 				g.relays[b.Address] = r
 			}
 			continue
 		}
-		errs = append(errs, g.compileHTTP(cfg, fe, f, conns, events, backends, readFile, log)...)
+		errs = append(errs, g.compileHTTP(cfg, fe, f, conns, events, backends, upstreams, readFile, log)...)
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
@@ -153,7 +157,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 // serves the frontend's routes (but sni routes, which the layer-4 side
 // takes) behind its request limits, over TLS with the bind's
 // certificates, and over HTTP/3 when the bind has it.
-func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend, conns *limit.Conns, events *limit.Events, backends map[string]*proxy.Backend, readFile config.ReadFileFunc, log *slog.Logger) config.ErrorList {
+func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend, conns *limit.Conns, events *limit.Events, backends map[string]*proxy.Backend, upstreams map[string]*upstream.Backend, readFile config.ReadFileFunc, log *slog.Logger) config.ErrorList {
 	var errs config.ErrorList
 	router := &proxy.Router{}
 	for _, r := range fe.Routes {
@@ -168,7 +172,7 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 		cb := &Bind{
 			TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
 			Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
-			L4:      compileL4(fe, b, backends),
+			L4:      compileL4(fe, b, upstreams),
 			Gate:    gateFor(conns, events, fe.Name, b.Address),
 			Limits:  compileHTTPLimits(fe.Limits),
 		}

@@ -16,8 +16,8 @@ import (
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
-	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/proxyproto"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // l4Bind is the layer-4 part of a bind: the routes of a tcp frontend (or
@@ -39,7 +39,7 @@ type l4Bind struct {
 // Relay is a compiled bind of a udp frontend.
 type Relay struct {
 	Spec        listen.Spec
-	Backend     *proxy.Backend
+	Backend     *upstream.Backend
 	BackendName string
 	IdleTimeout time.Duration
 	// Gate counts the flows against the frontend's connection limits.
@@ -48,7 +48,7 @@ type Relay struct {
 
 // compileL4 builds the layer-4 part of a bind of an http or tcp frontend;
 // nil for an http bind that has neither sni routes nor accept_proxy.
-func compileL4(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.Backend) *l4Bind {
+func compileL4(fe *config.Frontend, b *config.Bind, backends map[string]*upstream.Backend) *l4Bind {
 	var routes []l4.Route
 	for _, r := range fe.Routes {
 		if fe.Mode == config.ModeTCP || r.SNI != "" {
@@ -70,7 +70,7 @@ func compileL4(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.B
 }
 
 // compileRelay builds a bind of a udp frontend.
-func compileRelay(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.Backend) *Relay {
+func compileRelay(fe *config.Frontend, b *config.Bind, backends map[string]*upstream.Backend) *Relay {
 	name := ""
 	if len(fe.Routes) > 0 {
 		name = fe.Routes[0].Backend

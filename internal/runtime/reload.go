@@ -85,7 +85,7 @@ func (s *serving) reload(path string, reg *registry) error {
 	s.files.Store(&rec.files)
 	reg.commit(g)
 	for _, b := range old.Backends {
-		b.Transport.CloseIdleConnections()
+		b.CloseIdleConnections()
 	}
 	for _, u := range retired {
 		u.stopAccepting()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // relayUnit is the socket of a udp frontend's bind and its relay. The
@@ -43,7 +44,7 @@ func (s *serving) startRelay(us unitSpec, sock *listen.Socket) (*relayUnit, erro
 	u.cur.Store(r)
 	u.udp = &l4.UDP{
 		Frontend: r.Spec.Frontend,
-		Backend: func() (l4.Backend, string) {
+		Backend: func() (*upstream.Backend, string) {
 			cur := u.cur.Load()
 			if cur.Backend == nil {
 				return nil, ""

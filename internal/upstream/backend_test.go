@@ -1,42 +1,43 @@
-package proxy
+package upstream
 
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
+func scaled(d time.Duration) time.Duration { return testutil.Scaled(d) }
+
 // connBackend is a backend of n servers (s0, s1, …) that nobody connects
-// to: AcquireConn only counts.
-func connBackend(t *testing.T, n int, maxConns int, opt BackendOptions) (*Backend, []*balance.Member) {
+// to: Acquire only counts.
+func connBackend(t *testing.T, n int, maxConns int, opt Options) (*Backend, []*balance.Member) {
 	t.Helper()
 	servers := make([]*Server, n)
 	members := make([]*balance.Member, n)
 	for i := range servers {
 		addr := "192.0.2.1:" + strconv.Itoa(8000+i)
 		members[i] = &balance.Member{State: balance.NewState(addr), Weight: 1, MaxConns: maxConns, ID: "s" + strconv.Itoa(i)}
-		servers[i] = &Server{Member: members[i]}
+		servers[i] = NewServer(members[i], 0, nil)
 	}
-	b, err := NewBackend("tcp", servers, opt, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := NewBackend("tcp", servers, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b, members
 }
 
-func TestAcquireConnSpreads(t *testing.T) {
+func TestAcquireSpreads(t *testing.T) {
 	ctx := context.Background()
 	t.Run("round_robin", func(t *testing.T) {
-		b, members := connBackend(t, 3, 0, BackendOptions{})
+		b, members := connBackend(t, 3, 0, Options{})
 		count := map[*balance.Member]int{}
 		for range 6 {
-			m, err := b.AcquireConn(ctx, 0, nil)
+			m, err := b.Acquire(ctx, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,10 +51,10 @@ func TestAcquireConnSpreads(t *testing.T) {
 		}
 	})
 	t.Run("least_conn", func(t *testing.T) {
-		b, members := connBackend(t, 3, 0, BackendOptions{Algorithm: balance.LeastConn})
+		b, members := connBackend(t, 3, 0, Options{Algorithm: balance.LeastConn})
 		seen := map[*balance.Member]bool{}
 		for range 3 {
-			m, err := b.AcquireConn(ctx, 0, nil)
+			m, err := b.Acquire(ctx, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,19 +71,19 @@ func TestAcquireConnSpreads(t *testing.T) {
 		}
 	})
 	t.Run("hash", func(t *testing.T) {
-		b, _ := connBackend(t, 3, 0, BackendOptions{Algorithm: balance.Hash, HashKey: "source"})
+		b, _ := connBackend(t, 3, 0, Options{Algorithm: balance.Hash, HashKey: HashKey{Kind: HashSource}})
 		if !b.HashSource() {
 			t.Error("HashSource() = false with hash_key source")
 		}
 		seen := map[*balance.Member]bool{}
 		for i := range 64 {
 			h := balance.HashString("192.0.2." + strconv.Itoa(i))
-			m1, err := b.AcquireConn(ctx, h, nil)
+			m1, err := b.Acquire(ctx, h, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			b.Release(m1)
-			m2, err := b.AcquireConn(ctx, h, nil)
+			m2, err := b.Acquire(ctx, h, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,10 +98,10 @@ func TestAcquireConnSpreads(t *testing.T) {
 		}
 	})
 	t.Run("random", func(t *testing.T) {
-		b, members := connBackend(t, 3, 0, BackendOptions{Algorithm: balance.Random})
+		b, members := connBackend(t, 3, 0, Options{Algorithm: balance.Random})
 		count := map[*balance.Member]int{}
 		for range 300 {
-			m, err := b.AcquireConn(ctx, 0, nil)
+			m, err := b.Acquire(ctx, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,11 +116,11 @@ func TestAcquireConnSpreads(t *testing.T) {
 	})
 }
 
-func TestAcquireConnTried(t *testing.T) {
+func TestAcquireTried(t *testing.T) {
 	ctx := context.Background()
-	b, members := connBackend(t, 3, 0, BackendOptions{})
+	b, members := connBackend(t, 3, 0, Options{})
 	for range 6 {
-		m, err := b.AcquireConn(ctx, 0, members[:2])
+		m, err := b.Acquire(ctx, 0, members[:2])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,38 +129,35 @@ func TestAcquireConnTried(t *testing.T) {
 			t.Fatalf("with servers 0 and 1 tried, got %s", m.ID)
 		}
 	}
-	if m, err := b.AcquireConn(ctx, 0, members); !errors.Is(err, errNoServer) {
-		t.Fatalf("with every server tried: %v, %v; want errNoServer", m, err)
+	if m, err := b.Acquire(ctx, 0, members); !errors.Is(err, ErrNoServer) {
+		t.Fatalf("with every server tried: %v, %v; want ErrNoServer", m, err)
 	}
 }
 
-func TestAcquireConnNoServer(t *testing.T) {
+func TestAcquireNoServer(t *testing.T) {
 	ctx := context.Background()
-	b, members := connBackend(t, 2, 0, BackendOptions{})
+	b, members := connBackend(t, 2, 0, Options{QueueTimeout: scaled(10 * time.Second)})
 	members[0].State.SetHealthy(false)
 	members[1].State.SetAdmin(balance.Disabled)
 	start := time.Now()
-	m, err := b.AcquireConn(ctx, 0, nil)
-	if !errors.Is(err, errNoServer) {
-		t.Fatalf("with one server down and one disabled: %v, %v; want errNoServer", m, err)
+	m, err := b.Acquire(ctx, 0, nil)
+	if !errors.Is(err, ErrNoServer) {
+		t.Fatalf("with one server down and one disabled: %v, %v; want ErrNoServer", m, err)
 	}
 	if d := time.Since(start); d > scaled(time.Second) {
 		t.Errorf("failing took %v: it must not wait in the queue", d)
 	}
-	if statusFor(err) != 503 {
-		t.Errorf("status for %v: %d, want 503", err, statusFor(err))
-	}
 }
 
-func TestAcquireConnMaxConns(t *testing.T) {
+func TestAcquireMaxConns(t *testing.T) {
 	ctx := context.Background()
 	const queue = 100 * time.Millisecond
-	b, members := connBackend(t, 2, 1, BackendOptions{QueueTimeout: queue})
-	m1, err := b.AcquireConn(ctx, 0, nil)
+	b, members := connBackend(t, 2, 1, Options{QueueTimeout: queue})
+	m1, err := b.Acquire(ctx, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m2, err := b.AcquireConn(ctx, 0, nil)
+	m2, err := b.Acquire(ctx, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +167,9 @@ func TestAcquireConnMaxConns(t *testing.T) {
 
 	t.Run("queue timeout", func(t *testing.T) {
 		start := time.Now()
-		m, err := b.AcquireConn(ctx, 0, nil)
-		if !errors.Is(err, errQueueTimeout) {
-			t.Fatalf("every server full: %v, %v; want errQueueTimeout", m, err)
+		m, err := b.Acquire(ctx, 0, nil)
+		if !errors.Is(err, ErrQueueTimeout) {
+			t.Fatalf("every server full: %v, %v; want ErrQueueTimeout", m, err)
 		}
 		if d := time.Since(start); d < queue {
 			t.Errorf("gave up after %v, before the queue timeout %v", d, queue)
@@ -179,28 +177,28 @@ func TestAcquireConnMaxConns(t *testing.T) {
 	})
 
 	t.Run("ctx", func(t *testing.T) {
-		b, _ := connBackend(t, 1, 1, BackendOptions{QueueTimeout: scaled(10 * time.Second)})
-		held, err := b.AcquireConn(ctx, 0, nil)
+		b, _ := connBackend(t, 1, 1, Options{QueueTimeout: scaled(10 * time.Second)})
+		held, err := b.Acquire(ctx, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer b.Release(held)
 		ctx, cancel := context.WithCancel(ctx)
 		time.AfterFunc(10*time.Millisecond, cancel)
-		if m, err := b.AcquireConn(ctx, 0, nil); !errors.Is(err, context.Canceled) {
+		if m, err := b.Acquire(ctx, 0, nil); !errors.Is(err, context.Canceled) {
 			t.Fatalf("canceled while queued: %v, %v; want context.Canceled", m, err)
 		}
 	})
 
 	t.Run("release wakes the queue", func(t *testing.T) {
-		b, _ := connBackend(t, 1, 1, BackendOptions{QueueTimeout: scaled(10 * time.Second)})
-		held, err := b.AcquireConn(ctx, 0, nil)
+		b, _ := connBackend(t, 1, 1, Options{QueueTimeout: scaled(10 * time.Second)})
+		held, err := b.Acquire(ctx, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		time.AfterFunc(20*time.Millisecond, func() { b.Release(held) })
 		start := time.Now()
-		m, err := b.AcquireConn(ctx, 0, nil)
+		m, err := b.Acquire(ctx, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,11 +219,11 @@ func TestAcquireConnMaxConns(t *testing.T) {
 	}
 }
 
-func TestBackendLayer4Settings(t *testing.T) {
+func TestBackendSettings(t *testing.T) {
 	var seen []bool
 	m := &balance.Member{State: balance.NewState("192.0.2.1:80"), Weight: 1, ID: "a"}
-	srv := &Server{Member: m, SendProxy: 2, Observe: func(ok bool) { seen = append(seen, ok) }}
-	b, err := NewBackend("tcp", []*Server{srv}, BackendOptions{Retries: 2, HashKey: "uri"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := NewServer(m, 2, func(ok bool) { seen = append(seen, ok) })
+	b, err := NewBackend("tcp", []*Server{srv}, Options{Retries: 2, HashKey: HashKey{Kind: HashURI}, ConnectTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +233,7 @@ func TestBackendLayer4Settings(t *testing.T) {
 		t.Errorf("the server observed %v, want [false true]", seen)
 	}
 	if d := b.ConnectTimeout(); d != 5*time.Second {
-		t.Errorf("ConnectTimeout() = %v, want the 5s default", d)
+		t.Errorf("ConnectTimeout() = %v, want the 5s given", d)
 	}
 	if n := b.Retries(); n != 2 {
 		t.Errorf("Retries() = %d, want 2", n)

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func (q *queue) signal() {
 }
 
 // wait blocks until a signal, the poll interval, the deadline or ctx's
-// end. It returns ctx.Err() when ctx ended and errQueueTimeout past the
+// end. It returns ctx.Err() when ctx ended and ErrQueueTimeout past the
 // deadline.
 func (q *queue) wait(ctx context.Context, deadline time.Time) error {
 	q.waiters.Add(1)
@@ -43,7 +43,7 @@ func (q *queue) wait(ctx context.Context, deadline time.Time) error {
 	q.mu.Unlock()
 	d := time.Until(deadline)
 	if d <= 0 {
-		return errQueueTimeout
+		return ErrQueueTimeout
 	}
 	if d > queuePoll {
 		d = queuePoll
@@ -57,7 +57,7 @@ func (q *queue) wait(ctx context.Context, deadline time.Time) error {
 		return ctx.Err()
 	}
 	if !time.Now().Before(deadline) {
-		return errQueueTimeout
+		return ErrQueueTimeout
 	}
 	return nil
 }
