@@ -27,13 +27,14 @@ const (
 	DefaultExpectStatus    = "200-399"
 	maxWeight              = 1000
 	maxRetries             = 10
-	defaultBalance         = "round_robin"
-	protocolHTTP1          = "http1"
-	protocolAuto           = "auto"
+	// defaultBalance is balance.RoundRobin; the compile step parses the
+	// name (balance.ParseAlgorithm).
+	defaultBalance = "round_robin"
+	protocolHTTP1  = "http1"
+	protocolAuto   = "auto"
 )
 
 var (
-	balanceNames  = []string{"round_robin", "least_conn", "random", "hash"}
 	protocolNames = []string{"http1", "h2c", "h2", "auto"}
 	stateNames    = []string{"active", "drain", "disabled"}
 )
@@ -148,7 +149,6 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 		}
 		add(b.At.Value(key), "%s: %s %q: want one of %s", where, key, value, strings.Join(valid, ", "))
 	}
-	oneOf("balance", b.Balance, balanceNames)
 	oneOf("protocol", b.Protocol, protocolNames)
 	for _, u := range uses {
 		if u.passthrough {
@@ -161,11 +161,9 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 		add(b.At.Value("balance"), "%s: balance hash needs hash_key: source, uri, header:NAME or cookie:NAME", where)
 	case b.Balance != "hash" && b.HashKey != "":
 		add(b.At.Key("hash_key"), "%s: hash_key is only used with balance: hash", where)
-	case b.HashKey != "":
-		if err := checkHashKey(b.HashKey); err != nil {
-			add(b.At.Value("hash_key"), "%s: hash_key %q: %v", where, b.HashKey, err)
-		}
 	}
+	// The names of balance and the grammar of hash_key are checked by the
+	// compile step (balance.ParseAlgorithm, upstream.ParseHashKey).
 	if s := b.Sticky; s != nil && !validToken(s.Cookie) {
 		add(s.At.Value("cookie"), "%s: sticky cookie %q is not a valid cookie name (letters, digits, - and _)", where, s.Cookie)
 	}
@@ -250,7 +248,7 @@ func (b *Backend) validatePassthrough(fe *Frontend, where string, add func(Pos, 
 	if b.Sticky != nil {
 		add(b.At.Key("sticky"), "%s: sticky is refused: it pins HTTP clients by cookie, and %s uses this backend; for affinity use balance: hash with hash_key: source", where, by)
 	}
-	if b.Balance == "hash" && b.HashKey != "" && b.HashKey != "source" && checkHashKey(b.HashKey) == nil {
+	if b.Balance == "hash" && b.HashKey != "" && b.HashKey != "source" {
 		add(b.At.Value("hash_key"), "%s: hash_key %s needs HTTP requests, and %s uses this backend: use hash_key: source (the client address)", where, b.HashKey, by)
 	}
 	if b.TLS != nil {
@@ -318,25 +316,6 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("%q: want a status such as 200 or a range such as 200-399", s)
 	}
 	return lo, hi, nil
-}
-
-// checkHashKey checks source, uri, header:NAME or cookie:NAME.
-func checkHashKey(k string) error {
-	switch {
-	case k == "source", k == "uri":
-		return nil
-	case strings.HasPrefix(k, "header:"):
-		if name := strings.TrimPrefix(k, "header:"); name == "" || !validToken(name) {
-			return fmt.Errorf("header:NAME needs a valid header name")
-		}
-		return nil
-	case strings.HasPrefix(k, "cookie:"):
-		if name := strings.TrimPrefix(k, "cookie:"); name == "" || !validToken(name) {
-			return fmt.Errorf("cookie:NAME needs a valid cookie name")
-		}
-		return nil
-	}
-	return fmt.Errorf("want source, uri, header:NAME or cookie:NAME")
 }
 
 func validToken(s string) bool {

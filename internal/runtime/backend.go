@@ -22,9 +22,11 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 	if err != nil {
 		errs = append(errs, cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err))
 	}
-	hashKey, err := upstream.ParseHashKey(b.HashKey)
-	if err != nil {
-		errs = append(errs, cfg.Errorf(b.At.Value("hash_key"), "backend %q: hash_key %q: %v", b.Name, b.HashKey, err))
+	var hashKey upstream.HashKey
+	if algorithm == balance.Hash { // else the configuration refuses a hash_key
+		if hashKey, err = upstream.ParseHashKey(b.HashKey); err != nil {
+			errs = append(errs, cfg.Errorf(b.At.Value("hash_key"), "backend %q: hash_key %q: %v", b.Name, b.HashKey, err))
+		}
 	}
 	up := proxy.Upstream{
 		Protocol:         b.Protocol,
@@ -42,7 +44,7 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 			conf.InsecureSkipVerify = t.Verify != nil && !*t.Verify
 		}
 	}
-	if len(errs) > 0 {
+	if len(errs) > 0 && algorithm == "" {
 		return nil, nil, errs
 	}
 	ub, err := upstream.NewBackend(b.Name, compileServers(b, up.TLS, reg, log), upstream.Options{
@@ -56,7 +58,10 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 		Count5xx:       b.PassiveHealth.Count5xx,
 	})
 	if err != nil {
-		return nil, nil, config.ErrorList{cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err)}
+		errs = append(errs, cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err))
+	}
+	if len(errs) > 0 {
+		return nil, nil, errs
 	}
 	return proxy.NewBackend(ub, proxy.BackendOptions{Upstream: up}, log), ub, nil
 }
