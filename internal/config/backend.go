@@ -195,6 +195,11 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 	}
 	positive(add, b.PassiveHealth.At, "cooldown", b.PassiveHealth.Cooldown, where+": passive_health cooldown")
 
+	b.validateServers(uses, where, add)
+}
+
+// validateServers checks the servers of the backend.
+func (b *Backend) validateServers(uses []backendUse, where string, add func(Pos, string, ...any)) {
 	if len(b.Servers) == 0 {
 		add(b.At.Value("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)
 	}
