@@ -166,6 +166,14 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 			add(b.At.Value("hash_key"), "%s: hash_key %q: %v", where, b.HashKey, err)
 		}
 	}
+	b.validateSettings(where, add)
+	b.validateServers(uses, where, add)
+}
+
+// validateSettings checks the backend's settings other than balance,
+// hash_key and its servers: sticky, protocol against tls, timeouts,
+// retries and health checks.
+func (b *Backend) validateSettings(where string, add func(Pos, string, ...any)) {
 	if s := b.Sticky; s != nil && !validToken(s.Cookie) {
 		add(s.At.Value("cookie"), "%s: sticky cookie %q is not a valid cookie name (letters, digits, - and _)", where, s.Cookie)
 	}
@@ -196,7 +204,11 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 		add(p.At.Value("failures"), "%s: passive_health failures must be 0 (off) or more", where)
 	}
 	positive(add, b.PassiveHealth.At, "cooldown", b.PassiveHealth.Cooldown, where+": passive_health cooldown")
+}
 
+// validateServers checks the server list: at least one server that is
+// not a backup, no address twice, and each server's settings.
+func (b *Backend) validateServers(uses []backendUse, where string, add func(Pos, string, ...any)) {
 	if len(b.Servers) == 0 {
 		add(b.At.Value("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)
 	}
