@@ -79,7 +79,7 @@ type procInfo struct {
 	argv []string
 	// configPath is the configuration file; "" for an embedded one.
 	configPath string
-	// dropped says privileges were dropped at startup (handoff.Dropped).
+	// dropped says privileges were dropped at startup (handoff.Handoff.Dropped).
 	dropped bool
 }
 
