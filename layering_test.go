@@ -11,7 +11,8 @@ import (
 
 // allowed lists, for each internal package, the internal packages it may
 // import (DESIGN.md: cmd → runtime → proxy → config; listen, privilege and
-// systemd are leaves).
+// systemd are leaves; the command, not the runtime, chooses the
+// quickstart).
 var allowed = map[string][]string{
 	"config":     {},
 	"listen":     {},
@@ -27,7 +28,9 @@ var allowed = map[string][]string{
 	"limit":      {},
 	"l4":         {"balance", "sni", "proxyproto", "limit", "upstream"},
 	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "upstream"},
+	"handoff":    {"listen", "quic"},
+	"tickets":    {},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "handoff", "tickets", "upstream"},
 	"testutil":   {},
 }
 

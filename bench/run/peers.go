@@ -309,9 +309,9 @@ https://%s {
 	return t, nil
 }
 
-// The layer-4 parts of the configurations: one frontend on addr relaying
-// every connection to the backend's byte source, nothing for addr "".
-
+// portcullisL4 returns the layer-4 part of portcullis's configuration:
+// one frontend on addr relaying every connection to the backend's byte
+// source, nothing for addr "".
 func portcullisL4(addr string) string {
 	if addr == "" {
 		return ""
@@ -325,6 +325,8 @@ func portcullisL4(addr string) string {
 `, addr)
 }
 
+// portcullisL4Backend returns the backend portcullisL4's frontend relays
+// to: the byte source at backendTCP; nothing for addr "".
 func portcullisL4Backend(addr, backendTCP string) string {
 	if addr == "" {
 		return ""

@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/quickstart"
 	"github.com/portcullis/portcullis/internal/runtime"
 )
 
@@ -41,6 +42,7 @@ func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
+// run runs the command line args and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) < 2 {
 		fmt.Fprint(stderr, usage)
@@ -62,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
+// cmdRun is `portcullis run`: it serves the file given with -c, or the
+// embedded quickstart.
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -80,10 +84,28 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	err := runtime.Run(runtime.Options{ConfigPath: *path, Log: log, Stdout: stdout, Argv: args, Version: versionString()})
-	return report(err, stderr)
+	opt := runtime.Options{ConfigPath: *path, Log: log, Argv: args, Version: versionString()}
+	if *path == "" {
+		q, err := quickstart.Start()
+		if err != nil {
+			return report(err, stderr)
+		}
+		defer q.Close()
+		useQuickstart(&opt, q, stdout)
+	}
+	return report(runtime.Run(opt), stderr)
 }
 
+// useQuickstart makes opt serve the quickstart q, which prints its
+// instructions to stdout once it serves. A privilege drop re-executes the
+// command, which starts a quickstart of its own; a process serving it is
+// not upgraded (runtime.Embedded).
+func useQuickstart(opt *runtime.Options, q *quickstart.Quickstart, stdout io.Writer) {
+	opt.Embedded = &runtime.Embedded{Name: quickstart.File, Data: q.Config, ReadFile: q.ReadFile}
+	opt.Serving = func() { fmt.Fprint(stdout, q.Instructions()) }
+}
+
+// cmdValidate is `portcullis validate -c FILE`.
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -120,6 +142,7 @@ func report(err error, stderr io.Writer) int {
 	return exitFailure
 }
 
+// versionString is the version set at build time, or the module's.
 func versionString() string {
 	if version != "" {
 		return version

@@ -164,6 +164,14 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 	}
 	// The names of balance and the grammar of hash_key are checked by the
 	// compile step (balance.ParseAlgorithm, upstream.ParseHashKey).
+	b.validateSettings(where, add)
+	b.validateServers(uses, where, add)
+}
+
+// validateSettings checks the backend's settings other than balance,
+// hash_key and its servers: sticky, protocol against tls, timeouts,
+// retries and health checks.
+func (b *Backend) validateSettings(where string, add func(Pos, string, ...any)) {
 	if s := b.Sticky; s != nil && !validToken(s.Cookie) {
 		add(s.At.Value("cookie"), "%s: sticky cookie %q is not a valid cookie name (letters, digits, - and _)", where, s.Cookie)
 	}
@@ -194,11 +202,10 @@ func (b *Backend) validate(uses []backendUse, add func(Pos, string, ...any)) {
 		add(p.At.Value("failures"), "%s: passive_health failures must be 0 (off) or more", where)
 	}
 	positive(add, b.PassiveHealth.At, "cooldown", b.PassiveHealth.Cooldown, where+": passive_health cooldown")
-
-	b.validateServers(uses, where, add)
 }
 
-// validateServers checks the servers of the backend.
+// validateServers checks the server list: at least one server that is
+// not a backup, no address twice, and each server's settings.
 func (b *Backend) validateServers(uses []backendUse, where string, add func(Pos, string, ...any)) {
 	if len(b.Servers) == 0 {
 		add(b.At.Value("servers"), "%s: no servers: add servers: [{address: 127.0.0.1:9001}]", where)

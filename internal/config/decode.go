@@ -66,6 +66,8 @@ func describe(n *yaml.Node) string {
 	return "something else"
 }
 
+// decode sets v from n, which describes what (for messages): the value
+// of a key, an entry of a list, or the document itself ("").
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 	if d.budget <= 0 {
 		return
@@ -74,12 +76,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 		d.alias = n
 		defer func() { d.alias = nil }()
 	}
-	if d.budget--; d.budget == 0 {
-		at := n
-		if d.alias != nil {
-			at = d.alias
-		}
-		d.errorf(at, "%s: the aliases (*name) expand into too many values; write the repeated parts out", subject(what))
+	if !d.spend(n, what) {
 		return
 	}
 	for n.Kind == yaml.AliasNode {
@@ -88,20 +85,61 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // "key:" with no value keeps the zero value
 	}
-	switch {
-	case v.Type() == durationType:
-		if n.Kind != yaml.ScalarNode {
-			d.errorf(n, "%s: expected a duration such as 5s or 250ms, got %s", what, describe(n))
-			return
-		}
-		dur, err := time.ParseDuration(n.Value)
-		if err != nil {
-			d.errorf(n, "%s: expected a duration such as 5s or 250ms, got %q", what, n.Value)
-			return
-		}
-		v.SetInt(int64(dur))
+	if v.Type() == durationType {
+		d.decodeDuration(n, v, what)
 		return
 	}
+	switch v.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int:
+		d.decodeScalar(n, v, what)
+	case reflect.Slice:
+		if isNamedList(v.Type()) {
+			d.decodeNamed(n, v, what)
+			return
+		}
+		d.decodeList(n, v, what)
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		d.decode(n, p.Elem(), what)
+		v.Set(p)
+	case reflect.Struct:
+		d.decodeStruct(n, v, what)
+	default:
+		panic("config: no decoder for " + v.Type().String())
+	}
+}
+
+// spend takes one value from the budget. It reports false when the
+// budget is used up, with an error at the outermost alias being expanded
+// (or at n).
+func (d *decoder) spend(n *yaml.Node, what string) bool {
+	if d.budget--; d.budget > 0 {
+		return true
+	}
+	at := n
+	if d.alias != nil {
+		at = d.alias
+	}
+	d.errorf(at, "%s: the aliases (*name) expand into too many values; write the repeated parts out", subject(what))
+	return false
+}
+
+// decodeDuration sets v, a time.Duration, from a scalar such as 5s.
+func (d *decoder) decodeDuration(n *yaml.Node, v reflect.Value, what string) {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, "%s: expected a duration such as 5s or 250ms, got %s", what, describe(n))
+		return
+	}
+	dur, err := time.ParseDuration(n.Value)
+	if err != nil {
+		d.errorf(n, "%s: expected a duration such as 5s or 250ms, got %q", what, n.Value)
+		return
+	}
+	v.SetInt(int64(dur))
+}
+
+// decodeScalar sets v, a string, bool or int, from a scalar of that type.
+func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, what string) {
 	switch v.Kind() {
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
@@ -123,37 +161,29 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 			return
 		}
 		v.SetInt(int64(i))
-	case reflect.Slice:
-		if isNamedList(v.Type()) {
-			d.decodeNamed(n, v, what)
-			return
-		}
-		if n.Kind != yaml.SequenceNode {
-			d.errorf(n, "%s: expected a list (one entry per line, each starting with \"- \"), got %s", what, describe(n))
-			return
-		}
-		s := reflect.MakeSlice(v.Type(), 0, len(n.Content))
-		for i, c := range n.Content {
-			if isNull(c) {
-				// An empty "-" would become a nil entry that validation
-				// and the runtime cannot use.
-				d.errorf(c, "%s: entry %d of the list is empty: fill it in or remove the \"-\"", what, i+1)
-				continue
-			}
-			e := reflect.New(v.Type().Elem()).Elem()
-			d.decode(c, e, what)
-			s = reflect.Append(s, e)
-		}
-		v.Set(s)
-	case reflect.Pointer:
-		p := reflect.New(v.Type().Elem())
-		d.decode(n, p.Elem(), what)
-		v.Set(p)
-	case reflect.Struct:
-		d.decodeStruct(n, v, what)
-	default:
-		panic("config: no decoder for " + v.Type().String())
 	}
+}
+
+// decodeList sets v, a slice, from a sequence, one entry per item; an
+// empty item is an error.
+func (d *decoder) decodeList(n *yaml.Node, v reflect.Value, what string) {
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(n, "%s: expected a list (one entry per line, each starting with \"- \"), got %s", what, describe(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), 0, len(n.Content))
+	for i, c := range n.Content {
+		if isNull(c) {
+			// An empty "-" would become a nil entry that validation
+			// and the runtime cannot use.
+			d.errorf(c, "%s: entry %d of the list is empty: fill it in or remove the \"-\"", what, i+1)
+			continue
+		}
+		e := reflect.New(v.Type().Elem()).Elem()
+		d.decode(c, e, what)
+		s = reflect.Append(s, e)
+	}
+	v.Set(s)
 }
 
 // isNull reports whether n, or the node it is an alias of, is an empty value.

@@ -30,6 +30,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/proxy"
 	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/tickets"
 )
 
 var (
@@ -133,7 +134,7 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	} else {
 		tlsConf = http3.ConfigureTLSConfig(tlsConfig(&cur))
 	}
-	newTicketKeys(nil).use(tlsConf)
+	tickets.New(nil).Use(tlsConf)
 	q := bind.QUIC
 	metrics := pquic.NewMetrics(q.format, 1)
 	udpAddr, err := net.ResolveUDPAddr("udp", addr)

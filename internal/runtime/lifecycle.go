@@ -18,7 +18,7 @@ import (
 // returns (signals that arrive meanwhile are left to the new process).
 func (s *serving) loop(sigs <-chan os.Signal, n *systemd.Notifier, reload func() error) error {
 	var runErr error
-	handedOver := false
+	upgraded := false
 wait:
 	for {
 		select {
@@ -36,7 +36,7 @@ wait:
 				n.Ready("serving the reloaded configuration")
 				continue
 			case syscall.SIGUSR2:
-				if handedOver = s.upgrade(n); handedOver {
+				if upgraded = s.upgrade(n); upgraded {
 					break wait
 				}
 				continue
@@ -53,10 +53,10 @@ wait:
 	defer cancel()
 	start := time.Now()
 	var err error
-	if handedOver {
+	if upgraded {
 		// The new process is the service's main process now: its status
 		// is the one to show.
-		err = s.handOver(ctx)
+		err = s.stopForUpgrade(ctx)
 	} else {
 		n.Stopping(fmt.Sprintf("stopping: finishing in-flight requests (up to %s)", grace))
 		err = s.shutdown(ctx)
@@ -69,6 +69,7 @@ wait:
 	return runErr
 }
 
+// firstLine returns s up to its first newline.
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 )
 
 // reload reads the configuration file again (as the unprivileged user),
 // compiles it beside the running one and applies it, or refuses it as a
 // whole and changes nothing (the bytes it read become those a binary
-// upgrade hands over only when it is applied):
+// upgrade hands off only when it is applied):
 //
 //  1. compile; a file with problems is refused with its FILE:LINE:COL
 //     errors;
@@ -38,9 +39,9 @@ import (
 // In-flight requests finish with the configuration they started with.
 func (s *serving) reload(path string, reg *registry) error {
 	if path == "" {
-		return errors.New("the embedded quickstart has no file to reload")
+		return errors.New("the embedded configuration has no file to reload")
 	}
-	rec := newRecorder()
+	rec := handoff.NewRecorder()
 	cfg, err := config.Load(path, rec.ReadFile)
 	g, err := compileAll(cfg, err, rec.ReadFile, s.log, reg)
 	if err != nil {
@@ -80,9 +81,10 @@ func (s *serving) reload(path string, reg *registry) error {
 		retired = append(retired, s.units[key])
 		delete(s.units, key)
 	}
-	s.tickets.useGraph(g)
+	s.tickets.UseGraph(g.tlsConfigs())
 	s.graph.Store(g)
-	s.files.Store(&rec.files)
+	files := rec.Files()
+	s.files.Store(&files)
 	reg.commit(g)
 	for _, b := range old.Backends {
 		b.CloseIdleConnections()

@@ -3,7 +3,6 @@ package runtime
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -11,29 +10,47 @@ import (
 	"syscall"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
-	"github.com/portcullis/portcullis/internal/privilege"
-	pquic "github.com/portcullis/portcullis/internal/quic"
-	"github.com/portcullis/portcullis/internal/quickstart"
 	"github.com/portcullis/portcullis/internal/systemd"
 )
 
 // Options configure Run and Validate.
 type Options struct {
-	// ConfigPath is the configuration file; empty runs the embedded
-	// quickstart.
+	// ConfigPath is the configuration file: compiled at start, again on
+	// each reload (SIGHUP), and its bytes handed to the new process of a
+	// binary upgrade. Empty: Run serves Embedded.
 	ConfigPath string
+	// Embedded is the configuration Run serves when ConfigPath is empty
+	// (the command's quickstart). It has no file to reload, and a process
+	// serving it cannot be upgraded. Validate ignores it.
+	Embedded *Embedded
 	// Log receives the process log.
 	Log *slog.Logger
-	// Stdout receives the quickstart's instructions.
-	Stdout io.Writer
 	// Argv is the command line, used to re-execute after dropping
 	// privileges and to start the new process of a binary upgrade
 	// (os.Args).
 	Argv []string
 	// Version is logged when the process is ready.
 	Version string
+	// Serving, if not nil, is called once every listener serves, before
+	// the service manager hears READY=1 (the quickstart prints its
+	// instructions there).
+	Serving func()
 }
+
+// Embedded is a configuration that is not read from a file.
+type Embedded struct {
+	// Name is the file name its errors give (FILE:LINE:COL).
+	Name string
+	// Data is the configuration, YAML.
+	Data []byte
+	// ReadFile reads the files it names (certificates, keys).
+	ReadFile config.ReadFileFunc
+}
+
+// errNoConfig is Run's error without a file or an embedded configuration.
+var errNoConfig = errors.New("no configuration: give a file (Options.ConfigPath) or an embedded configuration")
 
 // Validate runs the startup path of Run up to binding: load, validate and
 // compile (certificates, keys, users). Problems with the file are a
@@ -59,7 +76,7 @@ func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log
 
 // Run starts portcullis and serves until SIGTERM or SIGINT, then stops
 // gracefully. The lifecycle (DESIGN.md): load and compile → acquire
-// sockets (handed over, socket-activated, or bound) → drop privileges by
+// sockets (handed off, socket-activated, or bound) → drop privileges by
 // re-executing → verify → serve → READY=1. SIGHUP reloads; SIGUSR2 starts
 // a binary upgrade (upgrade.go), after which this process finishes its
 // connections and exits.
@@ -74,72 +91,36 @@ func Run(opt Options) error {
 	defer signal.Stop(sigs)
 
 	reg := newRegistry(log)
-	h, passed, err := takeHandoff()
+	h, passed, err := handoff.Take()
 	if err != nil {
 		return err
 	}
-	rec := newRecorder()
-	readFile := rec.ReadFile
-	files := rec.files
-	proc := procInfo{exe: executable(h), argv: opt.Argv, configPath: opt.ConfigPath}
-	if h != nil {
-		readFile = h.ReadFile
-		files = h.Files
-		proc.dropped = h.Dropped
-	}
-	var cfg *config.Config
-	var instructions string // printed once serving, for the quickstart
-	if opt.ConfigPath == "" {
-		q, err := quickstart.Start()
-		if err != nil {
-			return err
-		}
-		defer q.Close()
-		readFile = q.ReadFile
-		instructions = q.Instructions()
-		cfg, err = config.Parse(quickstart.File, "", q.Config)
-		if err != nil {
-			return err
-		}
-	} else {
-		cfg, err = config.Load(opt.ConfigPath, readFile)
-	}
-	g, err := compileAll(cfg, err, readFile, log, reg)
+	g, files, err := load(opt, h, reg)
 	if err != nil {
 		return err
 	}
-	var up *upgradeHandoff
-	if h != nil {
+	var up *handoff.Upgrade
+	if h != nil && h.Upgrade != nil {
 		up = h.Upgrade
+		useQUICKeys(g, up)
 	}
-	if up != nil {
-		up.applyKeys(g)
-	}
-
 	sockets, steer, err := acquire(g, h, passed, log)
 	if err != nil {
 		return err
 	}
-
+	proc := procInfo{exe: executable(h), argv: opt.Argv, configPath: opt.ConfigPath, dropped: h != nil && h.Dropped}
 	me := self()
 	if h == nil && mustDrop(g, me) {
 		return dropAndExec(g, sockets, steer, files, proc.exe, opt.Argv, me, log)
 	}
-	if err := privilege.Verify(me.IsRoot() && !proc.dropped, proc.dropped); err != nil {
+	if err := verifyPrivileges(me, proc.dropped, log); err != nil {
 		closeSteering(steer)
-		return fmt.Errorf("privileges were not dropped as required; refusing to serve:\n%w", err)
+		return err
 	}
-	if me.IsRoot() {
-		log.Warn("running as root: set global.user (and global.group) so that portcullis drops to an unprivileged user after binding")
-	}
-
 	st := &startState{steer: steer, files: files, proc: proc}
-	if up != nil {
-		st.gen, st.ticketKeys = up.Generation, up.TicketKeys
-		if st.peers, err = up.peers(); err != nil {
-			closeSteering(steer)
-			return err
-		}
+	if err := st.takeUpgrade(up); err != nil {
+		closeSteering(steer)
+		return err
 	}
 	srv, err := serve(g, sockets, st, log)
 	if err != nil {
@@ -147,29 +128,76 @@ func Run(opt Options) error {
 	}
 	reg.commit(g)
 	defer reg.stop()
-	for _, n := range g.notes {
-		log.Info(n)
+	srv.started(g, sockets, up, notifier, opt)
+	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+}
+
+// load compiles the configuration to start with: the file, or the
+// embedded configuration. The files it names are read from the file
+// system, or, after a privilege drop or for the new process of a binary
+// upgrade, from the handoff h. It returns the graph and the bytes of the
+// files read, for the next handoff.
+func load(opt Options, h *handoff.Handoff, reg *registry) (*Graph, map[string][]byte, error) {
+	rec := handoff.NewRecorder()
+	readFile, files := rec.ReadFile, rec.Files()
+	if h != nil {
+		readFile, files = h.ReadFile, h.Files
 	}
-	logListening(sockets, log)
-	if instructions != "" {
-		fmt.Fprint(opt.Stdout, instructions)
+	var cfg *config.Config
+	var err error
+	switch e := opt.Embedded; {
+	case opt.ConfigPath != "":
+		cfg, err = config.Load(opt.ConfigPath, readFile)
+	case e != nil:
+		readFile = e.ReadFile
+		if cfg, err = config.Parse(e.Name, "", e.Data); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, errNoConfig
+	}
+	g, err := compileAll(cfg, err, readFile, opt.Log, reg)
+	return g, files, err
+}
+
+// takeUpgrade sets, for the new process of a binary upgrade (up not nil),
+// the QUIC generation, ticket keys and forwarding socket pairs the old
+// process handed off.
+func (st *startState) takeUpgrade(up *handoff.Upgrade) error {
+	if up == nil {
+		return nil
+	}
+	st.gen, st.ticketKeys = up.Generation, up.TicketKeys
+	var err error
+	st.peers, err = up.Peers()
+	return err
+}
+
+// started says what the process serves: the graph's notes, each
+// listening socket, the caller's Serving hook, then readiness.
+func (s *serving) started(g *Graph, sockets []*listen.Socket, up *handoff.Upgrade, n *systemd.Notifier, opt Options) {
+	for _, note := range g.notes {
+		s.log.Info(note)
+	}
+	logListening(sockets, s.log)
+	if opt.Serving != nil {
+		opt.Serving()
 	}
 	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
-	srv.announce(up, notifier, status, opt.Version)
-	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+	s.announce(up, n, status, opt.Version)
 }
 
 // announce says the process serves: in the log, and to the service
 // manager (as its new main process, after a binary upgrade, which also
 // tells the process it replaces).
-func (s *serving) announce(up *upgradeHandoff, n *systemd.Notifier, status, version string) {
+func (s *serving) announce(up *handoff.Upgrade, n *systemd.Notifier, status, version string) {
 	var err error
 	if up == nil {
 		s.log.Info("ready", "status", status, "pid", os.Getpid(), "version", version)
 		err = n.Ready(status)
 	} else {
 		s.watchPredecessor(&predecessor{pid: up.PID, gen: up.Generation.Other(), gone: make(chan struct{})})
-		if err := up.tellReady(); err != nil {
+		if err := up.TellReady(); err != nil {
 			s.log.Warn("upgrade: cannot tell the previous process that this one is ready", "pid", up.PID, "error", err)
 		}
 		status += fmt.Sprintf(" (upgraded from process %d)", up.PID)
@@ -185,7 +213,7 @@ func (s *serving) announce(up *upgradeHandoff, n *systemd.Notifier, status, vers
 // from, as the first process of the chain resolved it before any
 // privilege drop: the new process of a binary upgrade is started from
 // the file found there then, which may have been replaced since.
-func executable(h *handoff) string {
+func executable(h *handoff.Handoff) string {
 	if h != nil && h.Executable != "" {
 		return h.Executable
 	}
@@ -194,43 +222,6 @@ func executable(h *handoff) string {
 		return ""
 	}
 	return exe
-}
-
-// acquire gets every socket the graph needs while the process is still
-// privileged: it loads the QUIC steering programs (which decides how many
-// shards and socket sets each HTTP/3 bind gets), binds or takes passed
-// sockets, attaches the programs and sizes the UDP buffers; none of that
-// can be done after the drop. A re-executed process, or the new process
-// of a binary upgrade, takes what the previous one handed over instead.
-// It returns the steering programs by address.
-func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*pquic.Steering, error) {
-	if h != nil {
-		g.setQUICSockets(h.Shards, h.Steering)
-		sockets, err := listen.Acquire(g.Specs(), passed, false)
-		if err != nil {
-			return nil, nil, &StartupError{Err: err, Thread: self()}
-		}
-		steer, err := openSteering(g, h.Steering)
-		return sockets, steer, err
-	}
-	passed, err := listen.Activated()
-	if err != nil {
-		return nil, nil, &StartupError{Err: err, Thread: self()}
-	}
-	steer, err := steering(g, passed, log)
-	if err != nil {
-		return nil, nil, &StartupError{Err: err, Thread: self()}
-	}
-	sockets, err := listen.Acquire(g.Specs(), passed, true)
-	if err != nil {
-		closeSteering(steer)
-		return nil, nil, &StartupError{Err: err, Thread: self()}
-	}
-	if err := attachSteering(steer, sockets); err != nil {
-		return nil, nil, err
-	}
-	sizeUDPBuffers(g, sockets, log)
-	return sockets, steer, nil
 }
 
 // logListening says what each socket serves, once per address.
@@ -245,54 +236,4 @@ func logListening(sockets []*listen.Socket, log *slog.Logger) {
 		}
 		log.Info("listening", attrs...)
 	}
-}
-
-// sizeUDPBuffers sets each QUIC socket's buffers to its bind's rcvbuf and
-// sndbuf. One warning is enough: every socket meets the same limit.
-func sizeUDPBuffers(g *Graph, sockets []*listen.Socket, log *slog.Logger) {
-	for _, s := range sockets {
-		b := g.binds[s.Address]
-		if s.Network != "udp" || b == nil || b.QUIC == nil {
-			continue
-		}
-		if err := listen.SizeBuffers(s.File, b.QUIC.rcvbuf, b.QUIC.sndbuf); err != nil {
-			log.Warn("QUIC socket buffers", "frontend", s.Frontend, "address", s.Address, "warning", err)
-			return
-		}
-	}
-}
-
-// mustDrop reports whether the process re-executes itself unprivileged:
-// started as root with global.user, or as another user that holds a
-// capability or lacks no_new_privs. Root without global.user keeps running
-// as root (with a warning).
-func mustDrop(g *Graph, me privilege.Thread) bool {
-	if me.IsRoot() {
-		return g.User != nil
-	}
-	return me.HasCaps() || !me.NoNewPrivs
-}
-
-func self() privilege.Thread {
-	t, _ := privilege.Self()
-	return t
-}
-
-// dropAndExec hands the sockets, the steering programs and the files read
-// so far to a re-executed, unprivileged image of this binary. It returns
-// only on error.
-func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*pquic.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
-	target := privilege.Target{}
-	if g.User != nil && me.IsRoot() {
-		target = *g.User
-	}
-	h := &handoff{Dropped: true, Executable: exe, Files: files, Shards: g.shardCounts()}
-	env, f, err := h.write(sockets, steer, inPlace{})
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	log.Debug("dropping privileges", "uid", target.UID, "gid", target.GID, "switch", target.Switch)
-	err = privilege.ExecDropped(target, argv, append(os.Environ(), env))
-	return errors.Join(err, errors.New("cannot drop privileges"))
 }

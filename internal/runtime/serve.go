@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/listen"
 	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/tickets"
 )
 
 // serving is the running listeners (units) and the graph they serve. A
@@ -21,11 +23,11 @@ type serving struct {
 	// ctx ends when the servers stop; background work (metrics) follows it.
 	ctx     context.Context
 	cancel  context.CancelFunc
-	tickets *ticketKeys
+	tickets *tickets.Keys
 	graph   atomic.Pointer[Graph]
 	// files are the bytes of the files the running graph was compiled
 	// from (configuration, certificates, keys): a binary upgrade hands
-	// them to the new process. Each applied reload replaces them.
+	// them off to the new process. Each applied reload replaces them.
 	files atomic.Pointer[map[string][]byte]
 	// clients are the client connections of the http.Servers, for the
 	// private server connections of send_proxy.
@@ -55,8 +57,9 @@ type startState struct {
 	// gen is the QUIC generation this process serves: 0, or the one a
 	// binary upgrade gave it. Its connection IDs carry it.
 	gen pquic.Generation
-	// peers are, for the new process of a binary upgrade, the handover
-	// socket pairs of the HTTP/3 binds with one unsteered socket, by
+	// peers are, for the new process of a binary upgrade, its ends of the
+	// socket pairs over which the two processes forward each other's
+	// datagrams, for the HTTP/3 binds with one unsteered socket, by
 	// address (quic.HandoverConn).
 	peers map[string]*net.UnixConn
 	// ticketKeys are the TLS session ticket keys to start with; nil: new.
@@ -74,9 +77,9 @@ type procInfo struct {
 	// from; argv its arguments.
 	exe  string
 	argv []string
-	// configPath is the configuration file; "" for the quickstart.
+	// configPath is the configuration file; "" for an embedded one.
 	configPath string
-	// dropped says privileges were dropped at startup (handoff.Dropped).
+	// dropped says privileges were dropped at startup (handoff.Handoff.Dropped).
 	dropped bool
 }
 
@@ -90,15 +93,15 @@ func serve(g *Graph, sockets []*listen.Socket, st *startState, log *slog.Logger)
 	s := &serving{
 		log:      log,
 		errs:     make(chan error, 16),
-		tickets:  newTicketKeys(st.ticketKeys),
+		tickets:  tickets.New(st.ticketKeys),
 		start:    *st,
 		units:    map[string]unit{},
 		draining: map[unit]struct{}{},
 	}
 	s.files.Store(&st.files)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	go s.tickets.rotateEvery(s.ctx, ticketKeyRotation)
-	s.tickets.useGraph(g)
+	go s.tickets.RotateEvery(s.ctx, tickets.Rotation)
+	s.tickets.UseGraph(g.tlsConfigs())
 	s.graph.Store(g)
 	byAddr := map[string][]*listen.Socket{}
 	for _, sock := range sockets {
@@ -120,6 +123,18 @@ func serve(g *Graph, sockets []*listen.Socket, st *startState, log *slog.Logger)
 	return s, nil
 }
 
+// tlsConfigs returns the certificates' configurations of g's binds, for
+// the session ticket keys (tickets.Keys.UseGraph).
+func (g *Graph) tlsConfigs() []*tls.Config {
+	var confs []*tls.Config
+	for _, b := range g.binds {
+		if b.TLS != nil {
+			confs = append(confs, b.TLS)
+		}
+	}
+	return confs
+}
+
 // takeSteering returns the steering program of the HTTP/3 bind at addr
 // for its first unit, or nil.
 func (s *serving) takeSteering(addr string) *pquic.Steering {
@@ -134,8 +149,8 @@ func (s *serving) takeAllSteering() map[string]*pquic.Steering {
 	return m
 }
 
-// takePeer returns the handover socket pair end of the HTTP/3 bind at
-// addr for its first unit, or nil.
+// takePeer returns this process's end of the forwarding socket pair of
+// the HTTP/3 bind at addr for its first unit, or nil.
 func (s *serving) takePeer(addr string) *net.UnixConn {
 	p := s.start.peers[addr]
 	delete(s.start.peers, addr)
@@ -194,11 +209,11 @@ func (s *serving) sockets() []*listen.Socket {
 // whatever is left.
 func (s *serving) shutdown(ctx context.Context) error { return s.stop(ctx, false) }
 
-// handOver is shutdown after a binary upgrade, whose new process accepts
-// on the same sockets: it first lets connections accepted just before
-// reach the point where they are served (unit.settle), as a reload does
-// for the listeners it replaces.
-func (s *serving) handOver(ctx context.Context) error { return s.stop(ctx, true) }
+// stopForUpgrade is shutdown after a binary upgrade, whose new process
+// accepts on the same sockets: it first lets connections accepted just
+// before reach the point where they are served (unit.settle), as a reload
+// does for the listeners it replaces.
+func (s *serving) stopForUpgrade(ctx context.Context) error { return s.stop(ctx, true) }
 
 func (s *serving) stop(ctx context.Context, settle bool) error {
 	units := s.stopAccepting()

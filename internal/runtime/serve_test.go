@@ -112,7 +112,7 @@ func scaledTimeout() time.Duration { return testutil.Scaled(10 * time.Second) }
 
 // TestHTTP3SessionResumption checks that a client resumes its TLS session
 // on new HTTP/3 connections, and still after a ticket key rotation (see
-// ticketKeys).
+// tickets.Keys).
 func TestHTTP3SessionResumption(t *testing.T) {
 	dir := t.TempDir()
 	writeCert(t, dir, "default.test")
@@ -155,7 +155,7 @@ func TestHTTP3SessionResumption(t *testing.T) {
 			t.Fatalf("connection %d did not resume the TLS session", i+2)
 		}
 	}
-	s.tickets.rotate() // a ticket issued before a rotation still resumes
+	s.tickets.Rotate() // a ticket issued before a rotation still resumes
 	if !get() {
 		t.Fatal("no resumption after a ticket key rotation")
 	}

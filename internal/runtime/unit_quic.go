@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/proxy"
 	pquic "github.com/portcullis/portcullis/internal/quic"
@@ -57,8 +58,8 @@ type quicUnit struct {
 	steerDone sync.Once
 	// handover wraps the one socket of a bind without steering.
 	handover *pquic.HandoverConn
-	// keys are those the transports use, handed over on upgrade.
-	keys quicHandoff
+	// keys are those the transports use, handed off on upgrade.
+	keys handoff.QUICBind
 	// cancel ends the shard metrics and the ticket key rotation of the
 	// unit's TLS configuration.
 	cancel   context.CancelFunc
@@ -74,7 +75,7 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 	u.us.Store(&us)
 	u.socks.list = socks
 	u.cur.Store(b)
-	u.keys = quicHandoff{ResetKey: [32]byte(*q.resetKey), TokenKey: [32]byte(*q.tokenKey), Forward: -1}
+	u.keys = handoff.QUICBind{ResetKey: [32]byte(*q.resetKey), TokenKey: [32]byte(*q.tokenKey), Forward: -1}
 	shards := socks
 	if u.steer != nil {
 		n := len(socks) / 2
@@ -100,11 +101,11 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		},
 	}
 	tlsConf := http3.ConfigureTLSConfig(tlsConfig(&u.cur))
-	s.tickets.use(tlsConf)
+	s.tickets.Use(tlsConf)
 	ctx, cancel := context.WithCancel(s.ctx)
 	u.cancel = func() {
 		cancel()
-		s.tickets.forget(tlsConf)
+		s.tickets.Forget(tlsConf)
 	}
 	metrics := pquic.NewMetrics(q.format, len(shards))
 	var counters *pquic.Counters

@@ -1,15 +1,14 @@
 package runtime
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/handoff"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 	"github.com/portcullis/portcullis/internal/systemd"
 )
@@ -17,45 +16,12 @@ import (
 // A binary upgrade (SIGUSR2; docs/operations.md, "Binary upgrade") starts
 // a new process from the executable at the path this one was started
 // from, hands it every listening socket and what it needs to serve the
-// running configuration (handoff), waits until it serves, then stops
-// accepting and finishes its own connections. This file is the old
+// running configuration (package handoff), waits until it serves, then
+// stops accepting and finishes its own connections. This file is the old
 // process's side; upgrade_successor.go is the new one's.
 
 // upgradeTimeout bounds the wait for the new process to be ready.
 const upgradeTimeout = 30 * time.Second
-
-// upgradeHandoff is what the process an upgrade replaces adds to the
-// handoff.
-type upgradeHandoff struct {
-	// PID is the process being replaced.
-	PID int
-	// Generation is the QUIC generation the new process serves: the
-	// other one than the old process's.
-	Generation pquic.Generation
-	// Ready is the write end of the pipe on which the new process says
-	// it serves.
-	Ready int
-	// QUIC holds, for each HTTP/3 bind by address, what its transports
-	// share with the old process's.
-	QUIC map[string]quicHandoff
-	// TicketKeys are the TLS session ticket keys, newest first:
-	// resumption works across the upgrade.
-	TicketKeys [][32]byte
-}
-
-// quicHandoff is what an HTTP/3 bind's transports share across an
-// upgrade.
-type quicHandoff struct {
-	// ResetKey and TokenKey are the keys the running transports use,
-	// random ones included: the new process answers the old process's
-	// connections with stateless resets their clients recognize, and
-	// accepts the tokens it issued.
-	ResetKey, TokenKey [32]byte
-	// Forward is the new process's end of the socket pair of the
-	// userspace handover, for a bind with one unsteered socket
-	// (quic.HandoverConn); -1 otherwise.
-	Forward int
-}
 
 // pendingUpgrade is a new process started, not ready yet.
 type pendingUpgrade struct {
@@ -63,8 +29,8 @@ type pendingUpgrade struct {
 	gen pquic.Generation
 	// ready is the read end of the readiness pipe.
 	ready *os.File
-	// peers are this process's ends of the handover socket pairs, by
-	// address.
+	// peers are this process's ends of the socket pairs over which the
+	// two processes forward each other's QUIC datagrams, by address.
 	peers map[string]*net.UnixConn
 	// exited is closed once the new process has exited; err says how.
 	exited chan struct{}
@@ -73,8 +39,8 @@ type pendingUpgrade struct {
 
 // upgrade starts the new process and waits until it serves. It returns
 // true once it does: this process has then stopped accepting, and the
-// caller lets it finish its connections (handOver). Otherwise it says why
-// (log and service status) and this process goes on serving.
+// caller lets it finish its connections (stopForUpgrade). Otherwise it
+// says why (log and service status) and this process goes on serving.
 func (s *serving) upgrade(n *systemd.Notifier) bool {
 	start := time.Now()
 	up, err := s.startUpgrade()
@@ -129,7 +95,7 @@ func (s *serving) canUpgrade(units map[string]*quicUnit) (pquic.Generation, erro
 	next := s.start.gen.Other()
 	switch {
 	case p.configPath == "":
-		return next, errors.New("the embedded quickstart cannot be upgraded: restart it")
+		return next, errors.New("a process serving an embedded configuration cannot be upgraded: restart it")
 	case p.exe == "":
 		return next, errors.New("the path this process was started from is unknown")
 	}
@@ -159,12 +125,11 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 		return nil, err
 	}
 	p := s.start.proc
-	g := s.graph.Load()
-	up := &upgradeHandoff{PID: os.Getpid(), Generation: next, QUIC: map[string]quicHandoff{}, TicketKeys: s.tickets.current()}
-	h := &handoff{Dropped: p.dropped, Executable: p.exe, Files: *s.files.Load(), Shards: g.shardCounts(), Upgrade: up}
+	up := &handoff.Upgrade{PID: os.Getpid(), Generation: next, QUIC: map[string]handoff.QUICBind{}, TicketKeys: s.tickets.Current()}
+	h := &handoff.Handoff{Dropped: p.dropped, Executable: p.exe, Files: *s.files.Load(), Shards: s.graph.Load().shardCounts(), Upgrade: up}
 	pu := &pendingUpgrade{gen: next, peers: map[string]*net.UnixConn{}, exited: make(chan struct{})}
-	c := &toChild{}
-	defer c.close()
+	c := &handoff.ToChild{}
+	defer c.Close()
 	fail := func(err error) (*pendingUpgrade, error) {
 		pu.closeAll()
 		return nil, err
@@ -172,39 +137,19 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 
 	r, w, err := os.Pipe()
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("readiness pipe: %w", err))
 	}
 	pu.ready = r
-	up.Ready, err = c.pass(w)
+	up.Ready, err = c.Pass(w)
 	w.Close()
 	if err != nil {
 		return fail(err)
 	}
-	steer := map[string]*pquic.Steering{}
-	for addr, u := range units {
-		k := u.keys
-		switch {
-		case u.steer != nil:
-			steer[addr] = u.steer
-		case u.handover != nil:
-			mine, theirs, err := pquic.SocketPair()
-			if err != nil {
-				return fail(err)
-			}
-			k.Forward, err = c.pass(theirs)
-			theirs.Close()
-			if err == nil {
-				pu.peers[addr], err = pquic.PeerConn(mine)
-			} else {
-				mine.Close()
-			}
-			if err != nil {
-				return fail(fmt.Errorf("QUIC on %s: handover socket pair: %w", addr, err))
-			}
-		}
-		up.QUIC[addr] = k
+	steer, err := pu.passQUIC(units, up, c)
+	if err != nil {
+		return fail(err)
 	}
-	env, mem, err := h.write(s.sockets(), steer, c)
+	env, mem, err := h.Write(s.sockets(), steer, c)
 	if err != nil {
 		return fail(err)
 	}
@@ -214,7 +159,7 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 	cmd.Args = p.argv
 	cmd.Env = append(os.Environ(), env)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.ExtraFiles = c.files
+	cmd.ExtraFiles = c.Files()
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", p.exe, err))
 	}
@@ -226,19 +171,49 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 	return pu, nil
 }
 
+// passQUIC records in up the keys of each HTTP/3 unit, and how its
+// datagrams reach the new process: through the steering program, which
+// it returns by address for the handoff, or, for a bind with one
+// unsteered socket, over a socket pair whose other end it passes through
+// c and keeps in pu.peers.
+func (pu *pendingUpgrade) passQUIC(units map[string]*quicUnit, up *handoff.Upgrade, c *handoff.ToChild) (map[string]*pquic.Steering, error) {
+	steer := map[string]*pquic.Steering{}
+	for addr, u := range units {
+		k := u.keys
+		switch {
+		case u.steer != nil:
+			steer[addr] = u.steer
+		case u.handover != nil:
+			mine, theirs, err := pquic.SocketPair()
+			if err != nil {
+				return nil, fmt.Errorf("QUIC on %s: forwarding socket pair: %w", addr, err)
+			}
+			k.Forward, err = c.Pass(theirs)
+			theirs.Close()
+			if err == nil {
+				pu.peers[addr], err = pquic.PeerConn(mine)
+			} else {
+				mine.Close()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("QUIC on %s: forwarding socket pair: %w", addr, err)
+			}
+		}
+		up.QUIC[addr] = k
+	}
+	return steer, nil
+}
+
 // waitReady waits until the new process says it serves, exits, or
 // timeout passes.
 func (pu *pendingUpgrade) waitReady(timeout time.Duration) error {
-	line := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(pu.ready).ReadString('\n')
-		line <- l
-	}()
+	ready := make(chan bool, 1)
+	go func() { ready <- handoff.ReadReady(pu.ready) }()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case l := <-line:
-		if strings.HasPrefix(l, "ready") {
+	case ok := <-ready:
+		if ok {
 			return nil
 		}
 		// It closed the pipe without a word: it is exiting.
@@ -277,6 +252,8 @@ func (s *serving) abortUpgrade(pu *pendingUpgrade) {
 	}
 }
 
+// closeAll closes this process's ends of the readiness pipe and of the
+// forwarding socket pairs.
 func (pu *pendingUpgrade) closeAll() {
 	if pu.ready != nil {
 		pu.ready.Close()

@@ -2,20 +2,18 @@ package runtime
 
 import (
 	"errors"
-	"fmt"
-	"net"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/portcullis/portcullis/internal/handoff"
 	pquic "github.com/portcullis/portcullis/internal/quic"
 )
 
 // The new process's side of a binary upgrade (see upgrade.go): it serves
-// the handed-over sockets with the running configuration's bytes and the
+// the sockets handed off with the running configuration's bytes and the
 // old process's keys, serves the other QUIC generation, says when it is
 // ready, and watches the old process until it has exited.
 
@@ -37,21 +35,12 @@ func (p *predecessor) running() bool {
 	}
 }
 
-// closeOnExec keeps the handed-over descriptors from later children.
-func (u *upgradeHandoff) closeOnExec() {
-	unix.CloseOnExec(u.Ready)
-	for _, q := range u.QUIC {
-		if q.Forward >= 0 {
-			unix.CloseOnExec(q.Forward)
-		}
-	}
-}
-
-// applyKeys gives g's HTTP/3 binds the keys the old process's transports
-// use, and drops the notes that announce random keys: they are not new.
-func (u *upgradeHandoff) applyKeys(g *Graph) {
+// useQUICKeys gives g's HTTP/3 binds the keys the old process's
+// transports use, and drops the notes that announce random keys: they are
+// not new.
+func useQUICKeys(g *Graph, up *handoff.Upgrade) {
 	var drop []string
-	for addr, k := range u.QUIC {
+	for addr, k := range up.QUIC {
 		b := g.binds[addr]
 		if b == nil || b.QUIC == nil {
 			continue
@@ -61,33 +50,6 @@ func (u *upgradeHandoff) applyKeys(g *Graph) {
 		drop = append(drop, b.QUIC.notes...)
 	}
 	g.notes = slices.DeleteFunc(g.notes, func(n string) bool { return slices.Contains(drop, n) })
-}
-
-// peers opens the new process's ends of the handover socket pairs.
-func (u *upgradeHandoff) peers() (map[string]*net.UnixConn, error) {
-	out := map[string]*net.UnixConn{}
-	for addr, q := range u.QUIC {
-		if q.Forward < 0 {
-			continue
-		}
-		c, err := pquic.PeerConn(os.NewFile(uintptr(q.Forward), "handover"))
-		if err != nil {
-			for _, c := range out {
-				c.Close()
-			}
-			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
-		}
-		out[addr] = c
-	}
-	return out, nil
-}
-
-// tellReady tells the old process that this one serves.
-func (u *upgradeHandoff) tellReady() error {
-	f := os.NewFile(uintptr(u.Ready), "ready")
-	defer f.Close()
-	_, err := fmt.Fprintf(f, "ready %d\n", os.Getpid())
-	return err
 }
 
 // watchPredecessor waits until the process this one replaced has exited,

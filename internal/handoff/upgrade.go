@@ -1,0 +1,93 @@
+package handoff
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	pquic "github.com/portcullis/portcullis/internal/quic"
+)
+
+// Upgrade is what the process a binary upgrade replaces adds to the
+// handoff (docs/operations.md, "Binary upgrade").
+type Upgrade struct {
+	// PID is the process being replaced.
+	PID int
+	// Generation is the QUIC generation the new process serves: the
+	// other one than the old process's.
+	Generation pquic.Generation
+	// Ready is the write end of the pipe on which the new process says
+	// it serves (TellReady, ReadReady).
+	Ready int
+	// QUIC holds, for each HTTP/3 bind by address, what its transports
+	// share with the old process's.
+	QUIC map[string]QUICBind
+	// TicketKeys are the TLS session ticket keys, newest first:
+	// resumption works across the upgrade.
+	TicketKeys [][32]byte
+}
+
+// QUICBind is what an HTTP/3 bind's transports share across an upgrade.
+type QUICBind struct {
+	// ResetKey and TokenKey are the keys the running transports use,
+	// random ones included: the new process answers the old process's
+	// connections with stateless resets their clients recognize, and
+	// accepts the tokens it issued.
+	ResetKey, TokenKey [32]byte
+	// Forward is the new process's end of the socket pair over which the
+	// two processes forward each other's datagrams, for a bind with one
+	// unsteered socket (quic.HandoverConn); -1 otherwise.
+	Forward int
+}
+
+// closeOnExec keeps the descriptors handed off from later children.
+func (u *Upgrade) closeOnExec() {
+	unix.CloseOnExec(u.Ready)
+	for _, q := range u.QUIC {
+		if q.Forward >= 0 {
+			unix.CloseOnExec(q.Forward)
+		}
+	}
+}
+
+// Peers opens the new process's ends of the forwarding socket pairs, by
+// bind address.
+func (u *Upgrade) Peers() (map[string]*net.UnixConn, error) {
+	out := map[string]*net.UnixConn{}
+	for addr, q := range u.QUIC {
+		if q.Forward < 0 {
+			continue
+		}
+		c, err := pquic.PeerConn(os.NewFile(uintptr(q.Forward), "forward"))
+		if err != nil {
+			for _, c := range out {
+				c.Close()
+			}
+			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
+		}
+		out[addr] = c
+	}
+	return out, nil
+}
+
+// TellReady tells the old process that this one serves, and closes the
+// pipe.
+func (u *Upgrade) TellReady() error {
+	f := os.NewFile(uintptr(u.Ready), "ready")
+	defer f.Close()
+	_, err := fmt.Fprintf(f, "ready %d\n", os.Getpid())
+	return err
+}
+
+// ReadReady reads what the new process says on the readiness pipe, whose
+// read end is r: true once it serves (TellReady), false if it closed the
+// pipe without a word (it is exiting). It blocks until one or the other.
+func ReadReady(r io.Reader) bool {
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	return strings.HasPrefix(line, "ready")
+}
