@@ -25,8 +25,9 @@ var allowed = map[string][]string{
 	"proxyproto": {},
 	"limit":      {},
 	"l4":         {"balance", "sni", "proxyproto", "limit"},
-	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit"},
+	"quiclb":     {},
+	"h3":         {"quiclb"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quiclb", "h3", "l4", "sni", "proxyproto", "limit"},
 	"testutil":   {},
 }
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/listen"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // handoffEnv names the file descriptor of the handoff a process passes to
@@ -39,7 +39,7 @@ type handoff struct {
 	Shards map[string]int
 	// Steering are the descriptors of the steering programs' maps, by
 	// address: the binds with two socket sets.
-	Steering map[string]pquic.SteeringFDs
+	Steering map[string]quiclb.SteeringFDs
 	// Upgrade is set for the new process of a binary upgrade.
 	Upgrade *upgradeHandoff `json:",omitempty"`
 }
@@ -142,8 +142,8 @@ func (c *toChild) close() {
 // anonymous memory file and passes that too. It returns the environment
 // entry to set and the file, which the caller closes once the next image
 // has it.
-func (h *handoff) write(sockets []*listen.Socket, steer map[string]*pquic.Steering, p fdPasser) (string, *os.File, error) {
-	h.Steering = map[string]pquic.SteeringFDs{}
+func (h *handoff) write(sockets []*listen.Socket, steer map[string]*quiclb.Steering, p fdPasser) (string, *os.File, error) {
+	h.Steering = map[string]quiclb.SteeringFDs{}
 	for addr, st := range steer {
 		fds := st.FDs()
 		var err error

@@ -13,8 +13,8 @@ import (
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
-	pquic "github.com/portcullis/portcullis/internal/quic"
 	"github.com/portcullis/portcullis/internal/quickstart"
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/systemd"
 )
 
@@ -203,7 +203,7 @@ func executable(h *handoff) string {
 // can be done after the drop. A re-executed process, or the new process
 // of a binary upgrade, takes what the previous one handed over instead.
 // It returns the steering programs by address.
-func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*pquic.Steering, error) {
+func acquire(g *Graph, h *handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*quiclb.Steering, error) {
 	if h != nil {
 		g.setQUICSockets(h.Shards, h.Steering)
 		sockets, err := listen.Acquire(g.Specs(), passed, false)
@@ -281,7 +281,7 @@ func self() privilege.Thread {
 // dropAndExec hands the sockets, the steering programs and the files read
 // so far to a re-executed, unprivileged image of this binary. It returns
 // only on error.
-func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*pquic.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
+func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*quiclb.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
 	target := privilege.Target{}
 	if g.User != nil && me.IsRoot() {
 		target = *g.User

@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/h3"
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/systemd"
 )
 
@@ -31,7 +32,7 @@ type upgradeHandoff struct {
 	PID int
 	// Generation is the QUIC generation the new process serves: the
 	// other one than the old process's.
-	Generation pquic.Generation
+	Generation quiclb.Generation
 	// Ready is the write end of the pipe on which the new process says
 	// it serves.
 	Ready int
@@ -52,18 +53,18 @@ type quicHandoff struct {
 	// accepts the tokens it issued.
 	ResetKey, TokenKey [32]byte
 	// Forward is the new process's end of the socket pair of the
-	// userspace handover, for a bind with one unsteered socket
-	// (quic.HandoverConn); -1 otherwise.
+	// userspace forwarding, for a bind with one unsteered socket
+	// (h3.ForwardConn); -1 otherwise.
 	Forward int
 }
 
 // pendingUpgrade is a new process started, not ready yet.
 type pendingUpgrade struct {
 	cmd *exec.Cmd
-	gen pquic.Generation
+	gen quiclb.Generation
 	// ready is the read end of the readiness pipe.
 	ready *os.File
-	// peers are this process's ends of the handover socket pairs, by
+	// peers are this process's ends of the forwarding socket pairs, by
 	// address.
 	peers map[string]*net.UnixConn
 	// exited is closed once the new process has exited; err says how.
@@ -124,7 +125,7 @@ func (s *serving) quicUnits() map[string]*quicUnit {
 
 // canUpgrade says why an upgrade cannot start now, or nil. It returns the
 // generation the new process is to serve.
-func (s *serving) canUpgrade(units map[string]*quicUnit) (pquic.Generation, error) {
+func (s *serving) canUpgrade(units map[string]*quicUnit) (quiclb.Generation, error) {
 	p := s.start.proc
 	next := s.start.gen.Other()
 	switch {
@@ -180,26 +181,26 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 	if err != nil {
 		return fail(err)
 	}
-	steer := map[string]*pquic.Steering{}
+	steer := map[string]*quiclb.Steering{}
 	for addr, u := range units {
 		k := u.keys
 		switch {
 		case u.steer != nil:
 			steer[addr] = u.steer
-		case u.handover != nil:
-			mine, theirs, err := pquic.SocketPair()
+		case u.forward != nil:
+			mine, theirs, err := h3.SocketPair()
 			if err != nil {
 				return fail(err)
 			}
 			k.Forward, err = c.pass(theirs)
 			theirs.Close()
 			if err == nil {
-				pu.peers[addr], err = pquic.PeerConn(mine)
+				pu.peers[addr], err = h3.PeerConn(mine)
 			} else {
 				mine.Close()
 			}
 			if err != nil {
-				return fail(fmt.Errorf("QUIC on %s: handover socket pair: %w", addr, err))
+				return fail(fmt.Errorf("QUIC on %s: forwarding socket pair: %w", addr, err))
 			}
 		}
 		up.QUIC[addr] = k

@@ -11,7 +11,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/h3"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // The new process's side of a binary upgrade (see upgrade.go): it serves
@@ -23,7 +24,7 @@ import (
 type predecessor struct {
 	pid int
 	// gen is the QUIC generation it serves.
-	gen  pquic.Generation
+	gen  quiclb.Generation
 	gone chan struct{}
 }
 
@@ -63,14 +64,14 @@ func (u *upgradeHandoff) applyKeys(g *Graph) {
 	g.notes = slices.DeleteFunc(g.notes, func(n string) bool { return slices.Contains(drop, n) })
 }
 
-// peers opens the new process's ends of the handover socket pairs.
+// peers opens the new process's ends of the forwarding socket pairs.
 func (u *upgradeHandoff) peers() (map[string]*net.UnixConn, error) {
 	out := map[string]*net.UnixConn{}
 	for addr, q := range u.QUIC {
 		if q.Forward < 0 {
 			continue
 		}
-		c, err := pquic.PeerConn(os.NewFile(uintptr(q.Forward), "handover"))
+		c, err := h3.PeerConn(os.NewFile(uintptr(q.Forward), "forward"))
 		if err != nil {
 			for _, c := range out {
 				c.Close()
@@ -101,8 +102,8 @@ func (s *serving) watchPredecessor(p *predecessor) {
 		close(p.gone)
 		s.log.Info("the process this one replaced has exited", "pid", p.pid)
 		for addr, u := range s.quicUnits() {
-			if u.handover != nil {
-				u.handover.StopForwarding()
+			if u.forward != nil {
+				u.forward.StopForwarding()
 			}
 			if u.steer != nil {
 				if err := forgetExited(u.steer, p); err != nil {
@@ -115,7 +116,7 @@ func (s *serving) watchPredecessor(p *predecessor) {
 
 // forgetExited clears p's record once the kernel no longer knows it (its
 // parent may take a moment to reap it).
-func forgetExited(st *pquic.Steering, p *predecessor) error {
+func forgetExited(st *quiclb.Steering, p *predecessor) error {
 	for deadline := time.Now().Add(upgradeTimeout); ; {
 		pid, err := st.ServingPID(p.gen)
 		if err != nil || pid != p.pid {
