@@ -39,7 +39,7 @@ type Server struct {
 	TLSConfig *tls.Config
 	// TrackTLS, if set, is called by Start with the TLS configuration the
 	// QUIC listeners use, before any handshake, and the function it
-	// returns (if not nil) by Close: in between, the caller may set its
+	// returns (if not nil) by the first Close: in between, the caller may set its
 	// session ticket keys.
 	TrackTLS func(*tls.Config) (untrack func())
 	// Shards are the sockets of the address, in shard order: one
@@ -159,12 +159,12 @@ func (s *Server) Start() error {
 		untrack = s.TrackTLS(tlsConf)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = func() {
+	s.cancel = sync.OnceFunc(func() {
 		cancel()
 		if untrack != nil {
 			untrack()
 		}
-	}
+	})
 	metrics := NewMetrics(s.Format, len(s.Shards))
 	var counters *quiclb.Counters
 	if s.Steering != nil {

@@ -81,9 +81,9 @@ func BenchmarkIdleHTTP3Conn(b *testing.B) {
 }
 
 // BenchmarkIdleHTTP3ConnTuned is BenchmarkIdleHTTP3Conn with the HTTP/3
-// side served by serveIdleH3Tuned, a copy of startQUIC (one shard) whose
+// side served by serveIdleH3Tuned, a copy of h3.Server.Start (one shard) whose
 // quic.Config -idleh3quic changes, to measure what each setting is worth
-// per idle connection. Without flags it serves as startQUIC does: compare
+// per idle connection. Without flags it serves as h3.Server does: compare
 // a setting's run with runs without flags (RSS varies by a few KB from run
 // to run; live heap and stacks by less than 1%). Run it like
 // BenchmarkIdleHTTP3Conn:
@@ -107,10 +107,10 @@ func BenchmarkIdleHTTP3ConnTuned(b *testing.B) {
 	measureIdleH3(b, n, client, addr)
 }
 
-// serveIdleH3Tuned serves HTTP/3 for bind at addr the way startQUIC does
+// serveIdleH3Tuned serves HTTP/3 for bind at addr the way h3.Server does
 // on one shard without steering (retry never, the socket read through a
 // ForwardConn, a fresh process's generation), with conf as the
-// listener's quic.Config (its Tracer set as startQUIC sets it). With
+// listener's quic.Config (its Tracer set as h3.Server sets it). With
 // staticTLS, quic-go gets bind.TLS (with h3 offered) instead of a
 // tls.Config that looks the bind up for each handshake, which saves it a
 // clone per connection.
