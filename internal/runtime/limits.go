@@ -113,21 +113,6 @@ func h2Errors(b *Bind) func(errType string) {
 	}
 }
 
-// admit counts a new QUIC connection against the connection limits of
-// the current bind's frontend until it closes (h3.Server.Admit): a
-// connection over a limit is refused before its handshake.
-func (u *quicUnit) admit(remote net.Addr) (release func(), ok bool) {
-	g := u.cur.Load().Gate
-	if g == nil {
-		return nil, true
-	}
-	t := g.HoldAddr(limit.AddrOf(remote))
-	if t == nil {
-		return nil, false
-	}
-	return t.Release, true
-}
-
 // noteHeadLimit tells, for a connection of bind b that closed without
 // making a request, whether header_timeout or max_header_bytes ended it
 // (net/http closes such connections, with a 431 for the latter, without

@@ -161,17 +161,3 @@ func (b *Bind) h3IdleTimeout() time.Duration {
 	}
 	return b.Limits.idleTimeout
 }
-
-// noteLimit summarizes a handshake limit firing (h3.Server.OnLimit) in
-// the log events of the current bind's frontend.
-func (u *quicUnit) noteLimit(name string) {
-	b := u.cur.Load()
-	if b.Gate == nil || b.Gate.Events == nil {
-		return
-	}
-	msg := "limit reached, Retry sent"
-	if name == h3.LimitMaxHandshakes {
-		msg = "limit reached, connection refused"
-	}
-	b.Gate.Events.Note(msg, nil, "limit", name, "frontend", b.TCP.Frontend, "address", b.UDP.Address)
-}

@@ -9,6 +9,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/portcullis/portcullis/internal/h3"
+	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/quiclb"
@@ -105,6 +106,35 @@ func (u *quicUnit) connContext(b *Bind) func(context.Context, *quic.Conn) contex
 		context.AfterFunc(ctx, cc.Close)
 		return proxy.WithClientConn(ctx, cc)
 	}
+}
+
+// admit counts a new QUIC connection against the connection limits of
+// the current bind's frontend until it closes (h3.Server.Admit): a
+// connection over a limit is refused before its handshake.
+func (u *quicUnit) admit(remote net.Addr) (release func(), ok bool) {
+	g := u.cur.Load().Gate
+	if g == nil {
+		return nil, true
+	}
+	t := g.HoldAddr(limit.AddrOf(remote))
+	if t == nil {
+		return nil, false
+	}
+	return t.Release, true
+}
+
+// noteLimit summarizes a handshake limit firing (h3.Server.OnLimit) in
+// the log events of the current bind's frontend.
+func (u *quicUnit) noteLimit(name string) {
+	b := u.cur.Load()
+	if b.Gate == nil || b.Gate.Events == nil {
+		return
+	}
+	msg := "limit reached, Retry sent"
+	if name == h3.LimitMaxHandshakes {
+		msg = "limit reached, connection refused"
+	}
+	b.Gate.Events.Note(msg, nil, "limit", name, "frontend", b.TCP.Frontend, "address", b.UDP.Address)
 }
 
 func (u *quicUnit) spec() unitSpec            { return *u.us.Load() }
