@@ -27,10 +27,11 @@ var allowed = map[string][]string{
 	"proxyproto": {},
 	"limit":      {},
 	"l4":         {"balance", "sni", "proxyproto", "limit", "upstream"},
-	"quic":       {},
-	"handoff":    {"listen", "quic"},
+	"quiclb":     {},
+	"h3":         {"quiclb"},
+	"handoff":    {"listen", "quiclb"},
 	"tickets":    {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "handoff", "tickets", "upstream"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "balance", "health", "quiclb", "h3", "l4", "sni", "proxyproto", "limit", "handoff", "tickets", "upstream"},
 	"testutil":   {},
 }
 

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/internal/listen"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // Env names the file descriptor of the handoff in the next image's
@@ -50,7 +50,7 @@ type Handoff struct {
 	Shards map[string]int
 	// Steering are the descriptors of the steering programs' maps, by
 	// address: the binds with two socket sets. Set by Write.
-	Steering map[string]pquic.SteeringFDs
+	Steering map[string]quiclb.SteeringFDs
 	// Upgrade is set for the new process of a binary upgrade.
 	Upgrade *Upgrade `json:",omitempty"`
 }
@@ -79,7 +79,7 @@ func (h *Handoff) ReadFile(name string) ([]byte, error) {
 // anonymous memory file and passes that too. It returns the environment
 // entry to set (Env=FD) and the file, which the caller closes once the
 // next image has it.
-func (h *Handoff) Write(sockets []*listen.Socket, steer map[string]*pquic.Steering, p Passer) (string, *os.File, error) {
+func (h *Handoff) Write(sockets []*listen.Socket, steer map[string]*quiclb.Steering, p Passer) (string, *os.File, error) {
 	if err := h.passSteering(steer, p); err != nil {
 		return "", nil, err
 	}
@@ -109,8 +109,8 @@ func (h *Handoff) Write(sockets []*listen.Socket, steer map[string]*pquic.Steeri
 
 // passSteering passes the maps of every steering program and records
 // their numbers in h.Steering.
-func (h *Handoff) passSteering(steer map[string]*pquic.Steering, p Passer) error {
-	h.Steering = map[string]pquic.SteeringFDs{}
+func (h *Handoff) passSteering(steer map[string]*quiclb.Steering, p Passer) error {
+	h.Steering = map[string]quiclb.SteeringFDs{}
 	for addr, st := range steer {
 		fds := st.FDs()
 		var err error

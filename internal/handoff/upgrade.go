@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // Upgrade is what the process a binary upgrade replaces adds to the
@@ -20,7 +19,7 @@ type Upgrade struct {
 	PID int
 	// Generation is the QUIC generation the new process serves: the
 	// other one than the old process's.
-	Generation pquic.Generation
+	Generation quiclb.Generation
 	// Ready is the write end of the pipe on which the new process says
 	// it serves (TellReady, ReadReady).
 	Ready int
@@ -41,7 +40,7 @@ type QUICBind struct {
 	ResetKey, TokenKey [32]byte
 	// Forward is the new process's end of the socket pair over which the
 	// two processes forward each other's datagrams, for a bind with one
-	// unsteered socket (quic.HandoverConn); -1 otherwise.
+	// unsteered socket (h3.ForwardConn); -1 otherwise.
 	Forward int
 }
 
@@ -55,24 +54,16 @@ func (u *Upgrade) closeOnExec() {
 	}
 }
 
-// Peers opens the new process's ends of the forwarding socket pairs, by
-// bind address.
-func (u *Upgrade) Peers() (map[string]*net.UnixConn, error) {
-	out := map[string]*net.UnixConn{}
+// Peers returns the new process's ends of the forwarding socket pairs, by
+// bind address (h3.PeerConn makes each a connection).
+func (u *Upgrade) Peers() map[string]*os.File {
+	out := map[string]*os.File{}
 	for addr, q := range u.QUIC {
-		if q.Forward < 0 {
-			continue
+		if q.Forward >= 0 {
+			out[addr] = os.NewFile(uintptr(q.Forward), "forward")
 		}
-		c, err := pquic.PeerConn(os.NewFile(uintptr(q.Forward), "forward"))
-		if err != nil {
-			for _, c := range out {
-				c.Close()
-			}
-			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
-		}
-		out[addr] = c
 	}
-	return out, nil
+	return out
 }
 
 // TellReady tells the old process that this one serves, and closes the

@@ -5,7 +5,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // acquire gets every socket the graph needs while the process is still
@@ -15,7 +15,7 @@ import (
 // can be done after the drop. A re-executed process, or the new process
 // of a binary upgrade, takes what the previous one handed off instead.
 // It returns the steering programs by address.
-func acquire(g *Graph, h *handoff.Handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*pquic.Steering, error) {
+func acquire(g *Graph, h *handoff.Handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*quiclb.Steering, error) {
 	if h != nil {
 		g.setQUICSockets(h.Shards, h.Steering)
 		sockets, err := listen.Acquire(g.Specs(), passed, false)

@@ -9,7 +9,7 @@ import (
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // mustDrop reports whether the process re-executes itself unprivileged:
@@ -45,7 +45,7 @@ func verifyPrivileges(me privilege.Thread, dropped bool, log *slog.Logger) error
 // dropAndExec hands the sockets, the steering programs and the files read
 // so far to a re-executed, unprivileged image of this binary. It returns
 // only on error.
-func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*pquic.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
+func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*quiclb.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
 	target := privilege.Target{}
 	if g.User != nil && me.IsRoot() {
 		target = *g.User

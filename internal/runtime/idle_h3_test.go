@@ -28,8 +28,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/proxy"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/tickets"
 )
 
@@ -81,9 +82,9 @@ func BenchmarkIdleHTTP3Conn(b *testing.B) {
 }
 
 // BenchmarkIdleHTTP3ConnTuned is BenchmarkIdleHTTP3Conn with the HTTP/3
-// side served by serveIdleH3Tuned, a copy of startQUIC (one shard) whose
+// side served by serveIdleH3Tuned, a copy of h3.Server.Start (one shard) whose
 // quic.Config -idleh3quic changes, to measure what each setting is worth
-// per idle connection. Without flags it serves as startQUIC does: compare
+// per idle connection. Without flags it serves as h3.Server does: compare
 // a setting's run with runs without flags (RSS varies by a few KB from run
 // to run; live heap and stacks by less than 1%). Run it like
 // BenchmarkIdleHTTP3Conn:
@@ -107,10 +108,10 @@ func BenchmarkIdleHTTP3ConnTuned(b *testing.B) {
 	measureIdleH3(b, n, client, addr)
 }
 
-// serveIdleH3Tuned serves HTTP/3 for bind at addr the way startQUIC does
+// serveIdleH3Tuned serves HTTP/3 for bind at addr the way h3.Server does
 // on one shard without steering (retry never, the socket read through a
-// HandoverConn, a fresh process's generation), with conf as the
-// listener's quic.Config (its Tracer set as startQUIC sets it). With
+// ForwardConn, a fresh process's generation), with conf as the
+// listener's quic.Config (its Tracer set as h3.Server sets it). With
 // staticTLS, quic-go gets bind.TLS (with h3 offered) instead of a
 // tls.Config that looks the bind up for each handshake, which saves it a
 // clone per connection.
@@ -122,7 +123,7 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 		IdleTimeout: bind.h3IdleTimeout(),
 		Logger:      slog.New(slog.DiscardHandler),
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			pquic.HandshakeDone(ctx)
+			h3.HandshakeDone(ctx)
 			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
 			context.AfterFunc(ctx, cc.Close)
 			return proxy.WithClientConn(ctx, cc)
@@ -136,7 +137,7 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	}
 	tickets.New(nil).Use(tlsConf)
 	q := bind.QUIC
-	metrics := pquic.NewMetrics(q.format, 1)
+	metrics := h3.NewMetrics(q.format, 1)
 	udpAddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -145,15 +146,15 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	hs, err := pquic.NewHandshakes(q.handshakes, nil)
+	hs, err := h3.NewHandshakes(q.handshakes, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var gen pquic.Generation
-	conn := pquic.NewHandoverConn(udp, q.format, gen)
+	var gen quiclb.Generation
+	conn := h3.NewForwardConn(udp, q.format, gen)
 	tr := &quic.Transport{
 		Conn:                  conn,
-		ConnectionIDGenerator: pquic.NewGenCIDGenerator(q.format, gen, 0),
+		ConnectionIDGenerator: quiclb.NewGenCIDGenerator(q.format, gen, 0),
 		StatelessResetKey:     q.resetKey,
 		TokenGeneratorKey:     q.tokenKey,
 		VerifySourceAddress:   hs.VerifySourceAddress,

@@ -1,15 +1,11 @@
 package runtime
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/quic-go/quic-go"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/limit"
@@ -83,9 +79,6 @@ func gateFor(conns *limit.Conns, ev *limit.Events, fe, address string) *limit.Ga
 	return &limit.Gate{Conns: conns, Events: ev, Frontend: fe, Address: address}
 }
 
-// h3ExcessiveLoad is HTTP/3's H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
-const h3ExcessiveLoad = 0x107
-
 // newConnGuard returns the guard of a client connection of bind b
 // (proxy.ConnGuard); closeConn closes it at once, nil for HTTP/1.1 and
 // HTTP/2.
@@ -118,28 +111,6 @@ func h2Errors(b *Bind) func(errType string) {
 			ev.Note("HTTP/2 protocol error", nil, "type", errType, "frontend", fe, "address", addr)
 		}
 	}
-}
-
-// errConnLimit refuses a QUIC connection over a connection limit.
-var errConnLimit = errors.New("connection limit reached")
-
-// admit counts a new QUIC connection against the connection limits of
-// the bind's frontend until it closes (quic.Transport.ConnContext): a
-// connection over a limit is refused before its handshake. The address
-// is the Initial packet's, unverified unless the client came back with a
-// Retry token: a spoofed one costs its owner a place only for as long as
-// a handshake can take.
-func (u *quicUnit) admit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	g := u.cur.Load().Gate
-	if g == nil {
-		return ctx, nil
-	}
-	t := g.HoldAddr(limit.AddrOf(info.RemoteAddr))
-	if t == nil {
-		return ctx, errConnLimit
-	}
-	context.AfterFunc(ctx, t.Release)
-	return ctx, nil
 }
 
 // noteHeadLimit tells, for a connection of bind b that closed without

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	gort "runtime"
@@ -10,8 +9,9 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/listen"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // quicBind is the compiled HTTP/3 side of a bind.
@@ -29,7 +29,7 @@ type quicBind struct {
 	// number of CPUs, at most maxAutoShards, when it sets none): a reload
 	// compares it, not shards, to tell whether the transports must change.
 	configured int
-	format     pquic.CIDFormat
+	format     quiclb.CIDFormat
 	// resetFile and tokenFile are the key files; "" for a random key.
 	resetFile, tokenFile string
 	resetKey             *quic.StatelessResetKey
@@ -37,7 +37,7 @@ type quicBind struct {
 	// handshakes are the limits on new connections: Retry and
 	// max_handshakes. A reload applies them to the running transports
 	// (quicUnit.update).
-	handshakes pquic.HandshakeLimits
+	handshakes h3.HandshakeLimits
 	// handshakeTimeout is quic.Config.HandshakeIdleTimeout.
 	handshakeTimeout time.Duration
 	// idleTimeout is quic.idle_timeout: 0 for the frontend's
@@ -69,10 +69,10 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 	var id []byte
 	var err error
 	if q.ServerID != "" {
-		id, err = pquic.ParseServerID(q.ServerID)
+		id, err = quiclb.ParseServerID(q.ServerID)
 	}
 	if err == nil {
-		qb.format, err = pquic.NewCIDFormat(id)
+		qb.format, err = quiclb.NewCIDFormat(id)
 	}
 	if err != nil {
 		errs = append(errs, cfg.Errorf(q.At.Value("server_id"), "frontend %q: quic: %v", fe, err))
@@ -84,20 +84,20 @@ func compileQUIC(cfg *config.Config, fe string, b *config.Bind, readFile config.
 		return cfg.Path(p)
 	}
 	qb.resetFile, qb.tokenFile = path(q.StatelessResetKeyFile), path(q.TokenKeyFile)
-	reset, token, notes, err := pquic.LoadKeys(qb.resetFile, qb.tokenFile, readFile)
+	reset, token, notes, err := h3.LoadKeys(qb.resetFile, qb.tokenFile, readFile)
 	if err != nil {
 		pos := q.At.Self
-		var kerr *pquic.KeyFileError
+		var kerr *h3.KeyFileError
 		if errors.As(err, &kerr) {
 			pos = q.At.Value(kerr.Setting)
 		}
 		errs = append(errs, cfg.Errorf(pos, "frontend %q: %v", fe, err))
 	}
-	mode, err := pquic.ParseRetryMode(q.Retry)
+	mode, err := h3.ParseRetryMode(q.Retry)
 	if err != nil {
 		errs = append(errs, cfg.Errorf(q.At.Value("retry"), "frontend %q: %v", fe, err))
 	}
-	qb.handshakes = pquic.HandshakeLimits{Retry: mode, RetryRate: q.RetryRate, RetryInProgress: q.RetryInProgress, MaxHandshakes: q.MaxHandshakes}
+	qb.handshakes = h3.HandshakeLimits{Retry: mode, RetryRate: q.RetryRate, RetryInProgress: q.RetryInProgress, MaxHandshakes: q.MaxHandshakes}
 	if err := qb.handshakes.Check(); err != nil {
 		errs = append(errs, cfg.Errorf(q.At.Self, "frontend %q: %v", fe, err))
 	}
@@ -142,7 +142,7 @@ func (g *Graph) shardCounts() map[string]int {
 // setQUICSockets applies the shard counts decided earlier (by startup
 // steering, or by the process that handed its sockets over) and gives the
 // binds with a steering program two socket sets.
-func (g *Graph) setQUICSockets(shards map[string]int, steered map[string]pquic.SteeringFDs) {
+func (g *Graph) setQUICSockets(shards map[string]int, steered map[string]quiclb.SteeringFDs) {
 	for addr, n := range shards {
 		if b := g.binds[addr]; b != nil && b.QUIC != nil {
 			b.QUIC.shards, b.QUIC.sets = n, 1
@@ -160,35 +160,4 @@ func (b *Bind) h3IdleTimeout() time.Duration {
 		return b.QUIC.idleTimeout
 	}
 	return b.Limits.idleTimeout
-}
-
-// newHandshakes returns the admission of the unit's new connections,
-// whose limits firing are summarized in the frontend's log events.
-func (u *quicUnit) newHandshakes() (*pquic.Handshakes, error) {
-	b := u.cur.Load()
-	return pquic.NewHandshakes(b.QUIC.handshakes, func(name string) {
-		b := u.cur.Load()
-		if b.Gate == nil || b.Gate.Events == nil {
-			return
-		}
-		msg := "limit reached, Retry sent"
-		if name == pquic.LimitMaxHandshakes {
-			msg = "limit reached, connection refused"
-		}
-		b.Gate.Events.Note(msg, nil, "limit", name, "frontend", b.TCP.Frontend, "address", b.UDP.Address)
-	})
-}
-
-// connContext is the transports' ConnContext: a new connection is
-// counted as a handshake in progress (refused at max_handshakes), then
-// against the frontend's connection limits (admit). Both refuse before
-// quic-go allocates the connection.
-func (u *quicUnit) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	ctx, err := u.hs.ConnContext(ctx, info)
-	if err != nil {
-		return ctx, err
-	}
-	// If admit refuses, quic-go cancels ctx, which ends the handshake's
-	// count.
-	return u.admit(ctx, info)
 }

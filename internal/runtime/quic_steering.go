@@ -1,16 +1,14 @@
 package runtime
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"sort"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/internal/listen"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // steering loads the generational reuseport program of every HTTP/3 bind,
@@ -23,7 +21,7 @@ import (
 // shards are never run unsteered. Passed sockets (socket activation) fix
 // the sockets of their address: one is one unsteered socket (no program
 // is tried), 2×N are N steered shards per set.
-func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*pquic.Steering, error) {
+func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*quiclb.Steering, error) {
 	passedUDP := map[string]int{}
 	for _, p := range passed {
 		if p.Network == "udp" {
@@ -34,8 +32,8 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*
 			}
 		}
 	}
-	out := map[string]*pquic.Steering{}
-	fail := func(err error) (map[string]*pquic.Steering, error) {
+	out := map[string]*quiclb.Steering{}
+	fail := func(err error) (map[string]*quiclb.Steering, error) {
 		closeSteering(out)
 		return nil, err
 	}
@@ -60,7 +58,7 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*
 		case p > 1:
 			n = p / 2
 		}
-		st, err := pquic.LoadSteeringFor(q.format, n)
+		st, err := quiclb.LoadSteeringFor(q.format, n)
 		if err != nil {
 			if p := passedUDP[addr]; p > 1 {
 				// The sockets exist already, and several unsteered shards
@@ -80,7 +78,7 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*
 	return out, nil
 }
 
-func closeSteering(m map[string]*pquic.Steering) {
+func closeSteering(m map[string]*quiclb.Steering) {
 	for _, st := range m {
 		st.Close()
 		st.Counters.Close()
@@ -91,7 +89,7 @@ func closeSteering(m map[string]*pquic.Steering) {
 // sets in order, and attaches the program. The programs stay open: the
 // process serving them records its generation through them, and hands
 // their descriptors on.
-func attachSteering(steer map[string]*pquic.Steering, sockets []*listen.Socket) error {
+func attachSteering(steer map[string]*quiclb.Steering, sockets []*listen.Socket) error {
 	for addr, st := range steer {
 		var fds []int
 		for _, s := range sockets {
@@ -110,13 +108,13 @@ func attachSteering(steer map[string]*pquic.Steering, sockets []*listen.Socket) 
 // openSteering opens the steering maps a previous image or process handed
 // over, and checks that the graph issues the connection IDs the inherited
 // program reads.
-func openSteering(g *Graph, fds map[string]pquic.SteeringFDs) (map[string]*pquic.Steering, error) {
-	out := map[string]*pquic.Steering{}
+func openSteering(g *Graph, fds map[string]quiclb.SteeringFDs) (map[string]*quiclb.Steering, error) {
+	out := map[string]*quiclb.Steering{}
 	for addr, f := range fds {
 		for _, fd := range []int{f.Sockets, f.State, f.Counters} {
 			unix.CloseOnExec(fd)
 		}
-		st, err := pquic.OpenSteering(f)
+		st, err := quiclb.OpenSteering(f)
 		if err != nil {
 			closeSteering(out)
 			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
@@ -133,33 +131,4 @@ func openSteering(g *Graph, fds map[string]pquic.SteeringFDs) (map[string]*pquic
 		}
 	}
 	return out, nil
-}
-
-// metricsInterval is how often per-shard QUIC numbers are logged (debug).
-const metricsInterval = time.Minute
-
-// watchShards logs a bind's per-shard numbers every metricsInterval, with
-// the packet counts of its steering program, for the shards of generation
-// gen, when it has one.
-func watchShards(ctx context.Context, m *pquic.Metrics, counters *pquic.Counters, gen pquic.Generation, log *slog.Logger) {
-	go m.LogEvery(ctx, metricsInterval, log)
-	if counters == nil {
-		return
-	}
-	go func() {
-		last := make([]uint64, m.Shards())
-		t := time.NewTicker(metricsInterval / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			for i, n := range counters.ReadGeneration(gen, m.Shards()) {
-				m.AddSteered(i, n-last[i])
-				last[i] = n
-			}
-		}
-	}()
 }

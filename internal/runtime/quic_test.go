@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/h3"
 )
 
 // TestQUICHandshakeLimitsReload serves HTTP/3 with retry always and
@@ -53,24 +53,24 @@ backends:
 		return s.units[unitQUIC+" "+addr].(*quicUnit)
 	}
 	u := unit()
-	want := pquic.HandshakeLimits{Retry: pquic.RetryAlways, RetryRate: 1000, RetryInProgress: 5, MaxHandshakes: 10}
-	if got := u.hs.Limits(); got != want {
+	want := h3.HandshakeLimits{Retry: h3.RetryAlways, RetryRate: 1000, RetryInProgress: 5, MaxHandshakes: 10}
+	if got := u.srv.Handshakes().Limits(); got != want {
 		t.Fatalf("limits %+v, want %+v", got, want)
 	}
 
 	if body := h3Body(t, "https://"+addr+"/one"); body != "backend /one" {
 		t.Fatalf("HTTP/3 answered %q", body)
 	}
-	if st := u.hs.Stats(); st.Retries == 0 || st.InProgress != 0 {
+	if st := u.srv.Handshakes().Stats(); st.Retries == 0 || st.InProgress != 0 {
 		t.Errorf("after one request with retry always: %+v; want a Retry sent and no handshake in progress", st)
 	}
 
 	if err := reload(file("retry: never, max_handshakes: 50, retry_rate: 20")); err != nil {
 		t.Fatal(err)
 	}
-	want = pquic.HandshakeLimits{Retry: pquic.RetryNever, RetryRate: 20, RetryInProgress: 25, MaxHandshakes: 50}
-	if unit() != u || u.hs.Limits() != want {
-		t.Fatalf("after the reload: same unit %v, limits %+v; want the running unit with %+v", unit() == u, u.hs.Limits(), want)
+	want = h3.HandshakeLimits{Retry: h3.RetryNever, RetryRate: 20, RetryInProgress: 25, MaxHandshakes: 50}
+	if unit() != u || u.srv.Handshakes().Limits() != want {
+		t.Fatalf("after the reload: same unit %v, limits %+v; want the running unit with %+v", unit() == u, u.srv.Handshakes().Limits(), want)
 	}
 
 	for _, c := range []struct{ quic, want string }{
@@ -82,7 +82,7 @@ backends:
 			t.Errorf("reload with %s: %v; want it refused, naming %s", c.quic, err, c.want)
 		}
 	}
-	if u.hs.Limits() != want {
-		t.Errorf("a refused reload changed the limits: %+v", u.hs.Limits())
+	if u.srv.Handshakes().Limits() != want {
+		t.Errorf("a refused reload changed the limits: %+v", u.srv.Handshakes().Limits())
 	}
 }

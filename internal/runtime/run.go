@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/systemd"
@@ -168,9 +170,18 @@ func (st *startState) takeUpgrade(up *handoff.Upgrade) error {
 		return nil
 	}
 	st.gen, st.ticketKeys = up.Generation, up.TicketKeys
-	var err error
-	st.peers, err = up.Peers()
-	return err
+	st.peers = map[string]*net.UnixConn{}
+	for addr, f := range up.Peers() {
+		c, err := h3.PeerConn(f)
+		if err != nil {
+			for _, c := range st.peers {
+				c.Close()
+			}
+			return fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
+		}
+		st.peers[addr] = c
+	}
+	return nil
 }
 
 // started says what the process serves: the graph's notes, each

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/portcullis/portcullis/internal/listen"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/tickets"
 )
 
@@ -53,14 +53,14 @@ type serving struct {
 type startState struct {
 	// steer are the steering programs of the HTTP/3 binds with two socket
 	// sets, by address; the units of the first graph take them.
-	steer map[string]*pquic.Steering
+	steer map[string]*quiclb.Steering
 	// gen is the QUIC generation this process serves: 0, or the one a
 	// binary upgrade gave it. Its connection IDs carry it.
-	gen pquic.Generation
+	gen quiclb.Generation
 	// peers are, for the new process of a binary upgrade, its ends of the
 	// socket pairs over which the two processes forward each other's
 	// datagrams, for the HTTP/3 binds with one unsteered socket, by
-	// address (quic.HandoverConn).
+	// address (h3.ForwardConn).
 	peers map[string]*net.UnixConn
 	// ticketKeys are the TLS session ticket keys to start with; nil: new.
 	ticketKeys [][32]byte
@@ -137,13 +137,13 @@ func (g *Graph) tlsConfigs() []*tls.Config {
 
 // takeSteering returns the steering program of the HTTP/3 bind at addr
 // for its first unit, or nil.
-func (s *serving) takeSteering(addr string) *pquic.Steering {
+func (s *serving) takeSteering(addr string) *quiclb.Steering {
 	st := s.start.steer[addr]
 	delete(s.start.steer, addr)
 	return st
 }
 
-func (s *serving) takeAllSteering() map[string]*pquic.Steering {
+func (s *serving) takeAllSteering() map[string]*quiclb.Steering {
 	m := s.start.steer
 	s.start.steer = nil
 	return m

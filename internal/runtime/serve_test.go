@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/testutil"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // TestTLSSessionResumption checks that clients resume TLS sessions (RFC

@@ -15,8 +15,8 @@ import (
 //
 //	"tcp ADDR"   the TCP socket of an http or tcp bind and its servers
 //	             (an http.Server, an l4.TCP, or both)
-//	"quic ADDR"  the UDP sockets (shards) of an http bind's HTTP/3, one
-//	             quic.Transport each, and the bind's http3.Server
+//	"quic ADDR"  the UDP sockets (shards) of an http bind's HTTP/3 and
+//	             their h3.Server (one quic.Transport each)
 //	"udp ADDR"   the UDP socket of a udp frontend's bind and its l4.UDP
 //
 // Each unit owns its sockets and its servers. A reload compares the running

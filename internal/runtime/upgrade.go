@@ -8,8 +8,9 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/handoff"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/systemd"
 )
 
@@ -26,7 +27,7 @@ const upgradeTimeout = 30 * time.Second
 // pendingUpgrade is a new process started, not ready yet.
 type pendingUpgrade struct {
 	cmd *exec.Cmd
-	gen pquic.Generation
+	gen quiclb.Generation
 	// ready is the read end of the readiness pipe.
 	ready *os.File
 	// peers are this process's ends of the socket pairs over which the
@@ -90,7 +91,7 @@ func (s *serving) quicUnits() map[string]*quicUnit {
 
 // canUpgrade says why an upgrade cannot start now, or nil. It returns the
 // generation the new process is to serve.
-func (s *serving) canUpgrade(units map[string]*quicUnit) (pquic.Generation, error) {
+func (s *serving) canUpgrade(units map[string]*quicUnit) (quiclb.Generation, error) {
 	p := s.start.proc
 	next := s.start.gen.Other()
 	switch {
@@ -176,22 +177,22 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 // it returns by address for the handoff, or, for a bind with one
 // unsteered socket, over a socket pair whose other end it passes through
 // c and keeps in pu.peers.
-func (pu *pendingUpgrade) passQUIC(units map[string]*quicUnit, up *handoff.Upgrade, c *handoff.ToChild) (map[string]*pquic.Steering, error) {
-	steer := map[string]*pquic.Steering{}
+func (pu *pendingUpgrade) passQUIC(units map[string]*quicUnit, up *handoff.Upgrade, c *handoff.ToChild) (map[string]*quiclb.Steering, error) {
+	steer := map[string]*quiclb.Steering{}
 	for addr, u := range units {
 		k := u.keys
 		switch {
 		case u.steer != nil:
 			steer[addr] = u.steer
-		case u.handover != nil:
-			mine, theirs, err := pquic.SocketPair()
+		case u.forward != nil:
+			mine, theirs, err := h3.SocketPair()
 			if err != nil {
 				return nil, fmt.Errorf("QUIC on %s: forwarding socket pair: %w", addr, err)
 			}
 			k.Forward, err = c.Pass(theirs)
 			theirs.Close()
 			if err == nil {
-				pu.peers[addr], err = pquic.PeerConn(mine)
+				pu.peers[addr], err = h3.PeerConn(mine)
 			} else {
 				mine.Close()
 			}

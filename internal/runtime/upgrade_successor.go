@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/internal/handoff"
-	pquic "github.com/portcullis/portcullis/internal/quic"
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // The new process's side of a binary upgrade (see upgrade.go): it serves
@@ -21,7 +21,7 @@ import (
 type predecessor struct {
 	pid int
 	// gen is the QUIC generation it serves.
-	gen  pquic.Generation
+	gen  quiclb.Generation
 	gone chan struct{}
 }
 
@@ -63,8 +63,8 @@ func (s *serving) watchPredecessor(p *predecessor) {
 		close(p.gone)
 		s.log.Info("the process this one replaced has exited", "pid", p.pid)
 		for addr, u := range s.quicUnits() {
-			if u.handover != nil {
-				u.handover.StopForwarding()
+			if u.forward != nil {
+				u.forward.StopForwarding()
 			}
 			if u.steer != nil {
 				if err := forgetExited(u.steer, p); err != nil {
@@ -77,7 +77,7 @@ func (s *serving) watchPredecessor(p *predecessor) {
 
 // forgetExited clears p's record once the kernel no longer knows it (its
 // parent may take a moment to reap it).
-func forgetExited(st *pquic.Steering, p *predecessor) error {
+func forgetExited(st *quiclb.Steering, p *predecessor) error {
 	for deadline := time.Now().Add(upgradeTimeout); ; {
 		pid, err := st.ServingPID(p.gen)
 		if err != nil || pid != p.pid {

@@ -89,6 +89,12 @@ func (k *Keys) Forget(c *tls.Config) {
 	k.configs = slices.DeleteFunc(k.configs, func(x *tls.Config) bool { return x == c })
 }
 
+// Track is Use that returns its Forget (the shape of h3.Server.TrackTLS).
+func (k *Keys) Track(c *tls.Config) (forget func()) {
+	k.Use(c)
+	return func() { k.Forget(c) }
+}
+
 // Rotate puts a new key first; the older ones, up to Kept in all, still
 // decrypt tickets.
 func (k *Keys) Rotate() {

@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"bytes"
@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
@@ -40,26 +41,26 @@ func selfSigned(t *testing.T) tls.Certificate {
 // reset.
 func TestShardedHTTP3(t *testing.T) {
 	const shards = 2
-	conns := bindShards(t, shards)
-	f, err := NewCIDFormat(nil)
+	conns := testutil.ReusePortUDP(t, shards)
+	f, err := quiclb.NewCIDFormat(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := LoadSteering(shards, f.ShardOffset())
+	st, err := quiclb.LoadSteering(shards, f.ShardOffset())
 	if err != nil {
-		skipOrFail(t, "cannot load the reuseport program here: %v", err)
+		testutil.SkipOrFail(t, "cannot load the reuseport program here: %v", err)
 	}
 	defer st.Close()
-	if err := st.Attach(fds(t, conns)); err != nil {
+	if err := st.Attach(testutil.FDs(t, conns)); err != nil {
 		t.Fatal(err)
 	}
-	var reset quicgo.StatelessResetKey
+	var reset quic.StatelessResetKey
 	rand.Read(reset[:])
 	srv := &http3.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
 	tlsConf := http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
 	for i, c := range conns {
-		tr := &quicgo.Transport{Conn: c, ConnectionIDGenerator: NewCIDGenerator(f, uint8(i)), StatelessResetKey: &reset, VerifySourceAddress: func(net.Addr) bool { return true }}
-		ln, err := tr.ListenEarly(tlsConf, &quicgo.Config{})
+		tr := &quic.Transport{Conn: c, ConnectionIDGenerator: quiclb.NewCIDGenerator(f, uint8(i)), StatelessResetKey: &reset, VerifySourceAddress: func(net.Addr) bool { return true }}
+		ln, err := tr.ListenEarly(tlsConf, &quic.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,30 +92,30 @@ func TestShardedHTTP3(t *testing.T) {
 func TestUpgradeKeepsConnections(t *testing.T) {
 	const n = 2
 	f := mustFormat(t, nil)
-	conns := bindShards(t, 2*n)
-	st, err := LoadSteeringFor(f, n)
+	conns := testutil.ReusePortUDP(t, 2*n)
+	st, err := quiclb.LoadSteeringFor(f, n)
 	if err != nil {
-		skipOrFail(t, "cannot load the reuseport program here: %v", err)
+		testutil.SkipOrFail(t, "cannot load the reuseport program here: %v", err)
 	}
 	t.Cleanup(func() {
 		st.Close()
 		st.Counters.Close()
 	})
-	if err := st.Attach(fds(t, conns)); err != nil {
+	if err := st.Attach(testutil.FDs(t, conns)); err != nil {
 		t.Fatal(err)
 	}
-	var reset quicgo.StatelessResetKey
+	var reset quic.StatelessResetKey
 	rand.Read(reset[:])
 	tlsConf := serverTLS(t)
 
 	// serve runs generation gen's servers on its set; each stream gets
 	// the generation's digit, then its own bytes back.
-	serve := func(gen Generation) (stop func()) {
-		var trs []*quicgo.Transport
+	serve := func(gen quiclb.Generation) (stop func()) {
+		var trs []*quic.Transport
 		var wg sync.WaitGroup
 		for i := 0; i < n; i++ {
-			tr := &quicgo.Transport{Conn: conns[int(gen)*n+i], ConnectionIDGenerator: NewGenCIDGenerator(f, gen, i), StatelessResetKey: &reset}
-			ln, err := tr.Listen(tlsConf, &quicgo.Config{})
+			tr := &quic.Transport{Conn: conns[int(gen)*n+i], ConnectionIDGenerator: quiclb.NewGenCIDGenerator(f, gen, i), StatelessResetKey: &reset}
+			ln, err := tr.Listen(tlsConf, &quic.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,10 +155,10 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 		t.Cleanup(stop)
 		return stop
 	}
-	dial := func() *quicgo.Conn {
+	dial := func() *quic.Conn {
 		ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(5*time.Second))
 		defer cancel()
-		c, err := quicgo.DialAddr(ctx, conns[0].LocalAddr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, &quicgo.Config{})
+		c, err := quic.DialAddr(ctx, conns[0].LocalAddr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, &quic.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +169,7 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 	// message makes every packet longer than 42 bytes: quic-go answers
 	// no shorter packet with a stateless reset.
 	msg := bytes.Repeat([]byte("ping"), 25)
-	ask := func(c *quicgo.Conn) (byte, error) {
+	ask := func(c *quic.Conn) (byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(5*time.Second))
 		defer cancel()
 		str, err := c.OpenStreamSync(ctx)
@@ -189,7 +190,7 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 		}
 		return got[0], nil
 	}
-	want := func(c *quicgo.Conn, gen byte, what string) {
+	want := func(c *quic.Conn, gen byte, what string) {
 		t.Helper()
 		if got, err := ask(c); err != nil || got != gen {
 			t.Fatalf("%s: answered by %q, %v; want %q", what, got, err, gen)
@@ -208,7 +209,7 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 	if err := errors.Join(st.MarkServing(1), st.SetGeneration(1)); err != nil {
 		t.Fatal(err)
 	}
-	var fresh []*quicgo.Conn
+	var fresh []*quic.Conn
 	for i := 0; i < 4; i++ {
 		c := dial()
 		want(c, '1', "a connection made after the flip")
@@ -225,7 +226,7 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 	// stay open, as the new process holds them.
 	stop0()
 	_, err = ask(old)
-	var sr *quicgo.StatelessResetError
+	var sr *quic.StatelessResetError
 	if !errors.As(err, &sr) {
 		t.Fatalf("the old connection after generation 0 is done: %v, want a stateless reset", err)
 	}

@@ -1,6 +1,6 @@
 //go:build race
 
-package quic
+package quiclb
 
 // raceEnabled is true when the race detector is on; it adds allocations
 // that allocation tests must not count.

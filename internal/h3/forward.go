@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"encoding/binary"
@@ -12,37 +12,11 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
-// PacketGeneration returns the generation of the process that owns the
-// connection a datagram (UDP payload) p belongs to, by the rule of the
-// steering program (generationProgram, docs/quic.md "Steering"): a
-// short-header packet carries one of our connection IDs, whose shard byte
-// names its generation; a long-header packet is ours only when its DCID
-// has the length and the first octet of format f. ok is false for
-// anything else: a client's first Initial or 0-RTT packet (a DCID of its
-// own choosing), or a datagram too short to tell. Those belong to the
-// current generation. Only the first packet of a coalesced datagram is
-// read, as the program does.
-func PacketGeneration(f CIDFormat, p []byte) (gen Generation, ok bool) {
-	off := f.ShardOffset()
-	if len(p) < 1 {
-		return 0, false
-	}
-	if p[0]&0x80 == 0 { // short header: DCID from byte 1
-		if len(p) < 2+off {
-			return 0, false
-		}
-		return Generation(p[1+off] >> 7), true
-	}
-	// Long header: version (4 bytes), DCID length at byte 5, DCID at 6.
-	if len(p) < 7+off || int(p[5]) != f.Len() || p[6] != f.firstOctet() {
-		return 0, false
-	}
-	return Generation(p[6+off] >> 7), true
-}
-
-// HandoverConn is the net.PacketConn through which quic-go uses a bind's
+// ForwardConn is the net.PacketConn through which quic-go uses a bind's
 // only UDP socket when no steering program separates the two processes of
 // a binary upgrade (one socket, no second set: see docs/quic.md,
 // "Without the steering program"). The kernel hands each datagram of that
@@ -51,7 +25,7 @@ func PacketGeneration(f CIDFormat, p []byte) (gen Generation, ok bool) {
 //
 //   - the new process starts with Await: it reads nothing until the old
 //     one says so, then reads every datagram and forwards those whose
-//     connection ID names the other generation (PacketGeneration) to the
+//     connection ID names the other generation (quiclb.PacketGeneration) to the
 //     old process, prefixed with the client's address, over a
 //     SOCK_SEQPACKET socket pair; everything else, new connections
 //     included, is its own;
@@ -69,10 +43,10 @@ func PacketGeneration(f CIDFormat, p []byte) (gen Generation, ok bool) {
 // It hides the *net.UDPConn from quic-go, which then reads one datagram
 // per call, without GSO, ECN or batches: the price of the unsteered mode.
 // Use it only there.
-type HandoverConn struct {
+type ForwardConn struct {
 	udp *net.UDPConn
-	f   CIDFormat
-	gen Generation
+	f   quiclb.CIDFormat
+	gen quiclb.Generation
 
 	mode atomic.Int32
 	// peer is the pair's end: where the new process forwards, and what
@@ -91,7 +65,7 @@ type HandoverConn struct {
 	forwarded, dropped atomic.Uint64
 }
 
-// Modes of a HandoverConn.
+// Modes of a ForwardConn.
 const (
 	modeDirect    = iota // read the socket, keep everything
 	modeHold             // new process: read nothing until released
@@ -103,11 +77,11 @@ const (
 // forwarded datagram: a flag (1: IPv4), the address as 16 bytes, the port.
 const forwardHeader = 1 + 16 + 2
 
-// NewHandoverConn wraps udp, the bind's socket, for a process of
+// NewForwardConn wraps udp, the bind's socket, for a process of
 // generation gen whose connection IDs are in format f. It reads the
 // socket directly until Await or Release.
-func NewHandoverConn(udp *net.UDPConn, f CIDFormat, gen Generation) *HandoverConn {
-	return &HandoverConn{
+func NewForwardConn(udp *net.UDPConn, f quiclb.CIDFormat, gen quiclb.Generation) *ForwardConn {
+	return &ForwardConn{
 		udp:      udp,
 		f:        f,
 		gen:      gen,
@@ -118,11 +92,11 @@ func NewHandoverConn(udp *net.UDPConn, f CIDFormat, gen Generation) *HandoverCon
 }
 
 // Generation is the generation whose connections this process keeps.
-func (c *HandoverConn) Generation() Generation { return c.gen }
+func (c *ForwardConn) Generation() quiclb.Generation { return c.gen }
 
 // Forwarded counts the datagrams forwarded to the other process, and
 // dropped those it could not take (its end full).
-func (c *HandoverConn) Forwarded() (forwarded, dropped uint64) {
+func (c *ForwardConn) Forwarded() (forwarded, dropped uint64) {
 	return c.forwarded.Load(), c.dropped.Load()
 }
 
@@ -131,7 +105,7 @@ func (c *HandoverConn) Forwarded() (forwarded, dropped uint64) {
 // go-ahead (Release), or is gone. From then on it forwards the old
 // generation's datagrams to peer, until peer's other end closes or
 // StopForwarding. c owns peer from now on.
-func (c *HandoverConn) Await(peer *net.UnixConn) {
+func (c *ForwardConn) Await(peer *net.UnixConn) {
 	c.mu.Lock()
 	c.peer.Store(peer)
 	c.mode.Store(modeHold)
@@ -158,7 +132,7 @@ func (c *HandoverConn) Await(peer *net.UnixConn) {
 
 // StopForwarding makes the new process keep every datagram from now on,
 // and closes the pair: the old process is gone.
-func (c *HandoverConn) StopForwarding() {
+func (c *ForwardConn) StopForwarding() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.mode.Load() == modeForward {
@@ -175,7 +149,7 @@ func (c *HandoverConn) StopForwarding() {
 // it tells the new process to start reading. Datagrams that arrive
 // meanwhile wait in the socket. c owns peer from now on. Should the new
 // process go away, c reads the socket again.
-func (c *HandoverConn) Release(peer *net.UnixConn) error {
+func (c *ForwardConn) Release(peer *net.UnixConn) error {
 	c.mu.Lock()
 	c.peer.Store(peer)
 	if d := c.deadline.Load(); d != nil {
@@ -190,7 +164,7 @@ func (c *HandoverConn) Release(peer *net.UnixConn) error {
 }
 
 // ReadFrom reads the next datagram this process keeps.
-func (c *HandoverConn) ReadFrom(p []byte) (int, net.Addr, error) {
+func (c *ForwardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		switch c.mode.Load() {
 		case modeHold:
@@ -220,7 +194,7 @@ func (c *HandoverConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 		}
 		if c.mode.Load() == modeForward {
-			if g, ok := PacketGeneration(c.f, p[:n]); ok && g != c.gen && c.forward(p[:n], from) {
+			if g, ok := quiclb.PacketGeneration(c.f, p[:n]); ok && g != c.gen && c.forward(p[:n], from) {
 				continue
 			}
 		}
@@ -230,7 +204,7 @@ func (c *HandoverConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // direct goes back to reading the socket after Release, when the new
 // process went away.
-func (c *HandoverConn) direct() bool {
+func (c *ForwardConn) direct() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
@@ -253,7 +227,7 @@ func (c *HandoverConn) direct() bool {
 	return true
 }
 
-func (c *HandoverConn) waitReleased() error {
+func (c *ForwardConn) waitReleased() error {
 	for {
 		timeout := time.Duration(-1)
 		if d := c.deadline.Load(); d != nil && !d.IsZero() {
@@ -271,7 +245,7 @@ var errWoken = errors.New("woken")
 
 // waitOnce waits for the release, a close, timeout (negative: none) or a
 // new deadline (errWoken).
-func (c *HandoverConn) waitOnce(timeout time.Duration) error {
+func (c *ForwardConn) waitOnce(timeout time.Duration) error {
 	var expired <-chan time.Time
 	if timeout >= 0 {
 		t := time.NewTimer(timeout)
@@ -291,7 +265,7 @@ func (c *HandoverConn) waitOnce(timeout time.Duration) error {
 }
 
 // readForwarded reads one datagram the new process forwarded.
-func (c *HandoverConn) readForwarded(p []byte) (int, net.Addr, error) {
+func (c *ForwardConn) readForwarded(p []byte) (int, net.Addr, error) {
 	peer := c.peer.Load()
 	if peer == nil {
 		return 0, nil, net.ErrClosed
@@ -319,7 +293,7 @@ func (c *HandoverConn) readForwarded(p []byte) (int, net.Addr, error) {
 // forward passes a datagram of the other generation to the old process.
 // It reports false when there is nobody to forward to: the datagram is
 // then this process's.
-func (c *HandoverConn) forward(b []byte, from netip.AddrPort) bool {
+func (c *ForwardConn) forward(b []byte, from netip.AddrPort) bool {
 	peer := c.peer.Load()
 	if peer == nil {
 		return false
@@ -358,19 +332,19 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (c *HandoverConn) deadlinePassed() bool {
+func (c *ForwardConn) deadlinePassed() bool {
 	d := c.deadline.Load()
 	return d != nil && !d.IsZero() && !time.Now().Before(*d)
 }
 
 // WriteTo writes on the socket, whichever process reads it.
-func (c *HandoverConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+func (c *ForwardConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.udp.WriteTo(p, addr)
 }
 
 // Close closes this process's descriptor of the socket and its end of
 // the pair.
-func (c *HandoverConn) Close() error {
+func (c *ForwardConn) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
 	c.mu.Lock()
 	p := c.peer.Swap(nil)
@@ -382,17 +356,17 @@ func (c *HandoverConn) Close() error {
 }
 
 // LocalAddr is the socket's address.
-func (c *HandoverConn) LocalAddr() net.Addr { return c.udp.LocalAddr() }
+func (c *ForwardConn) LocalAddr() net.Addr { return c.udp.LocalAddr() }
 
 // SetDeadline sets the read and write deadlines.
-func (c *HandoverConn) SetDeadline(t time.Time) error {
+func (c *ForwardConn) SetDeadline(t time.Time) error {
 	c.SetReadDeadline(t)
 	return c.udp.SetWriteDeadline(t)
 }
 
 // SetReadDeadline applies to whatever ReadFrom reads: the socket, the
 // pair, or the wait before either.
-func (c *HandoverConn) SetReadDeadline(t time.Time) error {
+func (c *ForwardConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.deadline.Store(&t)
@@ -410,13 +384,15 @@ func (c *HandoverConn) SetReadDeadline(t time.Time) error {
 }
 
 // SetWriteDeadline sets the socket's write deadline.
-func (c *HandoverConn) SetWriteDeadline(t time.Time) error { return c.udp.SetWriteDeadline(t) }
+func (c *ForwardConn) SetWriteDeadline(t time.Time) error { return c.udp.SetWriteDeadline(t) }
 
-// SetReadBuffer and SetWriteBuffer do nothing: the socket's buffers were
-// sized when it was bound (rcvbuf, sndbuf), and quic-go would otherwise
-// set them to its own default.
-func (c *HandoverConn) SetReadBuffer(int) error  { return nil }
-func (c *HandoverConn) SetWriteBuffer(int) error { return nil }
+// SetReadBuffer does nothing: the socket's buffers were sized when it was
+// bound (rcvbuf, sndbuf), and quic-go would otherwise set them to its own
+// default.
+func (c *ForwardConn) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer does nothing, as SetReadBuffer.
+func (c *ForwardConn) SetWriteBuffer(int) error { return nil }
 
 // SocketPair returns the two ends of a SOCK_SEQPACKET socket pair for
 // Await and Release: unlike a datagram pair, its queue is bounded by the
@@ -432,10 +408,10 @@ func SocketPair() (*os.File, *os.File, error) {
 		// net.core.wmem_max.
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
 	}
-	return os.NewFile(uintptr(fds[0]), "handover"), os.NewFile(uintptr(fds[1]), "handover"), nil
+	return os.NewFile(uintptr(fds[0]), "forward"), os.NewFile(uintptr(fds[1]), "forward"), nil
 }
 
-// PeerConn turns an end of SocketPair (or one handed over) into the
+// PeerConn turns an end of SocketPair (or one passed in the handoff) into the
 // connection Await and Release take. The file is closed: the connection
 // has its own descriptor.
 func PeerConn(f *os.File) (*net.UnixConn, error) {
@@ -447,7 +423,7 @@ func PeerConn(f *os.File) (*net.UnixConn, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
-		return nil, &net.OpError{Op: "handover", Net: "unixpacket", Err: syscall.EPROTOTYPE}
+		return nil, &net.OpError{Op: "forward", Net: "unixpacket", Err: syscall.EPROTOTYPE}
 	}
 	return uc, nil
 }

@@ -1,4 +1,4 @@
-package quic
+package quiclb
 
 import (
 	"math/rand/v2"
@@ -10,60 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
-
-// bindShards binds n UDP sockets to one loopback port with SO_REUSEPORT.
-func bindShards(t *testing.T, n int) []*net.UDPConn {
-	t.Helper()
-	var conns []*net.UDPConn
-	addr := "127.0.0.1:0"
-	for i := 0; i < n; i++ {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-			t.Fatal(err)
-		}
-		ua, _ := net.ResolveUDPAddr("udp", addr)
-		sa := &unix.SockaddrInet4{Port: ua.Port, Addr: [4]byte{127, 0, 0, 1}}
-		if err := unix.Bind(fd, sa); err != nil {
-			t.Fatal(err)
-		}
-		f := os.NewFile(uintptr(fd), "shard")
-		c, err := net.FilePacketConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c.(*net.UDPConn))
-		addr = c.LocalAddr().String()
-		t.Cleanup(func() { c.Close() })
-	}
-	return conns
-}
-
-func fds(t *testing.T, conns []*net.UDPConn) []int {
-	var out []int
-	for _, c := range conns {
-		rc, err := c.SyscallConn()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.Control(func(fd uintptr) { out = append(out, int(fd)) })
-	}
-	return out
-}
-
-// skipOrFail skips a test that needs to load the steering program where
-// that is not allowed, except in CI (CI=true), which runs as root.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
 
 // arrivals reports the shard of every datagram the sockets receive.
 func arrivals(conns []*net.UDPConn) <-chan int {
@@ -93,13 +42,13 @@ func next(got <-chan int) int {
 
 func TestSteeringByConnectionID(t *testing.T) {
 	const shards, off = 4, 3 // first octet + a 2-byte server ID
-	conns := bindShards(t, shards)
+	conns := testutil.ReusePortUDP(t, shards)
 	st, err := LoadSteering(shards, off)
 	if err != nil {
-		skipOrFail(t, "cannot load the reuseport program here (needs CAP_BPF or CAP_SYS_ADMIN): %v", err)
+		testutil.SkipOrFail(t, "cannot load the reuseport program here (needs CAP_BPF or CAP_SYS_ADMIN): %v", err)
 	}
 	defer st.Close()
-	if err := st.Attach(fds(t, conns)); err != nil {
+	if err := st.Attach(testutil.FDs(t, conns)); err != nil {
 		t.Fatal(err)
 	}
 	got := arrivals(conns)
@@ -147,16 +96,16 @@ type genBind struct {
 
 func newGenBind(t *testing.T, f CIDFormat, n int) *genBind {
 	t.Helper()
-	conns := bindShards(t, 2*n)
+	conns := testutil.ReusePortUDP(t, 2*n)
 	st, err := LoadSteeringFor(f, n)
 	if err != nil {
-		skipOrFail(t, "cannot load the reuseport program here (needs CAP_BPF or CAP_SYS_ADMIN): %v", err)
+		testutil.SkipOrFail(t, "cannot load the reuseport program here (needs CAP_BPF or CAP_SYS_ADMIN): %v", err)
 	}
 	t.Cleanup(func() {
 		st.Close()
 		st.Counters.Close()
 	})
-	if err := st.Attach(fds(t, conns)); err != nil {
+	if err := st.Attach(testutil.FDs(t, conns)); err != nil {
 		t.Fatal(err)
 	}
 	return &genBind{f: f, n: n, conns: conns, st: st, got: arrivals(conns)}
@@ -388,7 +337,7 @@ func TestSteeringReopened(t *testing.T) {
 			t.Errorf("CheckFormat(%+v, %d) = %v, want an error saying restart", tc.f, tc.shards, err)
 		}
 	}
-	if err := st2.Attach(fds(t, b.conns)); err == nil {
+	if err := st2.Attach(testutil.FDs(t, b.conns)); err == nil {
 		t.Error("Attach on reopened maps succeeded")
 	}
 	if g, err := st2.Generation(); err != nil || g != 0 {
@@ -552,7 +501,7 @@ func TestLoadSteeringForRejects(t *testing.T) {
 func TestSteeringWithoutGenerations(t *testing.T) {
 	st, err := LoadSteering(2, 1)
 	if err != nil {
-		skipOrFail(t, "cannot load the reuseport program here: %v", err)
+		testutil.SkipOrFail(t, "cannot load the reuseport program here: %v", err)
 	}
 	defer st.Counters.Close()
 	defer st.Close()

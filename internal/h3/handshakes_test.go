@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/portcullis/portcullis/internal/testutil"
@@ -34,15 +34,15 @@ func TestMaxHandshakesWithQuicGo(t *testing.T) {
 	}
 	var created atomic.Int64
 	srv := startServer(t, serverOptions{
-		transport: &quicgo.Transport{ConnContext: h.ConnContext},
-		config: quicgo.Config{
+		transport: &quic.Transport{ConnContext: h.ConnContext},
+		config: quic.Config{
 			HandshakeIdleTimeout: testutil.Scaled(time.Second),
-			Tracer: func(context.Context, bool, quicgo.ConnectionID) qlogwriter.Trace {
+			Tracer: func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
 				created.Add(1)
 				return nil
 			},
 		},
-		onAccept: func(c *quicgo.Conn) { HandshakeDone(c.Context()) },
+		onAccept: func(c *quic.Conn) { HandshakeDone(c.Context()) },
 	})
 	hole := newBlackHole(t, srv.addr)
 
@@ -59,9 +59,9 @@ func TestMaxHandshakesWithQuicGo(t *testing.T) {
 				return
 			}
 			defer udp.Close()
-			tr := &quicgo.Transport{Conn: udp}
+			tr := &quic.Transport{Conn: udp}
 			defer tr.Close()
-			tr.Dial(ctx, hole, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, &quicgo.Config{HandshakeIdleTimeout: time.Minute})
+			tr.Dial(ctx, hole, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, &quic.Config{HandshakeIdleTimeout: time.Minute})
 		})
 	}
 	waitFor(t, func() bool { return h.Stats().Refused >= 2 })
@@ -74,10 +74,10 @@ func TestMaxHandshakesWithQuicGo(t *testing.T) {
 
 	// A client that would complete its handshake is refused too.
 	dctx, dcancel := context.WithTimeout(context.Background(), testutil.Scaled(5*time.Second))
-	_, err = quicgo.DialAddr(dctx, srv.addr.String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, nil)
+	_, err = quic.DialAddr(dctx, srv.addr.String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, nil)
 	dcancel()
-	var te *quicgo.TransportError
-	if !errors.As(err, &te) || te.ErrorCode != quicgo.ConnectionRefused {
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused {
 		t.Fatalf("dial at max_handshakes: %v, want CONNECTION_REFUSED", err)
 	}
 	if n := created.Load(); n != most {

@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 )
 
 // keyLen is the size of both keys: 32 bytes of key material.
@@ -28,12 +28,12 @@ const keyLen = 32
 // costs. readFile reads a file; nil means os.ReadFile. Keys are read at
 // startup, while still privileged, like certificates. A file that cannot
 // be read or holds no valid key gives a *KeyFileError.
-func LoadKeys(statelessResetKeyFile, tokenKeyFile string, readFile func(string) ([]byte, error)) (*quicgo.StatelessResetKey, *quicgo.TokenGeneratorKey, []string, error) {
+func LoadKeys(statelessResetKeyFile, tokenKeyFile string, readFile func(string) ([]byte, error)) (*quic.StatelessResetKey, *quic.TokenGeneratorKey, []string, error) {
 	if readFile == nil {
 		readFile = os.ReadFile
 	}
 	var notes []string
-	var reset quicgo.StatelessResetKey
+	var reset quic.StatelessResetKey
 	if statelessResetKeyFile == "" {
 		notes = append(notes, "quic: no stateless_reset_key_file: using a random stateless reset key for this process; "+
 			"after a restart, or from another instance, portcullis cannot reset connections the old process or the other instance held, "+
@@ -44,7 +44,7 @@ func LoadKeys(statelessResetKeyFile, tokenKeyFile string, readFile func(string) 
 	} else if err := readKey("stateless_reset_key_file", statelessResetKeyFile, reset[:], readFile); err != nil {
 		return nil, nil, nil, err
 	}
-	var token quicgo.TokenGeneratorKey
+	var token quic.TokenGeneratorKey
 	if tokenKeyFile == "" {
 		notes = append(notes, "quic: no token_key_file: using a random token key for this process; "+
 			"Retry and address validation (NEW_TOKEN) tokens issued before a restart or by another instance are not accepted, "+
@@ -72,12 +72,14 @@ func randomKey(dst []byte) error {
 type KeyFileError struct {
 	// Setting is stateless_reset_key_file or token_key_file.
 	Setting string
-	File    string
+	// File is the key file's path.
+	File string
 	// Err is the error reading the file, or what is wrong with its
 	// content.
 	Err error
 }
 
+// Error says what is wrong with the file and how to make a good one.
 func (e *KeyFileError) Error() string {
 	howTo := fmt.Sprintf("want exactly %d bytes of key material, raw or as %d hex digits; make one with `head -c %d /dev/urandom > %s` or `openssl rand -hex %d > %s`, then `chmod 0600 %s`",
 		keyLen, 2*keyLen, keyLen, e.File, keyLen, e.File, e.File)
@@ -88,6 +90,7 @@ func (e *KeyFileError) Error() string {
 	return fmt.Sprintf("quic %s %s: %v; %s", e.Setting, e.File, e.Err, howTo)
 }
 
+// Unwrap returns Err.
 func (e *KeyFileError) Unwrap() error { return e.Err }
 
 // readError marks an error from readFile.

@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
 
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
@@ -23,14 +24,14 @@ func (fakeTrace) AddProducer() qlogwriter.Recorder { return nil }
 func TestConnTracerCountsAndMisrouting(t *testing.T) {
 	m := NewMetrics(mustFormat(t, nil), 4) // shard byte at offset 1
 	var calls int
-	next := func(ctx context.Context, isClient bool, id quicgo.ConnectionID) qlogwriter.Trace {
+	next := func(ctx context.Context, isClient bool, id quic.ConnectionID) qlogwriter.Trace {
 		calls++
 		return fakeTrace{}
 	}
 	tr := m.ConnTracer(2, next)
-	id := func(b ...byte) quicgo.ConnectionID { return quicgo.ConnectionIDFromBytes(b) }
+	id := func(b ...byte) quic.ConnectionID { return quic.ConnectionIDFromBytes(b) }
 	for _, c := range []struct {
-		dcid     quicgo.ConnectionID
+		dcid     quic.ConnectionID
 		isClient bool
 	}{
 		{id(0, 6, 1, 2, 3, 4, 5, 6), false}, // 6 % 4 = 2: steered here
@@ -179,13 +180,13 @@ func TestMetricsWithQuicGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startServer(t, serverOptions{
-		transport: &quicgo.Transport{
-			ConnectionIDGenerator: NewCIDGenerator(f, 0),
+		transport: &quic.Transport{
+			ConnectionIDGenerator: quiclb.NewCIDGenerator(f, 0),
 			VerifySourceAddress:   p.VerifySourceAddress,
 			Tracer:                m.TransportTracer(0, nil),
 			// No StatelessResetKey: the stray packet is dropped, not reset.
 		},
-		config: quicgo.Config{Tracer: m.ConnTracer(0, nil)},
+		config: quic.Config{Tracer: m.ConnTracer(0, nil)},
 	})
 	roundTrip(t, context.Background(), srv.addr)
 

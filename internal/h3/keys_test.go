@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"bytes"

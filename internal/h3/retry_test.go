@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
@@ -129,7 +130,7 @@ func TestRetryAutoInProgress(t *testing.T) {
 			t.Fatalf("handshake %d got Retry", i+1)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		ctx, err := p.ConnContext(ctx, &quicgo.ClientInfo{RemoteAddr: client})
+		ctx, err := p.ConnContext(ctx, &quic.ClientInfo{RemoteAddr: client})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,11 +143,11 @@ func TestRetryAutoInProgress(t *testing.T) {
 	for range 2 {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		if _, err := p.ConnContext(ctx, &quicgo.ClientInfo{RemoteAddr: client, AddrVerified: true}); err != nil {
+		if _, err := p.ConnContext(ctx, &quic.ClientInfo{RemoteAddr: client, AddrVerified: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client, AddrVerified: true}); !errors.Is(err, ErrTooManyHandshakes) {
+	if _, err := p.ConnContext(context.Background(), &quic.ClientInfo{RemoteAddr: client, AddrVerified: true}); !errors.Is(err, ErrTooManyHandshakes) {
 		t.Fatalf("the 6th handshake: %v, want ErrTooManyHandshakes", err)
 	}
 	// One completes, one fails (quic-go cancels its context): 3 left.
@@ -223,7 +224,7 @@ func TestHandshakeLimitsCheck(t *testing.T) {
 func TestHandshakesSetLimits(t *testing.T) {
 	p, _ := newFakeHandshakes(t, testLimits(RetryAuto), nil)
 	for range 3 {
-		if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client}); err != nil {
+		if _, err := p.ConnContext(context.Background(), &quic.ClientInfo{RemoteAddr: client}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,7 +234,7 @@ func TestHandshakesSetLimits(t *testing.T) {
 	if p.VerifySourceAddress(client) {
 		t.Error("Retry after the reload to never")
 	}
-	if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client}); !errors.Is(err, ErrTooManyHandshakes) {
+	if _, err := p.ConnContext(context.Background(), &quic.ClientInfo{RemoteAddr: client}); !errors.Is(err, ErrTooManyHandshakes) {
 		t.Errorf("4th handshake with max_handshakes 3: %v", err)
 	}
 	if err := p.SetLimits(HandshakeLimits{Retry: RetryAuto, RetryRate: 1, RetryInProgress: 5, MaxHandshakes: 3}); err == nil {
@@ -256,7 +257,7 @@ func TestMaxHandshakesConcurrentShards(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 100 {
-				if _, err := p.ConnContext(context.Background(), &quicgo.ClientInfo{RemoteAddr: client}); err == nil {
+				if _, err := p.ConnContext(context.Background(), &quic.ClientInfo{RemoteAddr: client}); err == nil {
 					admitted.Add(1)
 				}
 			}
@@ -281,8 +282,8 @@ func TestRetryWithQuicGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := mustFormat(t, nil)
-	srv := startServer(t, serverOptions{transport: &quicgo.Transport{
-		ConnectionIDGenerator: NewCIDGenerator(f, 1),
+	srv := startServer(t, serverOptions{transport: &quic.Transport{
+		ConnectionIDGenerator: quiclb.NewCIDGenerator(f, 1),
 		VerifySourceAddress:   p.VerifySourceAddress,
 	}})
 	roundTrip(t, context.Background(), srv.addr)

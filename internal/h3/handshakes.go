@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -8,14 +8,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 )
 
 // Names of the limits of HandshakeLimits, as the configuration spells
 // them and log lines name them.
 const (
-	LimitMaxHandshakes   = "max_handshakes"
-	LimitRetryRate       = "retry_rate"
+	// LimitMaxHandshakes is HandshakeLimits.MaxHandshakes.
+	LimitMaxHandshakes = "max_handshakes"
+	// LimitRetryRate is HandshakeLimits.RetryRate.
+	LimitRetryRate = "retry_rate"
+	// LimitRetryInProgress is HandshakeLimits.RetryInProgress.
 	LimitRetryInProgress = "retry_in_progress"
 )
 
@@ -157,7 +160,7 @@ var ErrTooManyHandshakes = errors.New("quic: max_handshakes reached")
 // count ends at HandshakeDone or when ctx ends, whichever comes first:
 // quic-go ends it when the connection closes or its handshake fails,
 // and also when a later hook refuses the connection.
-func (h *Handshakes) ConnContext(ctx context.Context, _ *quicgo.ClientInfo) (context.Context, error) {
+func (h *Handshakes) ConnContext(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
 	most := int64(h.limits.Load().MaxHandshakes)
 	for {
 		n := h.inProgress.Load()

@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"fmt"
@@ -36,6 +36,7 @@ func ParseRetryMode(s string) (RetryMode, error) {
 	return 0, fmt.Errorf("quic retry %q: want auto, always or never", s)
 }
 
+// String returns the mode as the configuration spells it.
 func (m RetryMode) String() string {
 	switch m {
 	case RetryAuto:

@@ -1,4 +1,4 @@
-package quic
+package quiclb
 
 import (
 	"crypto/rand"
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 )
 
 // Connection ID layout (QUIC-LB draft, plaintext mode, with a shard byte):
@@ -188,11 +188,11 @@ type cidGenerator struct {
 	n      int             // length of the connection IDs
 }
 
-var _ quicgo.ConnectionIDGenerator = (*cidGenerator)(nil)
+var _ quic.ConnectionIDGenerator = (*cidGenerator)(nil)
 
 // NewCIDGenerator is NewGenCIDGenerator(f, 0, shard): the generator of a
 // process of generation 0.
-func NewCIDGenerator(f CIDFormat, shard uint8) quicgo.ConnectionIDGenerator {
+func NewCIDGenerator(f CIDFormat, shard uint8) quic.ConnectionIDGenerator {
 	return NewGenCIDGenerator(f, 0, int(shard))
 }
 
@@ -204,7 +204,7 @@ func NewCIDGenerator(f CIDFormat, shard uint8) quicgo.ConnectionIDGenerator {
 // generation's set, below N. An invalid format (see Validate), a
 // generation other than 0 or 1, or a shard outside 0 to MaxShards-1 is a
 // programming error and panics.
-func NewGenCIDGenerator(f CIDFormat, gen Generation, shard int) quicgo.ConnectionIDGenerator {
+func NewGenCIDGenerator(f CIDFormat, gen Generation, shard int) quic.ConnectionIDGenerator {
 	if err := f.Validate(); err != nil {
 		panic(err)
 	}
@@ -223,12 +223,12 @@ func NewGenCIDGenerator(f CIDFormat, gen Generation, shard int) quicgo.Connectio
 }
 
 // GenerateConnectionID returns a new connection ID. It does not allocate.
-func (g *cidGenerator) GenerateConnectionID() (quicgo.ConnectionID, error) {
+func (g *cidGenerator) GenerateConnectionID() (quic.ConnectionID, error) {
 	b := g.prefix
 	if _, err := rand.Read(b[g.fixed:g.n]); err != nil {
-		return quicgo.ConnectionID{}, fmt.Errorf("quic connection ID nonce: %w", err)
+		return quic.ConnectionID{}, fmt.Errorf("quic connection ID nonce: %w", err)
 	}
-	return quicgo.ConnectionIDFromBytes(b[:g.n]), nil
+	return quic.ConnectionIDFromBytes(b[:g.n]), nil
 }
 
 // ConnectionIDLen returns the constant length of the connection IDs.

@@ -1,4 +1,4 @@
-package quic
+package quiclb
 
 // steerKind is how the steering program chose a socket.
 type steerKind int

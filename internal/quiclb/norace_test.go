@@ -1,5 +1,5 @@
 //go:build !race
 
-package quic
+package quiclb
 
 const raceEnabled = false

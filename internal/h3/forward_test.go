@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -12,65 +12,22 @@ import (
 	"testing"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
-func TestPacketGeneration(t *testing.T) {
-	f, err := NewCIDFormat([]byte{0xab})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours := func(gen Generation) []byte {
-		b := make([]byte, f.Len())
-		NewGenCIDGenerator(f, gen, 3).(*cidGenerator).fill(b)
-		return b
-	}
-	long := func(dcid []byte) []byte {
-		p := append([]byte{0xc0, 0, 0, 0, 1, byte(len(dcid))}, dcid...)
-		return append(p, make([]byte, 20)...)
-	}
-	clientDCID := make([]byte, f.Len()) // a client's own: first octet 0
-	for _, tc := range []struct {
-		name string
-		p    []byte
-		gen  Generation
-		ok   bool
-	}{
-		{"short, generation 0", append([]byte{0x40}, ours(0)...), 0, true},
-		{"short, generation 1", append([]byte{0x40}, ours(1)...), 1, true},
-		{"short, too short", []byte{0x40, f.firstOctet()}, 0, false},
-		{"long, our ID of generation 1", long(ours(1)), 1, true},
-		{"long, our ID of generation 0", long(ours(0)), 0, true},
-		{"long, a client's first DCID", long(clientDCID), 0, false},
-		{"long, 8-byte DCID", long(make([]byte, 8)), 0, false},
-		{"long, truncated", long(ours(1))[:8], 0, false},
-		{"empty", nil, 0, false},
-	} {
-		gen, ok := PacketGeneration(f, tc.p)
-		if gen != tc.gen || ok != tc.ok {
-			t.Errorf("%s: PacketGeneration = %d, %v; want %d, %v", tc.name, gen, ok, tc.gen, tc.ok)
-		}
-	}
-}
-
-// fill writes a connection ID into b (f.Len() bytes).
-func (g *cidGenerator) fill(b []byte) {
-	id, _ := g.GenerateConnectionID()
-	copy(b, id.Bytes())
-}
-
-// handoverPair is one UDP socket shared by an old (generation 0) and a new
-// (generation 1) process, each reading through a HandoverConn, and the
+// forwardPair is one UDP socket shared by an old (generation 0) and a new
+// (generation 1) process, each reading through a ForwardConn, and the
 // socket pair between them.
-type handoverPair struct {
+type forwardPair struct {
 	addr           *net.UDPAddr
-	old, new       *HandoverConn
+	old, new       *ForwardConn
 	oldEnd, newEnd *net.UnixConn
 }
 
-func newHandoverPair(t *testing.T, f CIDFormat) *handoverPair {
+func newForwardPair(t *testing.T, f quiclb.CIDFormat) *forwardPair {
 	t.Helper()
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -97,10 +54,10 @@ func newHandoverPair(t *testing.T, f CIDFormat) *handoverPair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &handoverPair{
+	h := &forwardPair{
 		addr:   udp.LocalAddr().(*net.UDPAddr),
-		old:    NewHandoverConn(udp, f, 0),
-		new:    NewHandoverConn(pc.(*net.UDPConn), f, 1),
+		old:    NewForwardConn(udp, f, 0),
+		new:    NewForwardConn(pc.(*net.UDPConn), f, 1),
 		oldEnd: oldEnd, newEnd: newEnd,
 	}
 	t.Cleanup(func() {
@@ -151,20 +108,20 @@ func expect(t *testing.T, who string, ch, other <-chan datagram, want string, cl
 	}
 }
 
-// TestHandoverConnDatagrams sends datagrams of both generations and of a
+// TestForwardConnDatagrams sends datagrams of both generations and of a
 // new connection to a socket shared by two processes, before, during and
-// after a handover.
-func TestHandoverConnDatagrams(t *testing.T) {
-	f, _ := NewCIDFormat(nil)
-	h := newHandoverPair(t, f)
+// after the old process releases the socket.
+func TestForwardConnDatagrams(t *testing.T) {
+	f, _ := quiclb.NewCIDFormat(nil)
+	h := newForwardPair(t, f)
 	client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	short := func(gen Generation, tag string) string {
+	short := func(gen quiclb.Generation, tag string) string {
 		b := make([]byte, f.Len())
-		NewGenCIDGenerator(f, gen, 0).(*cidGenerator).fill(b)
+		fillCID(quiclb.NewGenCIDGenerator(f, gen, 0), b)
 		return string(append(append([]byte{0x40}, b...), tag...))
 	}
 	initial := string(append([]byte{0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8}, "new connection"...))
@@ -216,11 +173,11 @@ func TestHandoverConnDatagrams(t *testing.T) {
 	expect(t, "the new process", newCh, nil, p, client.LocalAddr())
 }
 
-// TestHandoverConnOldProcessGone: a new process whose predecessor exits
+// TestForwardConnOldProcessGone: a new process whose predecessor exits
 // before releasing the socket reads it itself.
-func TestHandoverConnOldProcessGone(t *testing.T) {
-	f, _ := NewCIDFormat(nil)
-	h := newHandoverPair(t, f)
+func TestForwardConnOldProcessGone(t *testing.T) {
+	f, _ := quiclb.NewCIDFormat(nil)
+	h := newForwardPair(t, f)
 	h.new.Await(h.newEnd)
 	ch := reads(h.new)
 	h.oldEnd.Close()
@@ -233,12 +190,12 @@ func TestHandoverConnOldProcessGone(t *testing.T) {
 	expect(t, "the new process", ch, nil, "x", client.LocalAddr())
 }
 
-// TestHandoverConnDeadline: quic-go's Transport.Close unblocks a read
+// TestForwardConnDeadline: quic-go's Transport.Close unblocks a read
 // with a deadline, whatever the mode.
-func TestHandoverConnDeadline(t *testing.T) {
-	f, _ := NewCIDFormat(nil)
+func TestForwardConnDeadline(t *testing.T) {
+	f, _ := quiclb.NewCIDFormat(nil)
 	for _, mode := range []string{"direct", "held", "released"} {
-		h := newHandoverPair(t, f)
+		h := newForwardPair(t, f)
 		c := h.new
 		switch mode {
 		case "held":
@@ -269,10 +226,10 @@ func TestHandoverConnDeadline(t *testing.T) {
 
 // echoServer serves one quic-go Transport on c: every stream is echoed.
 // It returns the number of connections accepted so far.
-func echoServer(t *testing.T, c net.PacketConn, gen Generation, f CIDFormat, key *quicgo.StatelessResetKey) *atomic.Int32 {
+func echoServer(t *testing.T, c net.PacketConn, gen quiclb.Generation, f quiclb.CIDFormat, key *quic.StatelessResetKey) *atomic.Int32 {
 	t.Helper()
-	tr := &quicgo.Transport{Conn: c, ConnectionIDGenerator: NewGenCIDGenerator(f, gen, 0), StatelessResetKey: key}
-	ln, err := tr.Listen(serverTLS(t), &quicgo.Config{MaxIdleTimeout: 5 * time.Second})
+	tr := &quic.Transport{Conn: c, ConnectionIDGenerator: quiclb.NewGenCIDGenerator(f, gen, 0), StatelessResetKey: key}
+	ln, err := tr.Listen(serverTLS(t), &quic.Config{MaxIdleTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +262,7 @@ func echoServer(t *testing.T, c net.PacketConn, gen Generation, f CIDFormat, key
 	return &accepted
 }
 
-func echo(ctx context.Context, conn *quicgo.Conn, msg string) error {
+func echo(ctx context.Context, conn *quic.Conn, msg string) error {
 	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return err
@@ -322,20 +279,20 @@ func echo(ctx context.Context, conn *quicgo.Conn, msg string) error {
 	return err
 }
 
-// TestHandoverConnQUIC: a QUIC connection of the old process goes on
-// after the handover, through the new process; a new connection reaches
+// TestForwardConnQUIC: a QUIC connection of the old process goes on
+// after the release, through the new process; a new connection reaches
 // the new process; once the old process is gone, the old connection gets
 // a stateless reset from the new one (both have the same key).
-func TestHandoverConnQUIC(t *testing.T) {
-	f, _ := NewCIDFormat(nil)
-	h := newHandoverPair(t, f)
-	var key quicgo.StatelessResetKey
+func TestForwardConnQUIC(t *testing.T) {
+	f, _ := quiclb.NewCIDFormat(nil)
+	h := newForwardPair(t, f)
+	var key quic.StatelessResetKey
 	copy(key[:], "a shared stateless reset key....")
 	oldAccepted := echoServer(t, h.old, 0, f, &key)
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(20*time.Second))
 	defer cancel()
 	clientTLS := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}
-	conn, err := quicgo.DialAddr(ctx, h.addr.String(), clientTLS, &quicgo.Config{MaxIdleTimeout: 5 * time.Second})
+	conn, err := quic.DialAddr(ctx, h.addr.String(), clientTLS, &quic.Config{MaxIdleTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,10 +308,10 @@ func TestHandoverConnQUIC(t *testing.T) {
 	}
 	for _, msg := range []string{"during 1", "during 2", "during 3"} {
 		if err := echo(ctx, conn, msg); err != nil {
-			t.Fatalf("the old process's connection after the handover: %v", err)
+			t.Fatalf("the old process's connection after the release: %v", err)
 		}
 	}
-	conn2, err := quicgo.DialAddr(ctx, h.addr.String(), clientTLS, nil)
+	conn2, err := quic.DialAddr(ctx, h.addr.String(), clientTLS, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +333,7 @@ func TestHandoverConnQUIC(t *testing.T) {
 	}
 	// quic-go resets only packets longer than 42 bytes: send more.
 	err = echo(ctx, conn, strings.Repeat("after the old process exited ", 4))
-	var reset *quicgo.StatelessResetError
+	var reset *quic.StatelessResetError
 	if !errors.As(err, &reset) {
 		t.Errorf("the old connection after the old process exited: %v, want a stateless reset", err)
 	}

@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -6,9 +6,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
+
+	"github.com/portcullis/portcullis/internal/quiclb"
 )
 
 // Metrics counts what each shard of one bind sees. Every counter is an
@@ -41,13 +43,13 @@ import (
 //     Connection ID of the client's first Initial (the one the steering
 //     program steered by). It counts the connection, checks that it
 //     landed on the shard the steering rule picks for that DCID
-//     (ShardFor), and returns the wrapped tracer's trace, nil by default,
+//     (quiclb.ShardFor), and returns the wrapped tracer's trace, nil by default,
 //     which keeps per-packet tracing off.
 //   - Retries and Dropped: TransportTracer is the Transport.Tracer, which
 //     quic-go only calls off the established-connection path: for each
 //     Retry sent and each packet dropped before it reached a connection.
 type Metrics struct {
-	format CIDFormat
+	format quiclb.CIDFormat
 	shards []shardCounters
 }
 
@@ -60,6 +62,7 @@ type shardCounters struct {
 
 // ShardStats are one shard's counters since the process started.
 type ShardStats struct {
+	// Shard is the shard's index.
 	Shard int
 	// Packets is how many packets the steering program sent to the shard
 	// (AddSteered).
@@ -87,7 +90,7 @@ type ShardStats struct {
 // NewMetrics returns counters for the shards of one bind, whose
 // connection IDs are in format f. shards must be the number of sockets the
 // steering program chooses among (1 without it).
-func NewMetrics(f CIDFormat, shards int) *Metrics {
+func NewMetrics(f quiclb.CIDFormat, shards int) *Metrics {
 	return &Metrics{format: f, shards: make([]shardCounters, max(shards, 1))}
 }
 
@@ -111,7 +114,7 @@ func (m *Metrics) AddSteered(shard int, n uint64) {
 }
 
 // ConnTracerFunc is the type of quic.Config.Tracer.
-type ConnTracerFunc = func(ctx context.Context, isClient bool, connID quicgo.ConnectionID) qlogwriter.Trace
+type ConnTracerFunc = func(ctx context.Context, isClient bool, connID quic.ConnectionID) qlogwriter.Trace
 
 // ConnTracer returns the quic.Config.Tracer for shard's listener. It counts
 // Accepted and Misrouted and returns next's trace (next nil: no trace, so
@@ -119,14 +122,14 @@ type ConnTracerFunc = func(ctx context.Context, isClient bool, connID quicgo.Con
 // GetConfigForClient needs it too: quic-go uses that Config's Tracer.
 func (m *Metrics) ConnTracer(shard int, next ConnTracerFunc) ConnTracerFunc {
 	c := m.shard(shard)
-	return func(ctx context.Context, isClient bool, connID quicgo.ConnectionID) qlogwriter.Trace {
+	return func(ctx context.Context, isClient bool, connID quic.ConnectionID) qlogwriter.Trace {
 		if c != nil && !isClient {
 			c.accepted.Add(1)
 			// quic-go passes the DCID of the client's first Initial,
 			// also after a Retry (it is kept in the token). The Retry
 			// went out from the shard that Initial was steered to, with a
 			// connection ID of that shard, so both lead to one shard.
-			if want, ok := ShardFor(m.format, connID.Bytes(), len(m.shards)); ok && want != shard {
+			if want, ok := quiclb.ShardFor(m.format, connID.Bytes(), len(m.shards)); ok && want != shard {
 				c.misrouted.Add(1)
 			}
 		}

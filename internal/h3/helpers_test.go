@@ -1,4 +1,4 @@
-package quic
+package h3
 
 import (
 	"context"
@@ -17,8 +17,9 @@ import (
 	"testing"
 	"time"
 
-	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go"
 
+	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
 
@@ -50,16 +51,16 @@ func serverTLS(t *testing.T) *tls.Config {
 }
 
 type serverOptions struct {
-	transport *quicgo.Transport // Conn is set by startServer; nil: a default
-	config    quicgo.Config
+	transport *quic.Transport // Conn is set by startServer; nil: a default
+	config    quic.Config
 	// onAccept, if set, runs for every connection accepted (handshake
 	// completed).
-	onAccept func(*quicgo.Conn)
+	onAccept func(*quic.Conn)
 }
 
 type testServer struct {
 	addr *net.UDPAddr
-	tr   *quicgo.Transport
+	tr   *quic.Transport
 }
 
 // startServer runs an echo server (one stream per connection) on
@@ -72,7 +73,7 @@ func startServer(t *testing.T, o serverOptions) *testServer {
 	}
 	tr := o.transport
 	if tr == nil {
-		tr = &quicgo.Transport{}
+		tr = &quic.Transport{}
 	}
 	tr.Conn = udp
 	ln, err := tr.Listen(serverTLS(t), &o.config)
@@ -113,7 +114,7 @@ func roundTrip(t *testing.T, ctx context.Context, addr *net.UDPAddr) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, testutil.Scaled(10*time.Second))
 	defer cancel()
-	conn, err := quicgo.DialAddr(ctx, addr.String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, nil)
+	conn, err := quic.DialAddr(ctx, addr.String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}}, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -199,4 +200,19 @@ func (r *relay) toServer() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.up)
+}
+
+func mustFormat(t testing.TB, serverID []byte) quiclb.CIDFormat {
+	t.Helper()
+	f, err := quiclb.NewCIDFormat(serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// fillCID writes a connection ID of g into b (g.ConnectionIDLen() bytes).
+func fillCID(g quic.ConnectionIDGenerator, b []byte) {
+	id, _ := g.GenerateConnectionID()
+	copy(b, id.Bytes())
 }
