@@ -20,13 +20,14 @@ var allowed = map[string][]string{
 	"quickstart": {},
 	"balance":    {},
 	"health":     {"balance"},
-	"proxy":      {"balance", "proxyproto", "limit"},
+	"hostname":   {},
+	"proxy":      {"balance", "proxyproto", "limit", "hostname"},
 	"sni":        {},
 	"proxyproto": {},
 	"limit":      {},
-	"l4":         {"balance", "sni", "proxyproto", "limit"},
+	"l4":         {"balance", "sni", "proxyproto", "limit", "hostname"},
 	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "hostname"},
 	"testutil":   {},
 }
 

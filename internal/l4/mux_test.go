@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/hostname"
 )
 
 func TestTCPHandoff(t *testing.T) {
@@ -24,7 +26,7 @@ func TestTCPHandoff(t *testing.T) {
 			if h.Addr() != ln.Addr() {
 				t.Errorf("Addr %v, want %v", h.Addr(), ln.Addr())
 			}
-			tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(pass.addr), BackendName: "pass"}})
+			tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(pass.addr), BackendName: "pass"}})
 			p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Log: log, Terminate: h, AcceptProxy: withProxy, Trusted: loopback}
 			go p.Serve(ln)
 			t.Cleanup(func() { ln.Close(); p.Shutdown(context.Background()) })
@@ -179,7 +181,7 @@ func TestTCPRouting(t *testing.T) {
 	pass := startTLSServer(t, "pass", nil, "pass.test")
 	ln := listen(t)
 	h := NewHandoff(ln.Addr())
-	tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(pass.addr), BackendName: "pass"}})
+	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(pass.addr), BackendName: "pass"}})
 	p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Terminate: h}
 	go p.Serve(ln)
 	t.Cleanup(func() { ln.Close(); h.Close(); p.Shutdown(context.Background()) })

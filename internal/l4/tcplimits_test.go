@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
@@ -120,7 +121,7 @@ func TestTCPGateHandoff(t *testing.T) {
 	gate := newGate(log, 0, 0)
 	ln := listen(t)
 	h := NewHandoff(ln.Addr())
-	tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(deadAddr(t)), BackendName: "pass"}})
+	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(deadAddr(t)), BackendName: "pass"}})
 	p := &TCP{Frontend: "limited", Table: func() *Table { return tab }, Log: log, Terminate: h, Gate: gate}
 	go p.Serve(ln)
 	t.Cleanup(func() { ln.Close(); p.Shutdown(context.Background()) })

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -48,15 +49,21 @@ type Relay struct {
 
 // compileL4 builds the layer-4 part of a bind of an http or tcp frontend;
 // nil for an http bind that has neither sni routes nor accept_proxy.
-func compileL4(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.Backend) *l4Bind {
+// Errors point into cfg.
+func compileL4(cfg *config.Config, fe *config.Frontend, b *config.Bind, backends map[string]*proxy.Backend) (*l4Bind, config.ErrorList) {
 	var routes []l4.Route
+	var errs config.ErrorList
 	for _, r := range fe.Routes {
 		if fe.Mode == config.ModeTCP || r.SNI != "" {
-			routes = append(routes, l4.Route{SNI: r.SNI, ALPN: r.ALPN, Backend: backends[r.Backend], BackendName: r.Backend})
+			name, err := hostname.ParsePattern(r.SNI)
+			if err != nil {
+				errs = append(errs, cfg.Errorf(r.At.Value("sni"), "frontend %q: %v", fe.Name, err))
+			}
+			routes = append(routes, l4.Route{SNI: name, ALPN: r.ALPN, Backend: backends[r.Backend], BackendName: r.Backend})
 		}
 	}
 	if fe.Mode != config.ModeTCP && len(routes) == 0 && !b.AcceptProxy {
-		return nil
+		return nil, errs
 	}
 	// The configuration validated the prefixes.
 	trusted, _ := proxyproto.ParseTrusted(b.TrustedProxies)
@@ -66,7 +73,7 @@ func compileL4(fe *config.Frontend, b *config.Bind, backends map[string]*proxy.B
 		Trusted:       trusted,
 		HeaderTimeout: b.ProxyTimeout,
 		IdleTimeout:   fe.IdleTimeout,
-	}
+	}, errs
 }
 
 // compileRelay builds a bind of a udp frontend.
