@@ -25,9 +25,11 @@ var allowed = map[string][]string{
 	"sni":        {},
 	"proxyproto": {},
 	"limit":      {},
-	"l4":         {"balance", "sni", "proxyproto", "limit", "hostname"},
+	"accept":     {"limit", "proxyproto"},
+	"httpserver": {"limit", "proxy"},
+	"l4":         {"balance", "sni", "proxyproto", "limit", "hostname", "accept"},
 	"quic":       {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "hostname"},
+	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "quickstart", "balance", "health", "quic", "l4", "sni", "proxyproto", "limit", "hostname", "accept", "httpserver"},
 	"testutil":   {},
 }
 

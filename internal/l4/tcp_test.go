@@ -464,7 +464,7 @@ func TestTCPShutdown(t *testing.T) {
 		log, logs := testLog()
 		p := &TCP{Frontend: "stop", Table: singleTable(b), Log: log}
 		ln := listen(t)
-		go p.Serve(ln)
+		go acceptLoop(p, nil).Serve(ln)
 		c := dial(t, ln.Addr().String())
 		io.WriteString(c, "x")
 		io.ReadFull(c, make([]byte, 1))
@@ -493,7 +493,7 @@ func TestTCPShutdown(t *testing.T) {
 		log, _ := testLog()
 		p := &TCP{Frontend: "stop", Table: singleTable(b), Log: log}
 		ln := listen(t)
-		go p.Serve(ln)
+		go acceptLoop(p, nil).Serve(ln)
 		c := dial(t, ln.Addr().String())
 		io.WriteString(c, "x")
 		io.ReadFull(c, make([]byte, 1))
