@@ -34,10 +34,6 @@ type Conn struct {
 	routed  atomic.Bool
 }
 
-// NewConn returns nc with its ticket (nil: none) as a Conn that no
-// Server counts, for a step fed from elsewhere than Server.Serve.
-func NewConn(nc net.Conn, t *limit.Ticket) *Conn { return &Conn{Conn: nc, Ticket: t} }
-
 // Routed says that the connection has left the accept path: a relay took
 // it, a Listener's Accept did, or it is closed. Server.Pending counts it
 // until then. Later calls do nothing.

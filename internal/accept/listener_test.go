@@ -23,7 +23,7 @@ func TestListenerClose(t *testing.T) {
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
 	}
-	if l.Forward(context.Background(), NewConn(nil, nil)) {
+	if l.Forward(context.Background(), &Conn{}) {
 		t.Error("forwarded to a closed Listener")
 	}
 	if err := l.Close(); err != nil {
@@ -31,7 +31,7 @@ func TestListenerClose(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if NewListener(nil).Forward(ctx, NewConn(nil, nil)) {
+	if NewListener(nil).Forward(ctx, &Conn{}) {
 		t.Error("forwarded after the context ended")
 	}
 }
