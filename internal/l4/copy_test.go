@@ -105,7 +105,7 @@ func TestTCPUnixListener(t *testing.T) {
 	b := newFakeBackend(serve(t, echo))
 	log, _ := testLog()
 	p := &TCP{Frontend: "unix", Table: singleTable(b), Log: log, IdleTimeout: idle}
-	go p.Serve(ln)
+	go acceptLoop(p, nil).Serve(ln)
 
 	c, err := net.Dial("unix", ln.Addr().String())
 	if err != nil {

@@ -4,17 +4,18 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/sni"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
 // Route sends the TCP connections it matches to a backend.
 type Route struct {
-	// SNI matches the server name of the TLS ClientHello, case-insensitively:
-	// "" matches every connection, TLS or not; "name" matches exactly;
-	// "*.suffix" matches any name ending in ".suffix", at any depth
-	// ("a.b.suffix" too), but not "suffix" itself.
-	SNI string
+	// SNI matches the server name of the TLS ClientHello, case-insensitively
+	// (hostname.Pattern): the zero Pattern matches every connection, TLS or
+	// not; "name" matches exactly; "*.suffix" matches any name ending in
+	// ".suffix", at any depth ("a.b.suffix" too), but not "suffix" itself.
+	SNI hostname.Pattern
 	// ALPN also requires the ClientHello to offer one of these protocols.
 	// Empty: any, or no TLS at all when SNI is "" too.
 	ALPN []string
@@ -33,14 +34,12 @@ type Table struct {
 	needHello bool
 }
 
-// NewTable compiles routes into a table: it copies them, lower-cases the
-// names and notes whether any route needs the ClientHello.
+// NewTable compiles routes into a table: it copies them and notes whether
+// any route needs the ClientHello.
 func NewTable(routes []Route) *Table {
 	t := &Table{Routes: slices.Clone(routes)}
-	for i := range t.Routes {
-		r := &t.Routes[i]
-		r.SNI = strings.ToLower(r.SNI)
-		if r.SNI != "" || len(r.ALPN) > 0 {
+	for _, r := range t.Routes {
+		if !r.SNI.IsAny() || len(r.ALPN) > 0 {
 			t.needHello = true
 		}
 	}
@@ -63,7 +62,7 @@ func (t *Table) Match(hello *sni.Hello) *Route {
 	}
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		if r.SNI != "" && (hello == nil || !matchName(r.SNI, name)) {
+		if !r.SNI.IsAny() && (hello == nil || !r.SNI.Match(name)) {
 			continue
 		}
 		if len(r.ALPN) > 0 && (hello == nil || !offersAny(hello.ALPN, r.ALPN)) {
@@ -72,19 +71,6 @@ func (t *Table) Match(hello *sni.Hello) *Route {
 		return r
 	}
 	return nil
-}
-
-// matchName reports whether the lower-case server name matches pattern:
-// exactly, or by suffix for "*.suffix". An empty name matches nothing.
-func matchName(pattern, name string) bool {
-	if name == "" {
-		return false
-	}
-	if strings.HasPrefix(pattern, "*.") {
-		suffix := pattern[1:] // ".suffix"
-		return len(name) > len(suffix) && strings.HasSuffix(name, suffix)
-	}
-	return pattern == name
 }
 
 // offersAny reports whether offered holds one of wanted. Protocol IDs are

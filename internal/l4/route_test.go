@@ -3,15 +3,16 @@ package l4
 import (
 	"testing"
 
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/sni"
 )
 
 func TestTableMatch(t *testing.T) {
 	tab := NewTable([]Route{
-		{SNI: "Exact.test", BackendName: "exact"},
-		{SNI: "*.wild.test", BackendName: "wild"},
-		{SNI: "mail.test", ALPN: []string{"imap"}, BackendName: "imap"},
-		{SNI: "mail.test", BackendName: "mail"},
+		{SNI: hostname.MustParsePattern("Exact.test"), BackendName: "exact"},
+		{SNI: hostname.MustParsePattern("*.wild.test"), BackendName: "wild"},
+		{SNI: hostname.MustParsePattern("mail.test"), ALPN: []string{"imap"}, BackendName: "imap"},
+		{SNI: hostname.MustParsePattern("mail.test"), BackendName: "mail"},
 		{ALPN: []string{"h2"}, BackendName: "any-h2"},
 		{BackendName: "default"},
 	})
@@ -44,7 +45,7 @@ func TestTableMatch(t *testing.T) {
 		}
 	}
 
-	strict := NewTable([]Route{{SNI: "*.wild.test"}, {SNI: "exact.test"}})
+	strict := NewTable([]Route{{SNI: hostname.MustParsePattern("*.wild.test")}, {SNI: hostname.MustParsePattern("exact.test")}})
 	for _, h := range []*sni.Hello{nil, {}, {ServerName: "wild.test"}, {ServerName: "exact.test.other"}} {
 		if r := strict.Match(h); r != nil {
 			t.Errorf("Match(%+v) = %+v without a default route", h, r)
@@ -63,7 +64,7 @@ func TestTableNeedHello(t *testing.T) {
 	}{
 		{nil, false},
 		{[]Route{{}}, false},
-		{[]Route{{}, {SNI: "a"}}, true},
+		{[]Route{{}, {SNI: hostname.MustParsePattern("a")}}, true},
 		{[]Route{{ALPN: []string{"h2"}}}, true},
 	} {
 		if got := NewTable(c.routes).NeedHello(); got != c.want {
@@ -73,9 +74,10 @@ func TestTableNeedHello(t *testing.T) {
 }
 
 func TestNewTableCopies(t *testing.T) {
-	routes := []Route{{SNI: "A.test"}}
+	routes := []Route{{SNI: hostname.MustParsePattern("A.test")}}
 	tab := NewTable(routes)
-	if routes[0].SNI != "A.test" || tab.Routes[0].SNI != "a.test" {
+	routes[0].SNI = hostname.MustParsePattern("b.test")
+	if tab.Routes[0].SNI.String() != "a.test" {
 		t.Errorf("caller's route %q, table's %q", routes[0].SNI, tab.Routes[0].SNI)
 	}
 }

@@ -10,9 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/accept"
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/proxyproto"
@@ -27,7 +27,8 @@ const (
 )
 
 // TCP proxies the connections of one bind to backend servers as byte
-// streams. For each connection it reads the PROXY header (AcceptProxy),
+// streams: it is the accept.Handler of a tcp bind, and of an http bind
+// with sni routes. For each connection it reads the PROXY header (AcceptProxy),
 // reads the TLS ClientHello when a route needs it (without terminating
 // TLS), picks the first matching route, connects to a server of its
 // backend (retrying others on a failed connect), and relays both
@@ -39,8 +40,8 @@ const (
 // Nor is a connect failure that is the proxy's own (out of descriptors, a
 // timeout while the server had answered: see dial.go).
 //
-// Set the fields before Serve and do not change them afterwards; without
-// Table every connection is closed.
+// Set the fields before the first ServeTCP and do not change them
+// afterwards; without Table every connection is closed.
 type TCP struct {
 	// Frontend names the frontend in logs.
 	Frontend string
@@ -65,30 +66,23 @@ type TCP struct {
 	IdleTimeout time.Duration
 	// Log receives the proxy's log lines. Nil: slog.Default().
 	Log *slog.Logger
-	// Terminate, when not nil, receives the TLS connections that no route
-	// matched, ClientHello included, for an http.Server to terminate.
-	// Nil: such connections are closed like any unmatched one.
-	Terminate *Handoff
-	// Gate, when not nil, counts every accepted connection against its
-	// frontend's connection limits (Gate.Hold) until it is closed: a
-	// connection over a limit is closed at once. With AcceptProxy a
-	// connection counts against the client its PROXY header names once
-	// the header is read; one handed to Terminate releases its count when
-	// the http.Server closes it. Accept errors and the proxy's own connect
-	// failures are summarized in Gate.Events, one line per kind and
-	// second. Nil: no limits, and those summaries go to Log.
-	Gate *limit.Gate
+	// ToHTTP, when not nil, receives the TLS connections that no route
+	// matched, ClientHello included, for an http.Server to terminate (as
+	// a Listener's connections, they keep their count of the Gate until
+	// the http.Server closes them). Nil: such connections are closed like
+	// any unmatched one.
+	ToHTTP *accept.Listener
+	// Events summarizes the proxy's own connect failures, one line per
+	// kind and second: the bind's Gate's Events. Nil: a summarizer of its
+	// own over Log.
+	Events *limit.Events
 
 	initOnce sync.Once
-	// routing counts accepted connections not yet routed: still reading
-	// the PROXY header or the ClientHello, or waiting for Terminate to
-	// take them.
-	routing atomic.Int64
-	log     *slog.Logger
-	events  *limit.Events   // the Gate's, or one of its own
-	ctx     context.Context // ends when Shutdown gives up waiting
-	cancel  context.CancelFunc
-	conns   connSet
+	log      *slog.Logger
+	events   *limit.Events   // Events, or one of its own
+	ctx      context.Context // ends when Shutdown gives up waiting
+	cancel   context.CancelFunc
+	conns    connSet
 }
 
 func (t *TCP) init() {
@@ -98,8 +92,8 @@ func (t *TCP) init() {
 			log = slog.Default()
 		}
 		t.log = log.With("frontend", t.Frontend)
-		if t.Gate != nil && t.Gate.Events != nil {
-			t.events = t.Gate.Events
+		if t.Events != nil {
+			t.events = t.Events
 		} else {
 			t.events = limit.NewEvents(log, 0)
 		}
@@ -121,69 +115,23 @@ func (t *TCP) idleTimeout() time.Duration {
 	return max(t.IdleTimeout, 0)
 }
 
-// Serve accepts connections on ln and proxies each in its own goroutine,
-// until ln is closed: then it returns nil. It does not close ln. Serve
-// may run on several listeners at once.
-func (t *TCP) Serve(ln net.Listener) error {
+// ServeTCP proxies c in a goroutine of its own (accept.Handler). With
+// AcceptProxy, c counts against the client its PROXY header names once the
+// header is read (accept.ReadProxyHeader).
+func (t *TCP) ServeTCP(c *accept.Conn) {
 	t.init()
-	// failed summarizes accept errors: the Gate, or a Gate for that only.
-	failed := t.Gate
-	if failed == nil || failed.Events == nil {
-		failed = &limit.Gate{Events: t.events, Frontend: t.Frontend, Address: ln.Addr().String()}
+	tc := t.conns.add(c)
+	if tc == nil { // shutting down
+		c.Close()
+		return
 	}
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			if !acceptRetryable(err) {
-				return err
-			}
-			// Out of file descriptors, most likely: back off as
-			// net/http does (5ms, doubling up to 1s), keep serving, and
-			// say so once a second rather than once per error.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			failed.AcceptFailed(err)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		var ticket *limit.Ticket
-		if t.Gate != nil {
-			if ticket = t.Gate.Hold(c); ticket == nil {
-				continue // over a limit: closed, and summarized by the Gate
-			}
-		}
-		tc := t.conns.add(c, ticket)
-		if tc == nil { // shutting down
-			c.Close()
-			ticket.Release()
-			continue
-		}
-		t.routing.Add(1)
-		go t.serveConn(tc)
-	}
+	go t.serveConn(tc)
 }
-
-// acceptRetryable reports whether an accept error passes: a temporary
-// one, or the process or system out of descriptors, memory or buffers.
-func acceptRetryable(err error) bool {
-	te, ok := err.(interface{ Temporary() bool })
-	return ok && te.Temporary() || limit.OutOfResources(err)
-}
-
-// Routing returns the number of accepted connections that are not routed
-// yet: still reading their PROXY header or ClientHello, or waiting for
-// Terminate's listener to accept them. Once it is zero after the listener
-// closed, every connection Serve accepted is relayed, handed off or closed.
-func (t *TCP) Routing() int { return int(t.routing.Load()) }
 
 // Shutdown waits for the open connections to end, or for ctx to end: then
-// it closes those left and returns ctx.Err(). The caller closes the
-// listeners first; connections Serve accepts afterwards are closed at
-// once. Connections handed off to Terminate are the http.Server's.
+// it closes those left and returns ctx.Err(). The caller stops the accept
+// loops first; connections ServeTCP receives afterwards are closed at
+// once. Connections given to ToHTTP are the http.Server's.
 func (t *TCP) Shutdown(ctx context.Context) error {
 	t.init()
 	return t.conns.wait(ctx, t.cancel)
@@ -191,13 +139,10 @@ func (t *TCP) Shutdown(ctx context.Context) error {
 
 // serveConn proxies one accepted connection and closes it.
 func (t *TCP) serveConn(tc *tcpConn) {
-	handedOff := false
-	routed := sync.OnceFunc(func() { t.routing.Add(-1) })
+	forwarded := false
 	defer func() {
-		routed()
-		if !handedOff {
-			tc.client.Close()
-			tc.ticket.Release()
+		if !forwarded {
+			tc.ac.Close()
 		}
 		t.conns.remove(tc)
 	}()
@@ -214,7 +159,7 @@ func (t *TCP) serveConn(tc *tcpConn) {
 	}
 	var hello *sni.Hello
 	var replay []byte
-	if table.NeedHello() || t.Terminate != nil {
+	if table.NeedHello() || t.ToHTTP != nil {
 		var err error
 		client.SetReadDeadline(deadline)
 		hello, replay, err = sni.Read(client)
@@ -233,8 +178,8 @@ func (t *TCP) serveConn(tc *tcpConn) {
 
 	route := table.Match(hello)
 	if route == nil {
-		if hello != nil && t.Terminate != nil {
-			handedOff = t.handOff(log, tc, client, replay)
+		if hello != nil && t.ToHTTP != nil {
+			forwarded = t.toHTTP(log, tc, client, replay)
 			return
 		}
 		attrs := []any{"tls", hello != nil}
@@ -245,7 +190,7 @@ func (t *TCP) serveConn(tc *tcpConn) {
 		return
 	}
 	log = log.With("backend", route.BackendName)
-	routed()
+	tc.ac.Routed()
 
 	b := route.Backend
 	server, m, err := t.connect(log, tc, b, route.BackendName, client.RemoteAddr())
@@ -292,17 +237,15 @@ func (t *TCP) acceptProxy(tc *tcpConn) (net.Conn, bool) {
 	if !t.AcceptProxy {
 		return tc.client, true
 	}
-	pc, err := proxyproto.Accept(tc.client, t.Trusted, t.headerTimeout())
-	if err != nil {
+	pc, err := accept.ReadProxyHeader(tc.ac, t.Trusted, t.headerTimeout())
+	switch {
+	case errors.Is(err, accept.ErrClientLimit):
+		return nil, false // summarized by the Gate
+	case err != nil:
 		if !tc.isClosed() { // else by Shutdown
 			t.log.Warn("closing connection: no valid PROXY header from a trusted proxy", "peer", tc.client.RemoteAddr().String(), "error", err)
 		}
 		return nil, false
-	}
-	// Not for a LOCAL header, nor for an untrusted peer (no header):
-	// those name no client.
-	if pc.Header() != nil && limit.AddrOf(pc.RemoteAddr()) != limit.AddrOf(pc.Peer()) && !tc.ticket.Move(pc.RemoteAddr()) {
-		return nil, false // over max_conns_per_client: summarized by the Gate
 	}
 	return pc, true
 }
@@ -344,14 +287,11 @@ func (t *TCP) logHelloError(log *slog.Logger, err error, n int) {
 	}
 }
 
-// handOff gives the connection to Terminate, with its count of the Gate,
-// which closing it releases. It reports whether Terminate took it.
-func (t *TCP) handOff(log *slog.Logger, tc *tcpConn, client net.Conn, replay []byte) bool {
-	var rc net.Conn = &replayConn{Conn: tc.client, prefix: replay, remote: client.RemoteAddr(), local: client.LocalAddr()}
-	if tc.ticket != nil {
-		rc = tc.ticket.Wrap(rc)
-	}
-	if !t.Terminate.deliver(t.ctx, rc) {
+// toHTTP gives the connection to ToHTTP, with its count of the Gate,
+// which closing it releases. It reports whether ToHTTP took it.
+func (t *TCP) toHTTP(log *slog.Logger, tc *tcpConn, client net.Conn, replay []byte) bool {
+	tc.ac.Conn = &replayConn{Conn: tc.client, prefix: replay, remote: client.RemoteAddr(), local: client.LocalAddr()}
+	if !t.ToHTTP.Forward(t.ctx, tc.ac) {
 		log.Info("closing connection: the TLS listener for names without a passthrough route is closed")
 		return false
 	}

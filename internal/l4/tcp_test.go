@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -235,10 +236,10 @@ func TestTCPSNI(t *testing.T) {
 	def := startTLSServer(t, "default", nil, "other.test")
 	log, logs := testLog()
 	tab := NewTable([]Route{
-		{SNI: "one.pass.test", Backend: newFakeBackend(one.addr).Backend, BackendName: "one"},
-		{SNI: "*.PASS.test", Backend: newFakeBackend(wild.addr).Backend, BackendName: "wild"},
-		{SNI: "mail.test", ALPN: []string{"imap", "pop3"}, Backend: newFakeBackend(imap.addr).Backend, BackendName: "imap"},
-		{SNI: "mail.test", Backend: newFakeBackend(mail.addr).Backend, BackendName: "mail"},
+		{SNI: hostname.MustParsePattern("one.pass.test"), Backend: newFakeBackend(one.addr).Backend, BackendName: "one"},
+		{SNI: hostname.MustParsePattern("*.PASS.test"), Backend: newFakeBackend(wild.addr).Backend, BackendName: "wild"},
+		{SNI: hostname.MustParsePattern("mail.test"), ALPN: []string{"imap", "pop3"}, Backend: newFakeBackend(imap.addr).Backend, BackendName: "imap"},
+		{SNI: hostname.MustParsePattern("mail.test"), Backend: newFakeBackend(mail.addr).Backend, BackendName: "mail"},
 		{Backend: newFakeBackend(def.addr).Backend, BackendName: "default"},
 	})
 	addr := startTCP(t, &TCP{Frontend: "sni", Table: func() *Table { return tab }, Log: log})
@@ -292,7 +293,7 @@ func TestTCPSNI(t *testing.T) {
 func TestTCPSNINoDefault(t *testing.T) {
 	one := startTLSServer(t, "one", nil, "one.pass.test")
 	log, logs := testLog()
-	tab := NewTable([]Route{{SNI: "one.pass.test", Backend: newFakeBackend(one.addr).Backend, BackendName: "one"}})
+	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("one.pass.test"), Backend: newFakeBackend(one.addr).Backend, BackendName: "one"}})
 	addr := startTCP(t, &TCP{Frontend: "sni", Table: func() *Table { return tab }, Log: log})
 
 	if _, _, err := tlsDial(t, addr, "two.pass.test", nil, one.cert); err == nil {
@@ -333,7 +334,7 @@ func TestTCPMalformedHello(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b := newFakeBackend(srv.addr)
 			log, logs := testLog()
-			tab := NewTable([]Route{{SNI: "one.test", Backend: b.Backend, BackendName: "one"}, {Backend: b.Backend, BackendName: "default"}})
+			tab := NewTable([]Route{{SNI: hostname.MustParsePattern("one.test"), Backend: b.Backend, BackendName: "one"}, {Backend: b.Backend, BackendName: "default"}})
 			addr := startTCP(t, &TCP{Frontend: "bad", Table: func() *Table { return tab }, Log: log})
 			conn := dial(t, addr)
 			conn.Write(c.bytes)
@@ -359,7 +360,7 @@ func isReset(err error) bool {
 func TestTCPHelloTimeout(t *testing.T) {
 	srv := startTLSServer(t, "one", nil, "one.test")
 	log, logs := testLog()
-	tab := NewTable([]Route{{SNI: "one.test", Backend: newFakeBackend(srv.addr).Backend, BackendName: "one"}})
+	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("one.test"), Backend: newFakeBackend(srv.addr).Backend, BackendName: "one"}})
 	addr := startTCP(t, &TCP{Frontend: "slow", Table: func() *Table { return tab }, Log: log, HeaderTimeout: 200 * time.Millisecond})
 	c := dial(t, addr)
 	c.Write([]byte{22, 3, 1}) // and then nothing
@@ -463,7 +464,7 @@ func TestTCPShutdown(t *testing.T) {
 		log, logs := testLog()
 		p := &TCP{Frontend: "stop", Table: singleTable(b), Log: log}
 		ln := listen(t)
-		go p.Serve(ln)
+		go acceptLoop(p, nil).Serve(ln)
 		c := dial(t, ln.Addr().String())
 		io.WriteString(c, "x")
 		io.ReadFull(c, make([]byte, 1))
@@ -492,7 +493,7 @@ func TestTCPShutdown(t *testing.T) {
 		log, _ := testLog()
 		p := &TCP{Frontend: "stop", Table: singleTable(b), Log: log}
 		ln := listen(t)
-		go p.Serve(ln)
+		go acceptLoop(p, nil).Serve(ln)
 		c := dial(t, ln.Addr().String())
 		io.WriteString(c, "x")
 		io.ReadFull(c, make([]byte, 1))

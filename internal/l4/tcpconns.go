@@ -6,13 +6,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/accept"
 )
 
 // tcpConn is one connection of a TCP proxy, from accept to close.
 type tcpConn struct {
-	client net.Conn      // as accepted from the listener
-	ticket *limit.Ticket // its count of the Gate; nil without one
+	ac     *accept.Conn // as the accept loop gave it
+	client net.Conn     // the socket as accepted: ac.Conn at first
 
 	mu     sync.Mutex
 	server net.Conn // once connected
@@ -56,9 +56,8 @@ type connSet struct {
 	isDrained bool
 }
 
-// add tracks a newly accepted connection and its ticket (nil: none);
-// nil once shutting down.
-func (s *connSet) add(c net.Conn, ticket *limit.Ticket) *tcpConn {
+// add tracks a newly accepted connection; nil once shutting down.
+func (s *connSet) add(c *accept.Conn) *tcpConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
@@ -67,12 +66,12 @@ func (s *connSet) add(c net.Conn, ticket *limit.Ticket) *tcpConn {
 	if s.conns == nil {
 		s.conns = make(map[*tcpConn]struct{})
 	}
-	tc := &tcpConn{client: c, ticket: ticket}
+	tc := &tcpConn{ac: c, client: c.Conn}
 	s.conns[tc] = struct{}{}
 	return tc
 }
 
-// remove stops tracking c (closed, or handed off).
+// remove stops tracking c (closed, or given to ToHTTP).
 func (s *connSet) remove(c *tcpConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

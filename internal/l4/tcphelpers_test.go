@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/accept"
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -230,13 +232,26 @@ func logLines(log *testutil.Buffer, parts ...string) []string {
 	return out
 }
 
+// acceptLoop returns the accept loop of p with gate (nil: none), as the
+// runtime makes it: p's own failures are summarized with the Gate's.
+func acceptLoop(p *TCP, gate *limit.Gate) *accept.Server {
+	if gate != nil {
+		p.Events = gate.Events
+	}
+	return &accept.Server{Handler: p, Gate: gate, Log: p.Log}
+}
+
 // startTCP serves p on a new listener until the test ends, and returns the
 // listener's address. At the end the listener is closed and p shut down.
-func startTCP(t testing.TB, p *TCP) string {
+func startTCP(t testing.TB, p *TCP) string { return startTCPGate(t, p, nil) }
+
+// startTCPGate is startTCP with the connections counted by gate.
+func startTCPGate(t testing.TB, p *TCP, gate *limit.Gate) string {
 	t.Helper()
 	ln := listen(t)
 	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
+	loop := acceptLoop(p, gate)
+	go func() { done <- loop.Serve(ln) }()
 	t.Cleanup(func() {
 		ln.Close()
 		if err := <-done; err != nil {

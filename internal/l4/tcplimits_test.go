@@ -7,16 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/accept"
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/limit"
-	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // newGate returns a Gate over a new counter with limits max and
@@ -53,7 +50,7 @@ func TestTCPGateMaxConns(t *testing.T) {
 	b := newFakeBackend(serve(t, echo))
 	log, logs := testLog()
 	gate := newGate(log, 2, 0)
-	addr := startTCP(t, &TCP{Frontend: "limited", Table: singleTable(b), Log: log, Gate: gate})
+	addr := startTCPGate(t, &TCP{Frontend: "limited", Table: singleTable(b), Log: log}, gate)
 
 	c1 := dial(t, addr)
 	echoed(t, c1, "connection 1")
@@ -87,7 +84,7 @@ func TestTCPGatePerClientAfterProxyHeader(t *testing.T) {
 	gate.Trusted = func(ip netip.Addr) bool {
 		return loopback.Contains(net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	}
-	addr := startTCP(t, &TCP{Frontend: "limited", Table: singleTable(b), Log: log, Gate: gate, AcceptProxy: true, Trusted: loopback})
+	addr := startTCPGate(t, &TCP{Frontend: "limited", Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: loopback}, gate)
 
 	client := func(ip string, port int) *net.TCPConn {
 		c := dial(t, addr)
@@ -113,16 +110,17 @@ func TestTCPGatePerClientAfterProxyHeader(t *testing.T) {
 	})
 }
 
-// TestTCPGateHandoff checks that a connection handed to Terminate stays
+// TestTCPGateToHTTP checks that a connection given to ToHTTP stays
 // counted until the http.Server's side closes it.
-func TestTCPGateHandoff(t *testing.T) {
+func TestTCPGateToHTTP(t *testing.T) {
 	log, _ := testLog()
 	gate := newGate(log, 0, 0)
 	ln := listen(t)
-	h := NewHandoff(ln.Addr())
-	tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(deadAddr(t)).Backend, BackendName: "pass"}})
-	p := &TCP{Frontend: "limited", Table: func() *Table { return tab }, Log: log, Terminate: h, Gate: gate}
-	go p.Serve(ln)
+	h := accept.NewListener(ln.Addr())
+	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(deadAddr(t)).Backend, BackendName: "pass"}})
+	p := &TCP{Frontend: "limited", Table: func() *Table { return tab }, Log: log, ToHTTP: h}
+	loop := acceptLoop(p, gate)
+	go loop.Serve(ln)
 	t.Cleanup(func() { ln.Close(); p.Shutdown(context.Background()) })
 
 	raw := dial(t, ln.Addr().String())
@@ -131,70 +129,12 @@ func TestTCPGateHandoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the proxy done with the connection", func() bool { return p.Routing() == 0 })
+	waitFor(t, "the proxy done with the connection", func() bool { return loop.Pending() == 0 })
 	if n := gate.Conns.Open(); n != 1 {
-		t.Fatalf("%d connections counted after the handoff, want 1", n)
+		t.Fatalf("%d connections counted once given to ToHTTP, want 1", n)
 	}
 	c.Close()
 	if n := gate.Conns.Open(); n != 0 {
-		t.Errorf("%d connections counted once the handed-off one closed, want 0", n)
-	}
-}
-
-// failingListener fails every Accept with err until its deadline, then
-// reports itself closed.
-type failingListener struct {
-	net.Listener
-	err   error
-	until time.Time
-	calls atomic.Int64
-}
-
-func (l *failingListener) Accept() (net.Conn, error) {
-	if time.Now().After(l.until) {
-		return nil, net.ErrClosed
-	}
-	l.calls.Add(1)
-	return nil, l.err
-}
-
-// TestTCPAcceptErrorsSummarized runs the accept loop against a listener
-// out of descriptors for a few seconds: it must back off (5ms doubling to
-// 1s) and log at most one line per second, counting every error.
-func TestTCPAcceptErrorsSummarized(t *testing.T) {
-	const flood = 3500 * time.Millisecond
-	log, logs := testLog()
-	gate := newGate(log, 0, 0)
-	emfile := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	ln := &failingListener{Listener: listen(t), err: emfile, until: time.Now().Add(flood)}
-	p := &TCP{Frontend: "limited", Table: singleTable(newFakeBackend()), Log: log, Gate: gate}
-	if err := p.Serve(ln); err != nil {
-		t.Fatalf("Serve: %v, want nil once the listener closed", err)
-	}
-	calls := int(ln.calls.Load())
-	// The last summary comes up to a second after the last error.
-	time.Sleep(limit.SummaryInterval + testutil.Scaled(200*time.Millisecond))
-
-	lines := logLines(logs, "accept failed")
-	var counted int
-	for _, l := range lines {
-		if !strings.Contains(l, `msg="accept failed: out of file descriptors or memory"`) || !strings.Contains(l, "too many open files") {
-			t.Errorf("summary line does not name the cause: %s", l)
-		}
-		_, v, _ := strings.Cut(l, " count=")
-		v, _, _ = strings.Cut(v, " ")
-		n, _ := strconv.Atoi(v)
-		counted += n
-	}
-	t.Logf("%d accept errors in %v, %d log lines", calls, flood, len(lines))
-	if max := int(flood/time.Second) + 2; len(lines) > max {
-		t.Errorf("%d log lines for %v of errors, want at most one per second (%d):\n%s", len(lines), flood, max, strings.Join(lines, ""))
-	}
-	if counted != calls {
-		t.Errorf("the summaries count %d errors, want %d", counted, calls)
-	}
-	// 5+10+…+640ms, then 1s: about 10 accepts in 3.5s, not thousands.
-	if calls > 15 {
-		t.Errorf("%d accepts in %v: no back-off", calls, flood)
+		t.Errorf("%d connections counted once the one given to ToHTTP closed, want 0", n)
 	}
 }

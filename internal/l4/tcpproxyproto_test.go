@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/proxyproto"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -168,7 +169,7 @@ func TestTCPAcceptProxyRefused(t *testing.T) {
 			log, logs := testLog()
 			routes := []Route{{Backend: b.Backend, BackendName: "b"}}
 			if c.sni {
-				routes = append([]Route{{SNI: "x.test", Backend: b.Backend}}, routes...)
+				routes = append([]Route{{SNI: hostname.MustParsePattern("x.test"), Backend: b.Backend}}, routes...)
 			}
 			tab := NewTable(routes)
 			addr := startTCP(t, &TCP{Frontend: "pp", Table: func() *Table { return tab }, Log: log, AcceptProxy: true, Trusted: c.trusted})

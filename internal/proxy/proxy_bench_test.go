@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/hostname"
 )
 
 // The benchmarks of the request path. Allocation counts are process-wide,
@@ -97,7 +99,7 @@ func benchHandler(b *testing.B, body []byte) *Handler {
 	})
 	be := newTestBackend("app", []string{addr}, testOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.Cleanup(be.CloseIdleConnections)
-	return &Handler{Router: &Router{Routes: []Route{{Host: "app.example.test", Backend: be}}}}
+	return &Handler{Router: &Router{Routes: []Route{{Host: hostname.MustParsePattern("app.example.test"), Backend: be}}}}
 }
 
 // benchDirect sends one GET per iteration straight to the handler and

@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/testutil"
-	"golang.org/x/net/http2"
 )
 
 // clientProtocols are the protocols of the clients of the limit tests.

@@ -5,13 +5,15 @@ package proxy
 
 import (
 	"strings"
+
+	"github.com/portcullis/portcullis/internal/hostname"
 )
 
 // Route is one compiled route. The zero Host and PathPrefix match anything.
 type Route struct {
-	// Host is a lower-case name ("example.com") or a suffix pattern
-	// ("*.example.com", matching any name that ends in ".example.com").
-	Host       string
+	// Host is a name ("example.com") or a suffix pattern ("*.example.com",
+	// matching any name that ends in ".example.com").
+	Host       hostname.Pattern
 	PathPrefix string
 	Backend    *Backend
 }
@@ -27,7 +29,7 @@ func (r *Router) Match(host, path string) *Backend {
 	host = normalizeHost(host)
 	for i := range r.Routes {
 		rt := &r.Routes[i]
-		if rt.Host != "" && !hostMatches(rt.Host, host) {
+		if !rt.Host.Match(host) {
 			continue
 		}
 		if !strings.HasPrefix(path, rt.PathPrefix) {
@@ -38,14 +40,6 @@ func (r *Router) Match(host, path string) *Backend {
 	return nil
 }
 
-func hostMatches(pattern, host string) bool {
-	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
-		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
-	}
-	return pattern == host
-}
-
-// normalizeHost strips the port and a trailing dot and lower-cases.
 // stripPort removes ":port" from "host:port" and "[v6]:port", and the
 // brackets from "[v6]". It does not allocate.
 func stripPort(host string) string {
@@ -61,6 +55,7 @@ func stripPort(host string) string {
 	return host
 }
 
+// normalizeHost strips the port and a trailing dot and lower-cases.
 func normalizeHost(host string) string {
 	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -80,10 +81,10 @@ func TestRouterMatch(t *testing.T) {
 	apex := testBackend("apex")
 	static := testBackend("static")
 	router := &Router{Routes: []Route{
-		{Host: "api.example.test", PathPrefix: "/v1/", Backend: v1},
-		{Host: "api.example.test", Backend: api},
-		{Host: "*.example.test", Backend: wild},
-		{Host: "example.test", Backend: apex},
+		{Host: hostname.MustParsePattern("api.example.test"), PathPrefix: "/v1/", Backend: v1},
+		{Host: hostname.MustParsePattern("api.example.test"), Backend: api},
+		{Host: hostname.MustParsePattern("*.example.test"), Backend: wild},
+		{Host: hostname.MustParsePattern("example.test"), Backend: apex},
 		{PathPrefix: "/static/", Backend: static},
 	}}
 	tests := []struct {
@@ -145,7 +146,7 @@ func TestRouterEmpty(t *testing.T) {
 }
 
 func TestHandlerNoRouteIs404(t *testing.T) {
-	h := &Handler{Router: &Router{Routes: []Route{{Host: "example.test", Backend: testBackend("app")}}}}
+	h := &Handler{Router: &Router{Routes: []Route{{Host: hostname.MustParsePattern("example.test"), Backend: testBackend("app")}}}}
 	url := serve(t, h)
 	req, _ := http.NewRequest("GET", url+"/anything", nil)
 	req.Host = "other.test"
@@ -169,10 +170,10 @@ func BenchmarkRouterMatch(b *testing.B) {
 	backend := testBackend("app")
 	router := &Router{}
 	for _, h := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
-		router.Routes = append(router.Routes, Route{Host: h + ".example.test", Backend: backend})
+		router.Routes = append(router.Routes, Route{Host: hostname.MustParsePattern(h + ".example.test"), Backend: backend})
 	}
 	router.Routes = append(router.Routes,
-		Route{Host: "*.example.test", PathPrefix: "/v1/", Backend: backend},
+		Route{Host: hostname.MustParsePattern("*.example.test"), PathPrefix: "/v1/", Backend: backend},
 		Route{Backend: backend})
 	b.ReportAllocs()
 	for _, bc := range []struct{ name, host string }{

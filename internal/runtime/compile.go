@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
@@ -127,9 +128,11 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		switch fe.Mode {
 		case config.ModeTCP:
 			for _, b := range fe.Bind {
+				l4b, l4errs := compileL4(cfg, fe, b, upstreams)
+				errs = append(errs, l4errs...)
 				cb := &Bind{
 					TCP:  listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "TCP proxy"},
-					L4:   compileL4(fe, b, upstreams),
+					L4:   l4b,
 					Gate: gateFor(conns, events, fe.Name, b.Address),
 				}
 				f.Binds = append(f.Binds, cb)
@@ -162,17 +165,23 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 	router := &proxy.Router{}
 	for _, r := range fe.Routes {
 		if r.SNI == "" {
-			router.Routes = append(router.Routes, proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
+			host, err := hostname.ParsePattern(r.Host)
+			if err != nil {
+				errs = append(errs, cfg.Errorf(r.At.Value("host"), "frontend %q: %v", fe.Name, err))
+			}
+			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
 		}
 	}
 	limited := func(h http.Handler) http.Handler {
 		return proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
 	}
 	for _, b := range fe.Bind {
+		l4b, l4errs := compileL4(cfg, fe, b, upstreams)
+		errs = append(errs, l4errs...)
 		cb := &Bind{
 			TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
 			Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
-			L4:      compileL4(fe, b, upstreams),
+			L4:      l4b,
 			Gate:    gateFor(conns, events, fe.Name, b.Address),
 			Limits:  compileHTTPLimits(fe.Limits),
 		}

@@ -2,12 +2,11 @@ package runtime
 
 import (
 	"fmt"
-	"net"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/httpserver"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/proxy"
 )
@@ -29,6 +28,11 @@ func compileHTTPLimits(l config.Limits) httpLimits {
 		maxHeaderBytes: l.MaxHeaderBytes,
 		h2MaxStreams:   l.H2MaxStreams,
 	}
+}
+
+// server returns the limits as the bind's httpserver.Server holds them.
+func (l httpLimits) server() httpserver.Limits {
+	return httpserver.Limits{HeaderTimeout: l.headerTimeout, IdleTimeout: l.idleTimeout, MaxHeaderBytes: l.maxHeaderBytes, H2MaxStreams: l.h2MaxStreams}
 }
 
 func (l httpLimits) String() string {
@@ -79,59 +83,13 @@ func gateFor(conns *limit.Conns, ev *limit.Events, fe, address string) *limit.Ga
 	return &limit.Gate{Conns: conns, Events: ev, Frontend: fe, Address: address}
 }
 
-// newConnGuard returns the guard of a client connection of bind b
-// (proxy.ConnGuard); closeConn closes it at once, nil for HTTP/1.1 and
-// HTTP/2.
+// newConnGuard returns the guard of an HTTP/3 client connection of bind b
+// (proxy.ConnGuard); closeConn closes it at once. HTTP/1.1 and HTTP/2
+// connections get theirs from the httpserver.Server.
 func newConnGuard(b *Bind, closeConn func()) *proxy.ConnGuard {
 	g := &proxy.ConnGuard{Close: closeConn, Frontend: b.TCP.Frontend, Address: b.TCP.Address}
 	if b.Gate != nil {
 		g.Events = b.Gate.Events
 	}
 	return g
-}
-
-// h2Errors returns the HTTP/2 server's error counter for bind b: a
-// client over h2_max_streams, or resetting streams faster than they can
-// be served, is a limit firing; any other error type is a protocol error
-// of the client. Both are summarized in the log.
-func h2Errors(b *Bind) func(errType string) {
-	if b.Gate == nil || b.Gate.Events == nil {
-		return nil
-	}
-	ev, fe, addr := b.Gate.Events, b.TCP.Frontend, b.TCP.Address
-	return func(errType string) {
-		// errType is the name net/http gives the error, prefixed with
-		// the stream or connection error's code ("stream_PROTOCOL_ERROR_over_max_streams").
-		switch {
-		case strings.Contains(errType, "over_max_streams"):
-			ev.Note("limit reached, stream refused", nil, "limit", "h2_max_streams", "frontend", fe, "address", addr)
-		case strings.Contains(errType, "too_many_early_resets"):
-			ev.Note("limit reached, connection closed", nil, "limit", "cancelled_requests", "frontend", fe, "address", addr)
-		default:
-			ev.Note("HTTP/2 protocol error", nil, "type", errType, "frontend", fe, "address", addr)
-		}
-	}
-}
-
-// noteHeadLimit tells, for a connection of bind b that closed without
-// making a request, whether header_timeout or max_header_bytes ended it
-// (net/http closes such connections, with a 431 for the latter, without
-// a hook), and notes it as the other limits are.
-func noteHeadLimit(c net.Conn, g *proxy.ConnGuard, b *Bind) {
-	if g.Requests() > 0 || g.Events == nil {
-		return
-	}
-	read, timedOut, ok := limit.HeadStats(c)
-	var name string
-	switch {
-	case !ok:
-		return
-	case timedOut:
-		name = "header_timeout"
-	case read > int64(b.Limits.maxHeaderBytes):
-		name = "max_header_bytes"
-	default:
-		return
-	}
-	g.Events.Note("limit reached, connection closed", nil, "limit", name, "frontend", g.Frontend, "address", g.Address)
 }

@@ -29,7 +29,7 @@ type serving struct {
 	// from (configuration, certificates, keys): a binary upgrade hands
 	// them off to the new process. Each applied reload replaces them.
 	files atomic.Pointer[map[string][]byte]
-	// clients are the client connections of the http.Servers, for the
+	// clients are the client connections of the HTTP/3 servers, for the
 	// private server connections of send_proxy.
 	clients sync.Map // net.Conn → *proxy.ClientConn
 	errs    chan error

@@ -5,24 +5,25 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/accept"
+	"github.com/portcullis/portcullis/internal/httpserver"
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
-	"github.com/portcullis/portcullis/internal/proxy"
 )
 
-// tcpUnit is the TCP socket of a bind and the servers on it: an
-// http.Server (http binds), an l4.TCP (tcp binds, and http binds with sni
-// routes), or both, with the layer-4 side accepting first. The servers
-// accept on a duplicate of the socket (net.FileListener), so that a
-// replacement can accept on another duplicate of the same socket while
-// they drain: the socket is never unbound.
+// tcpUnit is the TCP socket of a bind and the servers on it: one accept
+// loop (accept.Server) that gives each connection to the bind's handler,
+// and behind it an httpserver.Server (http binds), an l4.TCP (tcp binds,
+// and http binds with sni routes), or both. The loop accepts on a
+// duplicate of the socket (net.FileListener), so that a replacement can
+// accept on another duplicate of the same socket while this one drains:
+// the socket is never unbound.
 type tcpUnit struct {
 	s     *serving
 	us    atomic.Pointer[unitSpec]
@@ -31,26 +32,18 @@ type tcpUnit struct {
 	// that keeps the unit, the old one while a replaced unit drains.
 	cur atomic.Pointer[Bind]
 
-	ln   net.Listener // the servers' duplicate of the socket
-	tcp  *l4.TCP      // nil without a layer-4 side
-	rest net.Listener // what the http.Server accepts on when it is not ln
-	http *http.Server // nil for tcp frontends
-	// served is closed when the l4.TCP's accept loop has returned: every
-	// connection it accepted is then tracked by its Shutdown.
+	ln   net.Listener   // the loop's duplicate of the socket
+	loop *accept.Server // the accept loop on ln
+	tcp  *l4.TCP        // nil without a layer-4 side
+	// toHTTP is what http accepts on; nil for tcp frontends.
+	toHTTP *accept.Listener
+	http   *httpserver.Server // nil for tcp frontends
+	// served is closed when the accept loop has returned: every
+	// connection it accepted is then in the hands of a step after it.
 	served chan struct{}
 	// stopping is set once the unit stops accepting: the servers'
 	// accept loops end then, which is no failure.
 	stopping atomic.Bool
-	// fresh counts the http.Server's connections that have not sent a
-	// request yet (in StateNew), for settle; freshConns holds them.
-	fresh      atomic.Int64
-	freshConns sync.Map // net.Conn → struct{}
-	// guards are the http.Server's connections' guards, by connection.
-	guards sync.Map // net.Conn → *proxy.ConnGuard
-	// tunnels are the upgraded connections (WebSocket) of the
-	// http.Server, which no longer tracks them: drain ends them, close
-	// cuts them.
-	tunnels proxy.Tunnels
 }
 
 // startTCP starts the servers of a "tcp" unit on sock.
@@ -60,18 +53,51 @@ func (s *serving) startTCP(us unitSpec, sock *listen.Socket) (*tcpUnit, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.TCP, err)
 	}
-	u := &tcpUnit{s: s, ln: &onceCloseListener{Listener: ln}}
+	u := &tcpUnit{s: s, ln: ln, served: make(chan struct{})}
 	u.us.Store(&us)
 	u.socks.list = []*listen.Socket{sock}
 	u.cur.Store(b)
-	rest := u.ln
-	if b.L4 != nil {
-		rest = u.serveL4(b)
-	}
 	if b.Handler != nil {
-		u.serveHTTP(b, rest)
+		u.serveHTTP(b)
 	}
+	u.loop = &accept.Server{Handler: u.handler(b), Gate: b.Gate, Log: s.log}
+	if b.L4 != nil {
+		u.loop.Gate = b.L4.gate(b.Gate)
+	}
+	go func() {
+		defer close(u.served)
+		if err := u.loop.Serve(u.ln); err != nil {
+			u.fail(fmt.Errorf("%s: %w", b.TCP, err))
+		}
+	}()
 	return u, nil
+}
+
+// handler returns the first step after the accept loop: the layer-4
+// proxy (which leaves to HTTP the TLS connections no sni route takes),
+// the PROXY header (accept_proxy without sni routes), or HTTP at once.
+func (u *tcpUnit) handler(b *Bind) accept.Handler {
+	switch {
+	case b.L4 != nil && (b.Handler == nil || b.L4.Table.NeedHello()):
+		u.tcp = &l4.TCP{
+			Frontend:      b.TCP.Frontend,
+			Table:         func() *l4.Table { return u.cur.Load().L4.Table },
+			AcceptProxy:   b.L4.AcceptProxy,
+			Trusted:       b.L4.Trusted,
+			HeaderTimeout: b.L4.HeaderTimeout,
+			IdleTimeout:   b.L4.IdleTimeout,
+			Log:           u.s.log,
+			ToHTTP:        u.toHTTP,
+		}
+		if b.Gate != nil {
+			u.tcp.Events = b.Gate.Events
+		}
+		return u.tcp
+	case b.L4 != nil:
+		log := u.s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address)
+		return &accept.ProxyHeader{Trusted: b.L4.Trusted, Timeout: b.L4.HeaderTimeout, Log: log, Next: u.toHTTP}
+	}
+	return u.toHTTP
 }
 
 func (u *tcpUnit) spec() unitSpec            { return *u.us.Load() }
@@ -91,126 +117,37 @@ func (u *tcpUnit) fail(err error) {
 	}
 }
 
-// serveL4 starts the layer-4 side of a bind and returns the listener of
-// the connections it leaves to the bind's http.Server: the TLS connections
-// no sni route takes, or every connection once its PROXY header is read
-// (accept_proxy without sni routes). Nil for a tcp frontend.
-func (u *tcpUnit) serveL4(b *Bind) net.Listener {
-	log := u.s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address)
-	if b.Handler != nil && !b.L4.Table.NeedHello() {
-		// Plain HTTP (or TLS without passthrough) behind PROXY headers:
-		// every connection goes to the http.Server once its header is read.
-		u.rest = newProxyListener(u.ln, b.L4, b.Gate, log)
-		return u.rest
-	}
-	u.tcp = &l4.TCP{
-		Frontend:      b.TCP.Frontend,
-		Table:         func() *l4.Table { return u.cur.Load().L4.Table },
-		AcceptProxy:   b.L4.AcceptProxy,
-		Trusted:       b.L4.Trusted,
-		HeaderTimeout: b.L4.HeaderTimeout,
-		IdleTimeout:   b.L4.IdleTimeout,
-		Log:           u.s.log,
-		Gate:          b.L4.gate(b.Gate),
-	}
-	var rest net.Listener
-	if b.Handler != nil {
-		h := l4.NewHandoff(u.ln.Addr())
-		u.tcp.Terminate = h
-		rest = h
-		u.rest = h
-	}
-	u.served = make(chan struct{})
-	// The http.Server closes rest (Shutdown, Close): connections the
-	// layer-4 side accepted before the unit stopped accepting are still
-	// handed off.
-	go func() {
-		defer close(u.served)
-		if err := u.tcp.Serve(u.ln); err != nil {
-			u.fail(fmt.Errorf("%s: %w", b.TCP, err))
-		}
-	}()
-	return rest
-}
-
-// serveHTTP starts the bind's http.Server on ln: HTTP/1.1 and h2c, or
-// HTTPS with HTTP/1.1 and HTTP/2.
-func (u *tcpUnit) serveHTTP(b *Bind, ln net.Listener) {
+// serveHTTP starts the bind's HTTP server on the listener the accept
+// path feeds (toHTTP).
+func (u *tcpUnit) serveHTTP(b *Bind) {
 	s := u.s
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	var tlsConf *tls.Config
+	c := httpserver.Config{
+		Frontend:  b.TCP.Frontend,
+		Address:   b.TCP.Address,
+		Handler:   handler(&u.cur),
+		Limits:    b.Limits.server(),
+		SendProxy: func() bool { return s.graph.Load().sendProxy },
+		Log:       s.log,
+	}
 	if b.TLS != nil {
-		protocols.SetHTTP2(true)
-		tlsConf = tlsConfig(&u.cur)
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
+		c.TLS = tlsConfig(&u.cur)
 	}
-	if u.tcp == nil && b.Gate != nil {
-		// Without a layer-4 side, the connections are counted here; the
-		// layer-4 side counts those it hands over.
-		ln = b.Gate.Listener(ln)
+	if b.Gate != nil {
+		c.Events = b.Gate.Events
 	}
-	l := b.Limits
-	u.http = &http.Server{
-		Handler:           handler(&u.cur),
-		TLSConfig:         tlsConf,
-		Protocols:         protocols,
-		ReadHeaderTimeout: l.headerTimeout,
-		IdleTimeout:       l.idleTimeout,
-		MaxHeaderBytes:    l.maxHeaderBytes,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: l.h2MaxStreams,
-			CountError:           h2Errors(b),
-		},
-		ErrorLog: slog.NewLogLogger(s.log.With("frontend", b.TCP.Frontend, "address", b.TCP.Address).Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ctx = proxy.WithTunnels(ctx, &u.tunnels)
-			g := newConnGuard(b, nil)
-			u.guards.Store(c, g)
-			ctx = proxy.WithConnGuard(ctx, g)
-			if !s.graph.Load().sendProxy {
-				return ctx
-			}
-			cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
-			s.clients.Store(c, cc)
-			return proxy.WithClientConn(ctx, cc)
-		},
-		ConnState: func(c net.Conn, st http.ConnState) {
-			if st == http.StateNew {
-				u.freshConns.Store(c, struct{}{})
-				u.fresh.Add(1)
-			} else if _, ok := u.freshConns.LoadAndDelete(c); ok {
-				u.fresh.Add(-1)
-			}
-			if st == http.StateClosed || st == http.StateHijacked {
-				if cc, ok := s.clients.LoadAndDelete(c); ok {
-					cc.(*proxy.ClientConn).Close()
-				}
-				if g, ok := u.guards.LoadAndDelete(c); ok && st == http.StateClosed {
-					noteHeadLimit(c, g.(*proxy.ConnGuard), b)
-				}
-			}
-		},
-	}
-	srv := u.http
+	u.toHTTP = accept.NewListener(u.ln.Addr())
+	u.http = httpserver.New(c)
 	go func() {
-		var err error
-		if tlsConf != nil {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if !errors.Is(err, http.ErrServerClosed) {
+		if err := u.http.Serve(u.toHTTP); !httpserver.Closed(err) {
 			u.fail(fmt.Errorf("%s: %w", b.TCP, err))
 		}
 	}()
 }
 
 // stopAccepting closes the socket (unless a replacement took it) and the
-// servers' duplicate: the kernel refuses new connections once no
-// descriptor of the socket is left. Connections accepted before still
-// reach the http.Server (rest stays open until drain or close).
+// loop's duplicate: the kernel refuses new connections once no descriptor
+// of the socket is left. Connections accepted before still reach the
+// HTTP server (toHTTP stays open until drain or close).
 func (u *tcpUnit) stopAccepting() {
 	u.stopping.Store(true)
 	u.socks.closeFiles()
@@ -223,8 +160,8 @@ const settleMax = time.Second
 
 // settle lets the connections accepted just before a reload stopped the
 // unit reach the point where drain serves them instead of closing them:
-// routed by the layer-4 side (a PROXY header, a ClientHello, handed to the
-// http.Server) and with their first request read, since net/http's
+// routed by the accept path (a PROXY header, a ClientHello, taken by the
+// HTTP server) and with their first request read, since net/http's
 // Shutdown closes a connection whose first request arrives after it began,
 // unanswered. Keep-alive is turned off first, so that idle connections
 // close and busy ones close after their response: their clients go on
@@ -233,16 +170,14 @@ const settleMax = time.Second
 // settleMax, or when ctx ends.
 func (u *tcpUnit) settle(ctx context.Context) {
 	if u.http != nil {
-		u.http.SetKeepAlivesEnabled(false)
+		u.http.StopKeepAlives()
 	}
 	ctx, cancel := context.WithTimeout(ctx, settleMax)
 	defer cancel()
-	if u.served != nil {
-		select {
-		case <-u.served:
-		case <-ctx.Done():
-			return
-		}
+	select {
+	case <-u.served:
+	case <-ctx.Done():
+		return
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -262,40 +197,34 @@ func (u *tcpUnit) settle(ctx context.Context) {
 
 // unsettled counts the connections settle waits for.
 func (u *tcpUnit) unsettled() int {
-	n := int(u.fresh.Load())
-	if u.tcp != nil {
-		n += u.tcp.Routing()
-	}
-	if p, ok := u.rest.(*proxyListener); ok {
-		n += p.pending()
+	n := u.loop.Pending()
+	if u.http != nil {
+		n += u.http.Fresh()
 	}
 	return n
 }
 
 // drain sends GOAWAY on HTTP/2 connections, closes idle HTTP/1.1 ones,
-// and waits for in-flight requests and relayed connections until ctx
-// ends; relayed connections left then are closed, HTTP ones by close.
+// and waits for in-flight requests, upgraded and relayed connections
+// until ctx ends; relayed connections left then are closed, HTTP ones by
+// close.
 func (u *tcpUnit) drain(ctx context.Context) error {
+	// A connection the accept loop has just accepted may not be in the
+	// hands of a server yet, and their Shutdown would close it: wait for
+	// the loop to return (stopAccepting closed its listener).
+	select {
+	case <-u.served:
+	case <-ctx.Done():
+	}
 	var wg sync.WaitGroup
 	var errL4, errHTTP error
 	if u.tcp != nil {
-		wg.Go(func() {
-			// A connection the accept loop has just accepted is not
-			// tracked yet, and Shutdown would close it: wait for the
-			// loop to return (stopAccepting closed its listener).
-			select {
-			case <-u.served:
-			case <-ctx.Done():
-			}
-			errL4 = u.tcp.Shutdown(ctx)
-		})
+		wg.Go(func() { errL4 = u.tcp.Shutdown(ctx) })
 	}
 	if u.http != nil {
 		wg.Go(func() {
 			errHTTP = u.http.Shutdown(ctx)
-			if err := u.tunnels.Drain(ctx); err != nil && errHTTP == nil {
-				errHTTP = err
-			}
+			u.toHTTP.Close()
 		})
 	}
 	wg.Wait()
@@ -304,15 +233,9 @@ func (u *tcpUnit) drain(ctx context.Context) error {
 
 func (u *tcpUnit) close() {
 	u.stopAccepting()
-	if u.rest != nil {
-		u.rest.Close()
-	}
 	if u.http != nil {
+		u.toHTTP.Close()
 		u.http.Close()
-		// Drain with an ended context cuts every tunnel at once.
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		u.tunnels.Drain(ctx)
 	}
 	if u.tcp != nil {
 		// Shutdown with an ended context closes every connection at once.
@@ -338,17 +261,4 @@ func tlsConfig(cur *atomic.Pointer[Bind]) *tls.Config {
 			return cur.Load().TLS, nil
 		},
 	}
-}
-
-// onceCloseListener makes Close idempotent: the unit closes the listener
-// to stop accepting at once, and http.Server.Shutdown closes it again.
-type onceCloseListener struct {
-	net.Listener
-	once sync.Once
-	err  error
-}
-
-func (l *onceCloseListener) Close() error {
-	l.once.Do(func() { l.err = l.Listener.Close() })
-	return l.err
 }

@@ -11,22 +11,25 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/accept"
+	"github.com/portcullis/portcullis/internal/hostname"
 )
 
-func TestTCPHandoff(t *testing.T) {
+func TestTCPToHTTP(t *testing.T) {
 	for _, withProxy := range []bool{false, true} {
 		t.Run(fmt.Sprint("accept_proxy=", withProxy), func(t *testing.T) {
 			pass := startTLSServer(t, "pass", nil, "pass.test")
 			termCert, termLeaf := selfSigned(t, "term.test")
 			log, logs := testLog()
 			ln := listen(t)
-			h := NewHandoff(ln.Addr())
+			h := accept.NewListener(ln.Addr())
 			if h.Addr() != ln.Addr() {
 				t.Errorf("Addr %v, want %v", h.Addr(), ln.Addr())
 			}
-			tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(pass.addr).Backend, BackendName: "pass"}})
-			p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Log: log, Terminate: h, AcceptProxy: withProxy, Trusted: loopback}
-			go p.Serve(ln)
+			tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(pass.addr).Backend, BackendName: "pass"}})
+			p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Log: log, ToHTTP: h, AcceptProxy: withProxy, Trusted: loopback}
+			go acceptLoop(p, nil).Serve(ln)
 			t.Cleanup(func() { ln.Close(); p.Shutdown(context.Background()) })
 
 			srv := &http.Server{
@@ -77,7 +80,7 @@ func TestTCPHandoff(t *testing.T) {
 				}
 			}
 
-			// Once the http.Server is shut down, the Handoff is closed and
+			// Once the http.Server is shut down, ToHTTP is closed and
 			// the names it served are closed at once.
 			client.CloseIdleConnections()
 			ctx, cancel := context.WithTimeout(context.Background(), bound())
@@ -98,49 +101,21 @@ func TestTCPHandoff(t *testing.T) {
 	}
 }
 
-func TestTCPHandoffOnlyTLS(t *testing.T) {
+func TestTCPToHTTPOnlyTLS(t *testing.T) {
 	// Without a route for it, a connection that is not TLS is closed, not
-	// handed off.
+	// given to ToHTTP.
 	log, logs := testLog()
 	ln := listen(t)
-	h := NewHandoff(ln.Addr())
+	h := accept.NewListener(ln.Addr())
 	t.Cleanup(func() { h.Close() })
-	p := &TCP{Frontend: "mixed", Table: func() *Table { return NewTable(nil) }, Log: log, Terminate: h}
-	go p.Serve(ln)
+	p := &TCP{Frontend: "mixed", Table: func() *Table { return NewTable(nil) }, Log: log, ToHTTP: h}
+	go acceptLoop(p, nil).Serve(ln)
 	c := dial(t, ln.Addr().String())
 	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
 	if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {
 		t.Errorf("read %d bytes, %v; want the connection closed", n, err)
 	}
 	waitFor(t, "a warning", func() bool { return len(logLines(logs, "level=WARN", "no route matches", "tls=false")) == 1 })
-}
-
-func TestHandoffClose(t *testing.T) {
-	h := NewHandoff(&net.TCPAddr{})
-	accepted := make(chan error, 1)
-	go func() {
-		_, err := h.Accept()
-		accepted <- err
-	}()
-	time.Sleep(10 * time.Millisecond)
-	h.Close()
-	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept during Close: %v, want net.ErrClosed", err)
-	}
-	if _, err := h.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
-	}
-	if h.deliver(context.Background(), nil) {
-		t.Error("delivered to a closed Handoff")
-	}
-	if err := h.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if NewHandoff(nil).deliver(ctx, nil) {
-		t.Error("delivered after the context ended")
-	}
 }
 
 func TestReplayConn(t *testing.T) {
@@ -172,44 +147,45 @@ type readerOnly struct {
 
 func (r readerOnly) Read(b []byte) (int, error) { return r.r.Read(b[:min(len(b), r.n)]) }
 
-// TestTCPRouting checks Routing: a connection counts while its ClientHello
-// is awaited and while it waits for Terminate's listener to accept it, and
-// no longer once it is relayed or handed off.
+// TestTCPRouting checks the accept loop's Pending: a connection counts while its ClientHello
+// is awaited and while it waits for ToHTTP to accept it, and
+// no longer once it is relayed or given to ToHTTP.
 func TestTCPRouting(t *testing.T) {
 	pass := startTLSServer(t, "pass", nil, "pass.test")
 	ln := listen(t)
-	h := NewHandoff(ln.Addr())
-	tab := NewTable([]Route{{SNI: "pass.test", Backend: newFakeBackend(pass.addr).Backend, BackendName: "pass"}})
-	p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Terminate: h}
-	go p.Serve(ln)
+	h := accept.NewListener(ln.Addr())
+	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(pass.addr).Backend, BackendName: "pass"}})
+	p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, ToHTTP: h}
+	loop := acceptLoop(p, nil)
+	go loop.Serve(ln)
 	t.Cleanup(func() { ln.Close(); h.Close(); p.Shutdown(context.Background()) })
-	if n := p.Routing(); n != 0 {
-		t.Fatalf("Routing() = %d before any connection", n)
+	if n := loop.Pending(); n != 0 {
+		t.Fatalf("Pending() = %d before any connection", n)
 	}
 
 	// A connection that sends nothing yet.
 	c := dial(t, ln.Addr().String())
-	waitFor(t, "one connection awaiting its ClientHello", func() bool { return p.Routing() == 1 })
+	waitFor(t, "one connection awaiting its ClientHello", func() bool { return loop.Pending() == 1 })
 
 	// A passthrough connection is routed once its ClientHello is read.
 	if _, line, err := tlsDial(t, ln.Addr().String(), "pass.test", nil, pass.cert); err != nil || line != "pass " {
 		t.Fatalf("pass.test: %q, %v", line, err)
 	}
-	if n := p.Routing(); n != 1 {
-		t.Errorf("Routing() = %d after a relayed connection, want 1 (the silent one)", n)
+	if n := loop.Pending(); n != 1 {
+		t.Errorf("Pending() = %d after a relayed connection, want 1 (the silent one)", n)
 	}
 
-	// A connection for Terminate counts until its listener accepts it.
+	// A connection for ToHTTP counts until its listener accepts it.
 	tc := tls.Client(c, &tls.Config{ServerName: "term.test", InsecureSkipVerify: true})
 	go tc.Handshake()
 	time.Sleep(50 * time.Millisecond)
-	if n := p.Routing(); n != 1 {
-		t.Errorf("Routing() = %d while a connection waits for the Handoff to accept it, want 1", n)
+	if n := loop.Pending(); n != 1 {
+		t.Errorf("Pending() = %d while a connection waits for ToHTTP to accept it, want 1", n)
 	}
 	got, err := h.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer got.Close()
-	waitFor(t, "no connection left to route", func() bool { return p.Routing() == 0 })
+	waitFor(t, "no connection left to route", func() bool { return loop.Pending() == 0 })
 }
