@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-// Backend defaults.
+// Backend defaults: what a backend gets for a key the file leaves out.
+// They are defined here only; the compile step passes the values to the
+// packages that use them (health takes its settings as given).
 const (
 	DefaultRetries         = 2
 	DefaultRetryBudget     = 20 // percent
@@ -18,7 +20,7 @@ const (
 	DefaultServerTimeout   = 60 * time.Second
 	DefaultIdleTimeout     = 90 * time.Second
 	DefaultCheckInterval   = 2 * time.Second
-	DefaultCheckTimeout    = time.Second
+	DefaultCheckTimeout    = time.Second // or half an interval not longer than it
 	DefaultRise            = 2
 	DefaultFall            = 3
 	DefaultPassiveFailures = 3
