@@ -9,30 +9,6 @@ import (
 	"time"
 )
 
-// Admin is the administrative state of a server, set by configuration (and
-// later by a runtime API).
-type Admin int32
-
-const (
-	// Active servers take new requests.
-	Active Admin = iota
-	// Drain servers take no new requests; in-flight ones finish.
-	Drain
-	// Disabled servers take no requests (in-flight ones still finish:
-	// nothing is cut).
-	Disabled
-)
-
-func (a Admin) String() string {
-	switch a {
-	case Drain:
-		return "drain"
-	case Disabled:
-		return "disabled"
-	}
-	return "active"
-}
-
 // State is the live state of one server. It is shared by the balancer, the
 // health checks and the proxy, and it survives reloads: the runtime keeps
 // one State per backend name and server address. All methods are safe for

@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-// Backend defaults.
+// Backend defaults: what a backend gets for a key the file leaves out.
+// They are defined here only; the compile step passes the values to the
+// packages that use them (health takes its settings as given).
 const (
 	DefaultRetries         = 2
 	DefaultRetryBudget     = 20 // percent
@@ -18,7 +20,7 @@ const (
 	DefaultServerTimeout   = 60 * time.Second
 	DefaultIdleTimeout     = 90 * time.Second
 	DefaultCheckInterval   = 2 * time.Second
-	DefaultCheckTimeout    = time.Second
+	DefaultCheckTimeout    = time.Second // or half an interval not longer than it
 	DefaultRise            = 2
 	DefaultFall            = 3
 	DefaultPassiveFailures = 3
@@ -30,14 +32,14 @@ const (
 	// defaultBalance is balance.RoundRobin; the compile step parses the
 	// name (balance.ParseAlgorithm).
 	defaultBalance = "round_robin"
-	protocolHTTP1  = "http1"
-	protocolAuto   = "auto"
+	// defaultState is balance.Active; the compile step parses a server's
+	// state (balance.ParseAdmin).
+	defaultState  = "active"
+	protocolHTTP1 = "http1"
+	protocolAuto  = "auto"
 )
 
-var (
-	protocolNames = []string{"http1", "h2c", "h2", "auto"}
-	stateNames    = []string{"active", "drain", "disabled"}
-)
+var protocolNames = []string{"http1", "h2c", "h2", "auto"}
 
 // setDefaults fills what the file left out: a written zero is kept, so that
 // validation can refuse it with its position. uses are the frontends that
@@ -114,7 +116,7 @@ func (b *Backend) setDefaults(uses []backendUse) {
 		}
 		defaultInt(&s.MaxConns, s.At, "max_conns", DefaultServerMaxConns)
 		if s.State == "" {
-			s.State = "active"
+			s.State = defaultState
 		}
 	}
 }
@@ -229,9 +231,8 @@ func (b *Backend) validateServers(uses []backendUse, where string, add func(Pos,
 		if s.SlowStart < 0 {
 			add(s.At.Value("slow_start"), "%s: slow_start must not be negative", where)
 		}
-		if !slices.Contains(stateNames, s.State) {
-			add(s.At.Value("state"), "%s: state %q: want one of %s", where, s.State, strings.Join(stateNames, ", "))
-		}
+		// The names of states are checked by the compile step
+		// (balance.ParseAdmin).
 		switch {
 		case s.SendProxy == "":
 		case s.SendProxy != "v1" && s.SendProxy != "v2":

@@ -350,3 +350,25 @@ backends:
 		t.Errorf("timeout with interval 1s = %v, want half the interval", hc.Timeout)
 	}
 }
+
+// TestCheckPathDefault pins the path of an HTTP check whose file names
+// none: the health package takes it as given.
+func TestCheckPathDefault(t *testing.T) {
+	const file = `
+frontends:
+  web:
+    bind: [{address: "127.0.0.1:80"}]
+    routes: [{backend: app}]
+backends:
+  app:
+    health_check: {type: http}
+    servers: [{address: "10.0.0.1:80"}]
+`
+	cfg, err := Parse("p.yaml", "", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc := cfg.Backends[0].HealthCheck; hc.Path != "/" {
+		t.Errorf("health_check type http without a path: path %q, want /", hc.Path)
+	}
+}

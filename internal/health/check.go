@@ -24,7 +24,7 @@ const userAgent = "portcullis-health-check"
 // prober runs one configured check against one server. It is immutable;
 // Update builds a new one.
 type prober struct {
-	cfg  *Active // with defaults
+	cfg  *Active // normalized
 	addr string  // the address checked: the server's, or its host and Port
 	url  string
 	tr   *http.Transport // HTTP checks only

@@ -64,8 +64,8 @@ func TestHTTPCheckFallAndRise(t *testing.T) {
 	}
 }
 
-// The accepted statuses are StatusMin..StatusMax, 200..399 by default;
-// redirects count as answers and are not followed.
+// The accepted statuses are StatusMin..StatusMax (the configuration's
+// default is 200..399); redirects count as answers and are not followed.
 func TestHTTPCheckStatusRange(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -73,12 +73,12 @@ func TestHTTPCheckStatusRange(t *testing.T) {
 		min, max int
 		ok       bool
 	}{
-		{status: 200, ok: true},
-		{status: 204, ok: true},
-		{status: 302, ok: true},
-		{status: 399, ok: true},
-		{status: 404, ok: false},
-		{status: 500, ok: false},
+		{status: 200, min: 200, max: 399, ok: true},
+		{status: 204, min: 200, max: 399, ok: true},
+		{status: 302, min: 200, max: 399, ok: true},
+		{status: 399, min: 200, max: 399, ok: true},
+		{status: 404, min: 200, max: 399, ok: false},
+		{status: 500, min: 200, max: 399, ok: false},
 		{status: 302, min: 200, max: 299, ok: false},
 		{status: 404, min: 200, max: 404, ok: true},
 	} {
@@ -180,7 +180,7 @@ func TestTCPCheck(t *testing.T) {
 
 	st := balance.NewState(addr)
 	log, logs := newLog()
-	a := &Active{Interval: scaled(30 * time.Millisecond), Timeout: scaled(25 * time.Millisecond), Rise: 2, Fall: 2}
+	a := &Active{Kind: "tcp", Interval: scaled(30 * time.Millisecond), Timeout: scaled(25 * time.Millisecond), Rise: 2, Fall: 2}
 	monitorOf(t, st, a, Passive{}, log)
 
 	time.Sleep(3 * a.Interval)
@@ -244,7 +244,8 @@ func TestHTTPCheckTimeout(t *testing.T) {
 	st := balance.NewState(addr)
 	log, logs := newLog()
 	const timeout = 50 * time.Millisecond
-	a := &Active{Path: "/healthz", Interval: max(scaled(100*time.Millisecond), 2*timeout), Timeout: timeout, Fall: 1}
+	a := fastCheck(defaultRise, 1)
+	a.Interval, a.Timeout = max(scaled(100*time.Millisecond), 2*timeout), timeout
 	monitorOf(t, st, a, Passive{}, log)
 
 	select {
@@ -265,7 +266,8 @@ func TestStopAbandonsCheck(t *testing.T) {
 	t.Parallel()
 	addr, accepted, held := hangServer(t)
 	st := balance.NewState(addr)
-	a := &Active{Path: "/", Interval: time.Second, Timeout: 900 * time.Millisecond, Fall: 1}
+	a := fastCheck(defaultRise, 1)
+	a.Path, a.Interval, a.Timeout = "/", time.Second, 900*time.Millisecond
 	m := NewMonitor("b/"+addr, st, a, Passive{}, quiet)
 	m.Start()
 	select {

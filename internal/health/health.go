@@ -39,55 +39,52 @@ package health
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"time"
 )
 
-// Defaults of Active and Passive. They match the configuration's.
-const (
-	DefaultInterval  = 2 * time.Second
-	DefaultTimeout   = time.Second
-	DefaultRise      = 2
-	DefaultFall      = 3
-	DefaultStatusMin = 200
-	DefaultStatusMax = 399
-	DefaultFailures  = 3
-	DefaultCooldown  = 10 * time.Second
-)
-
-// Active is an active health check. Zero values take the defaults.
+// Active is an active health check. It holds no defaults of its own: the
+// caller passes every setting (the configuration's defaults are
+// config.DefaultCheckInterval and its neighbours). Interval must be
+// positive; what zero means for the other fields is said on each.
 type Active struct {
 	// Kind is "http" (GET Path, expect a status in [StatusMin, StatusMax]),
 	// "tcp" (connect only) or "udp" (send Send as one datagram; any
 	// datagram back within Timeout passes, an ICMP port unreachable fails
-	// at once). Default "http" when Path is set, else "tcp". Any other kind
-	// makes every check fail, saying why.
+	// at once), in any case. Empty: "http" when Path is set, else "tcp".
+	// Any other kind makes every check fail, saying why.
 	Kind string
 	// Port is the port checked on the server's host, for every kind, when
 	// the check is served beside the server (e.g. a status page next to a
-	// database). 0 or negative (default): the server's own port.
+	// database). 0 or negative: the server's own port.
 	Port int
-	// Path is the path to GET, e.g. "/healthz". Default "/" for HTTP.
+	// Path is the path to GET, e.g. "/healthz"; a missing leading "/" is
+	// added, so an empty Path is "/" (as an empty path is in HTTP).
 	Path string
-	// Host is the Host header of HTTP checks; default the address checked
+	// Host is the Host header of HTTP checks; empty: the address checked
 	// (the server's address, with Port when set). With TLS and no
 	// TLS.ServerName, it is also the SNI server name.
 	Host string
 	// Send is the payload of the one datagram of a UDP check; other kinds
-	// ignore it. Default empty: a zero-length datagram.
+	// ignore it. Empty: a zero-length datagram.
 	Send string
 	// StatusMin and StatusMax bound the accepted HTTP status, inclusive.
-	// Default 200 and 399. Redirects are not followed.
+	// HTTP checks need both: the zero range accepts no status. Redirects
+	// are not followed.
 	StatusMin, StatusMax int
-	// Interval between the starts of two checks. Default 2s.
+	// Interval between the starts of two checks. It must be positive:
+	// NewMonitor and Monitor.Update panic otherwise, as time.NewTicker
+	// does, since the configuration refuses such an interval and a check
+	// loop cannot run without one.
 	Interval time.Duration
-	// Timeout of one check: connect, request and response. Default 1s, or
-	// Interval/2 when that is shorter; a Timeout not shorter than Interval
-	// is cut to Interval/2.
+	// Timeout of one check: connect, request and response. A Timeout that
+	// is zero, negative or not shorter than Interval is Interval/2, so
+	// that a check ends before the next one starts.
 	Timeout time.Duration
 	// Rise consecutive successful checks bring a server up; Fall
-	// consecutive failed ones take it down. Default 2 and 3.
+	// consecutive failed ones take it down. 0 or negative acts as 1.
 	Rise, Fall int
 	// TLS, when not nil, makes HTTP checks HTTPS with this configuration
 	// (a backend with tls); checks offer only HTTP/1.1 in ALPN. TCP checks
@@ -95,25 +92,30 @@ type Active struct {
 	TLS *tls.Config
 }
 
-// Passive marks a server down from real traffic.
+// Passive marks a server down from real traffic. Its zero value is off.
 type Passive struct {
 	// Failures is how many consecutive failed requests (connect errors,
-	// timeouts, resets; and 5xx when Count5xx) mark the server down. 0
-	// disables passive checks; the configuration's default is
-	// DefaultFailures.
+	// timeouts, resets; and 5xx when Count5xx) mark the server down. 0 or
+	// negative: passive checks off.
 	Failures int
 	// Count5xx counts 5xx responses as failures (see Monitor.ResponseOK).
-	// Default false.
 	Count5xx bool
 	// Cooldown is how long the server stays down when there is no active
-	// check to bring it back. Zero or negative: DefaultCooldown.
+	// check to bring it back. 0 or negative: no cooldown, the server comes
+	// back at once.
 	Cooldown time.Duration
 }
 
-// withDefaults returns a copy of a with every default filled in, or nil.
-func (a *Active) withDefaults() *Active {
+// normalized returns a copy of a ready for a prober, or nil: Kind
+// lower-cased (or inferred), Path starting with "/" for HTTP, Port and
+// Timeout within their bounds, TLS cloned to offer HTTP/1.1 only. It
+// panics if Interval is not positive (see Active.Interval).
+func (a *Active) normalized() *Active {
 	if a == nil {
 		return nil
+	}
+	if a.Interval <= 0 {
+		panic(fmt.Sprintf("health: Active.Interval %v: must be positive", a.Interval))
 	}
 	c := *a
 	c.Kind = strings.ToLower(strings.TrimSpace(c.Kind))
@@ -123,35 +125,14 @@ func (a *Active) withDefaults() *Active {
 			c.Kind = "http"
 		}
 	}
-	if c.Kind == "http" {
-		if c.Path == "" {
-			c.Path = "/"
-		} else if !strings.HasPrefix(c.Path, "/") {
-			c.Path = "/" + c.Path
-		}
+	if c.Kind == "http" && !strings.HasPrefix(c.Path, "/") {
+		c.Path = "/" + c.Path
 	}
 	if c.Port < 0 {
 		c.Port = 0
 	}
-	if c.StatusMin <= 0 {
-		c.StatusMin = DefaultStatusMin
-	}
-	if c.StatusMax <= 0 {
-		c.StatusMax = DefaultStatusMax
-	}
-	if c.Interval <= 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = min(DefaultTimeout, c.Interval/2)
-	} else if c.Timeout >= c.Interval {
+	if c.Timeout <= 0 || c.Timeout >= c.Interval {
 		c.Timeout = c.Interval / 2
-	}
-	if c.Rise <= 0 {
-		c.Rise = DefaultRise
-	}
-	if c.Fall <= 0 {
-		c.Fall = DefaultFall
 	}
 	if c.TLS != nil {
 		c.TLS = c.TLS.Clone()
@@ -165,13 +146,9 @@ func (a *Active) withDefaults() *Active {
 	return &c
 }
 
-func (p Passive) withDefaults() Passive {
-	if p.Failures < 0 {
-		p.Failures = 0
-	}
-	if p.Cooldown <= 0 {
-		p.Cooldown = DefaultCooldown
-	}
+// normalized returns p with a negative Failures made 0 (off).
+func (p Passive) normalized() Passive {
+	p.Failures = max(p.Failures, 0)
 	return p
 }
 

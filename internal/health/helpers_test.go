@@ -206,14 +206,28 @@ func monitorOf(t *testing.T, st *balance.State, active *Active, passive Passive,
 	return m
 }
 
-// fastCheck is an HTTP check with a short interval.
+// The configuration's defaults (config.DefaultRise, DefaultFall,
+// DefaultExpectStatus, DefaultCheckTimeout, DefaultPassiveCooldown), for
+// settings a test passes without depending on them.
+const (
+	defaultRise, defaultFall           = 2, 3
+	defaultStatusMin, defaultStatusMax = 200, 399
+	defaultTimeout                     = time.Second
+	defaultCooldown                    = 10 * time.Second
+)
+
+// fastCheck is an HTTP check with a short interval, accepting the
+// configuration's default status range.
 func fastCheck(rise, fall int) *Active {
 	return &Active{
-		Path:     "/healthz",
-		Interval: scaled(30 * time.Millisecond),
-		Timeout:  scaled(25 * time.Millisecond),
-		Rise:     rise,
-		Fall:     fall,
+		Kind:      "http",
+		Path:      "/healthz",
+		StatusMin: defaultStatusMin,
+		StatusMax: defaultStatusMax,
+		Interval:  scaled(30 * time.Millisecond),
+		Timeout:   scaled(25 * time.Millisecond),
+		Rise:      rise,
+		Fall:      fall,
 	}
 }
 

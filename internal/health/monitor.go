@@ -31,7 +31,7 @@ type Monitor struct {
 	wg sync.WaitGroup
 
 	mu      sync.Mutex
-	passive Passive // with defaults
+	passive Passive // normalized
 	probe   *prober // nil: no active check
 	started bool
 	stopped bool
@@ -53,17 +53,19 @@ type loop struct {
 
 // NewMonitor returns a stopped monitor of the server whose state is st.
 // name ("backend/address") identifies the server in logs. active is the
-// active check, nil for none; passive the passive check. log nil means
-// slog.Default(). The current health in st is kept.
+// active check, nil for none; passive the passive check (see Active and
+// Passive for what their zero fields mean; NewMonitor panics if
+// active.Interval is not positive). log nil means slog.Default(). The
+// current health in st is kept.
 func NewMonitor(name string, st *balance.State, active *Active, passive Passive, log *slog.Logger) *Monitor {
 	if log == nil {
 		log = slog.Default()
 	}
 	m := &Monitor{name: name, st: st, log: log}
-	if cfg := active.withDefaults(); cfg != nil {
+	if cfg := active.normalized(); cfg != nil {
 		m.probe = newProber(cfg, st.Address)
 	}
-	m.setPassive(passive.withDefaults())
+	m.setPassive(passive.normalized())
 	return m
 }
 
@@ -117,10 +119,10 @@ func (m *Monitor) Stop() {
 // active check was removed), at once if passive checks are off too.
 func (m *Monitor) Update(active *Active, passive Passive) {
 	var next *prober
-	if cfg := active.withDefaults(); cfg != nil {
+	if cfg := active.normalized(); cfg != nil {
 		next = newProber(cfg, m.st.Address)
 	}
-	passive = passive.withDefaults()
+	passive = passive.normalized()
 
 	m.mu.Lock()
 	old := m.probe

@@ -103,8 +103,8 @@ func TestPassiveOff(t *testing.T) {
 func TestResponseOK(t *testing.T) {
 	t.Parallel()
 	st := balance.NewState("127.0.0.1:1")
-	plain := NewMonitor("b/x", st, nil, Passive{Failures: 3}, quiet)
-	strict := NewMonitor("b/x", st, nil, Passive{Failures: 3, Count5xx: true}, quiet)
+	plain := NewMonitor("b/x", st, nil, Passive{Failures: 3, Cooldown: defaultCooldown}, quiet)
+	strict := NewMonitor("b/x", st, nil, Passive{Failures: 3, Count5xx: true, Cooldown: defaultCooldown}, quiet)
 	for _, tc := range []struct {
 		status        int
 		plain, strict bool
@@ -120,7 +120,7 @@ func TestResponseOK(t *testing.T) {
 
 // Observe is on the request path: it must not allocate.
 func TestObserveDoesNotAllocate(t *testing.T) {
-	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 1 << 30}, quiet)
+	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 1 << 30, Cooldown: defaultCooldown}, quiet)
 	if n := testing.AllocsPerRun(1000, func() { m.Observe(true) }); n != 0 {
 		t.Errorf("Observe(true) allocates %v times", n)
 	}
@@ -130,7 +130,7 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkObserve(b *testing.B) {
-	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 3}, quiet)
+	m := NewMonitor("b/x", balance.NewState("127.0.0.1:1"), nil, Passive{Failures: 3, Cooldown: defaultCooldown}, quiet)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			m.Observe(true)
@@ -156,7 +156,7 @@ func monitorGoroutines() []string {
 // idempotent. Not parallel: it looks at every goroutine.
 func TestStopLeavesNoGoroutine(t *testing.T) {
 	cs := newCheckServer(t, http.StatusOK)
-	active := NewMonitor("b/active", cs.st, fastCheck(2, 2), Passive{Failures: 1}, quiet)
+	active := NewMonitor("b/active", cs.st, fastCheck(2, 2), Passive{Failures: 1, Cooldown: defaultCooldown}, quiet)
 	active.Start()
 	cs.waitArrival(t)
 	cs.waitArrival(t)
@@ -206,15 +206,16 @@ func TestUpdateKeepsHealth(t *testing.T) {
 	t.Parallel()
 	cs := newCheckServer(t, http.StatusOK)
 	log, logs := newLog()
-	slow := &Active{Path: "/healthz", Interval: time.Hour, Rise: 2}
-	m := monitorOf(t, cs.st, slow, Passive{Failures: 2}, log)
+	slow := fastCheck(2, defaultFall)
+	slow.Interval, slow.Timeout = time.Hour, defaultTimeout
+	m := monitorOf(t, cs.st, slow, Passive{Failures: 2, Cooldown: defaultCooldown}, log)
 	m.Observe(false)
 	m.Observe(false)
 	if cs.st.Healthy() {
 		t.Fatal("server up after 2 failed requests")
 	}
 
-	m.Update(fastCheck(2, 3), Passive{Failures: 5})
+	m.Update(fastCheck(2, 3), Passive{Failures: 5, Cooldown: defaultCooldown})
 	if cs.st.Healthy() {
 		t.Fatal("Update brought a down server up")
 	}
@@ -236,7 +237,7 @@ func TestUpdateKeepsHealth(t *testing.T) {
 	// Same interval, new status range: the loop goes on with the new one.
 	strict := fastCheck(2, 3)
 	strict.StatusMax = 199
-	m.Update(strict, Passive{Failures: 5})
+	m.Update(strict, Passive{Failures: 5, Cooldown: defaultCooldown})
 	waitFor(t, scaled(2*time.Second), "server down under the new status range", func() bool { return !cs.st.Healthy() })
 	logs.expectLogged(t, "server down", 2, "server=b/"+cs.addr)
 	logs.expectLogged(t, "server up", 1, "2 consecutive successful health checks")
@@ -301,39 +302,48 @@ func TestNewMonitorKeepsHealth(t *testing.T) {
 	}
 }
 
-func TestDefaults(t *testing.T) {
+// Active and Passive hold no defaults (the configuration's are tested in
+// internal/config); normalized only makes what it is given consistent.
+func TestNormalized(t *testing.T) {
 	t.Parallel()
-	if (*Active)(nil).withDefaults() != nil {
+	if (*Active)(nil).normalized() != nil {
 		t.Fatal("no active check became one")
 	}
-	a := (&Active{}).withDefaults()
-	if a.Kind != "tcp" || a.Interval != DefaultInterval || a.Timeout != DefaultTimeout ||
-		a.Rise != DefaultRise || a.Fall != DefaultFall || a.StatusMin != 200 || a.StatusMax != 399 {
-		t.Fatalf("zero Active: %+v", a)
+	const interval = 2 * time.Second
+	if a := (&Active{Interval: interval}).normalized(); a.Kind != "tcp" {
+		t.Fatalf("no kind and no path: kind %q", a.Kind)
 	}
-	if a := (&Active{Path: "healthz"}).withDefaults(); a.Kind != "http" || a.Path != "/healthz" {
+	if a := (&Active{Path: "healthz", Interval: interval}).normalized(); a.Kind != "http" || a.Path != "/healthz" {
 		t.Fatalf("Path only: kind %q path %q", a.Kind, a.Path)
 	}
-	if a := (&Active{Kind: "http"}).withDefaults(); a.Path != "/" {
+	if a := (&Active{Kind: "http", Interval: interval}).normalized(); a.Path != "/" {
 		t.Fatalf("http without a path: %q", a.Path)
 	}
-	if a := (&Active{Interval: 400 * time.Millisecond}).withDefaults(); a.Timeout != 200*time.Millisecond {
-		t.Fatalf("short interval: timeout %v", a.Timeout)
+	if a := (&Active{Interval: 400 * time.Millisecond}).normalized(); a.Timeout != 200*time.Millisecond {
+		t.Fatalf("no timeout: timeout %v, want half the interval", a.Timeout)
 	}
-	if a := (&Active{Interval: time.Second, Timeout: 3 * time.Second}).withDefaults(); a.Timeout >= a.Interval {
+	if a := (&Active{Interval: time.Second, Timeout: 3 * time.Second}).normalized(); a.Timeout >= a.Interval {
 		t.Fatalf("timeout %v not below interval %v", a.Timeout, a.Interval)
 	}
-	if a := (&Active{Kind: " UDP ", Port: -1}).withDefaults(); a.Kind != "udp" || a.Port != 0 {
+	if a := (&Active{Kind: " UDP ", Port: -1, Interval: interval}).normalized(); a.Kind != "udp" || a.Port != 0 {
 		t.Fatalf("kind UDP, port -1: kind %q port %d", a.Kind, a.Port)
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("no panic for an active check without an interval")
+			}
+		}()
+		(&Active{Kind: "tcp"}).normalized()
+	}()
 	if got := checkAddr("[::1]:53", 8053); got != "[::1]:8053" {
 		t.Fatalf("checkAddr: %q", got)
 	}
 	if got := checkAddr("db.example:5432", 0); got != "db.example:5432" {
 		t.Fatalf("checkAddr without a port: %q", got)
 	}
-	if p := (Passive{}).withDefaults(); p.Failures != 0 || p.Cooldown != DefaultCooldown {
-		t.Fatalf("zero Passive: %+v", p)
+	if p := (Passive{Failures: -1}).normalized(); p.Failures != 0 || p.Cooldown != 0 {
+		t.Fatalf("Passive with Failures -1: %+v, want off", p)
 	}
 	if got := hostOnly("svc.example:8443"); got != "svc.example" {
 		t.Fatalf("hostOnly: %q", got)
@@ -345,7 +355,7 @@ func TestUnknownKind(t *testing.T) {
 	t.Parallel()
 	st := balance.NewState("127.0.0.1:1")
 	log, logs := newLog()
-	monitorOf(t, st, &Active{Kind: "icmp", Interval: scaled(30 * time.Millisecond), Fall: 1}, Passive{}, log)
+	monitorOf(t, st, &Active{Kind: "icmp", Interval: scaled(30 * time.Millisecond), Timeout: scaled(15 * time.Millisecond), Rise: defaultRise, Fall: 1}, Passive{}, log)
 	waitFor(t, scaled(2*time.Second), "server down", func() bool { return !st.Healthy() })
 	logs.expectLogged(t, "server down", 1, `unknown check kind \"icmp\"`)
 }

@@ -244,7 +244,7 @@ func TestUDPCheckClosedPort(t *testing.T) {
 	t.Parallel()
 	addr := closedPort(t, "udp")
 
-	a := (&Active{Kind: "udp", Interval: 20 * time.Second, Timeout: 10 * time.Second}).withDefaults()
+	a := (&Active{Kind: "udp", Interval: 20 * time.Second, Timeout: 10 * time.Second, Rise: defaultRise, Fall: defaultFall}).normalized()
 	start := time.Now()
 	err := newProber(a, addr).check(context.Background())
 	if d := time.Since(start); d > a.Timeout/2 {
@@ -307,7 +307,7 @@ func TestCheckPort(t *testing.T) {
 		tcpServer(t, l)
 		st := balance.NewState(closedPort(t, "tcp"))
 		st.SetHealthy(false)
-		a := &Active{Interval: scaled(30 * time.Millisecond), Timeout: scaled(25 * time.Millisecond), Rise: 1, Fall: 1}
+		a := &Active{Kind: "tcp", Interval: scaled(30 * time.Millisecond), Timeout: scaled(25 * time.Millisecond), Rise: 1, Fall: 1}
 		a.Port = portOf(t, l.Addr().String())
 		monitorOf(t, st, a, Passive{}, quiet)
 		waitFor(t, scaled(2*time.Second), "server up from its check port", st.Healthy)

@@ -14,8 +14,9 @@ import (
 
 // compileBackend builds a backend: its servers (with their live state
 // from reg), balancer, queue and retry budget (upstream), and its HTTP
-// side: upstream TLS and connection pool (proxy). The balance algorithm
-// and the hash key are parsed here, by the packages that own them.
+// side: upstream TLS and connection pool (proxy). The balance algorithm,
+// the hash key and the servers' states are parsed here, by the packages
+// that own them.
 func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadFileFunc, reg *registry, log *slog.Logger) (*proxy.Backend, *upstream.Backend, config.ErrorList) {
 	var errs config.ErrorList
 	algorithm, err := balance.ParseAlgorithm(b.Balance)
@@ -44,10 +45,12 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 			conf.InsecureSkipVerify = t.Verify != nil && !*t.Verify
 		}
 	}
+	servers, serr := compileServers(cfg, b, up.TLS, reg, log)
+	errs = append(errs, serr...)
 	if len(errs) > 0 && algorithm == "" {
 		return nil, nil, errs
 	}
-	ub, err := upstream.NewBackend(b.Name, compileServers(b, up.TLS, reg, log), upstream.Options{
+	ub, err := upstream.NewBackend(b.Name, servers, upstream.Options{
 		Algorithm:      algorithm,
 		HashKey:        hashKey,
 		Sticky:         sticky(b),
@@ -67,8 +70,9 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 }
 
 // compileServers returns the servers of b, with the live state reg has
-// for them and their health checks (HTTP checks over tlsConf when set).
-func compileServers(b *config.Backend, tlsConf *tls.Config, reg *registry, log *slog.Logger) []*upstream.Server {
+// for them and their health checks (HTTP checks over tlsConf when set),
+// and the errors of their state settings.
+func compileServers(cfg *config.Config, b *config.Backend, tlsConf *tls.Config, reg *registry, log *slog.Logger) ([]*upstream.Server, config.ErrorList) {
 	var active *health.Active
 	if hc := b.HealthCheck; hc != nil {
 		lo, hi, _ := config.ParseStatusRange(hc.ExpectStatus)
@@ -86,15 +90,20 @@ func compileServers(b *config.Backend, tlsConf *tls.Config, reg *registry, log *
 		Count5xx: b.PassiveHealth.Count5xx,
 		Cooldown: b.PassiveHealth.Cooldown,
 	}
+	var errs config.ErrorList
 	servers := make([]*upstream.Server, 0, len(b.Servers))
 	for _, s := range b.Servers {
+		admin, err := balance.ParseAdmin(s.State)
+		if err != nil {
+			errs = append(errs, cfg.Errorf(s.At.Value("state"), "backend %q: %v", b.Name, err))
+		}
 		sc := upstream.ServerConfig{
 			Address:   s.Address,
 			Weight:    s.Weight,
 			Backup:    s.Backup,
 			MaxConns:  s.MaxConns,
 			SlowStart: s.SlowStart,
-			Admin:     adminState(s.State),
+			Admin:     admin,
 		}
 		switch s.SendProxy {
 		case "v1":
@@ -104,17 +113,7 @@ func compileServers(b *config.Backend, tlsConf *tls.Config, reg *registry, log *
 		}
 		servers = append(servers, reg.upstreams().Server(b.Name, sc, active, passive, log))
 	}
-	return servers
-}
-
-func adminState(s string) balance.Admin {
-	switch s {
-	case "drain":
-		return balance.Drain
-	case "disabled":
-		return balance.Disabled
-	}
-	return balance.Active
+	return servers, errs
 }
 
 // sticky is b's sticky cookie; the zero upstream.Sticky without one.

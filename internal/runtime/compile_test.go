@@ -152,22 +152,23 @@ func TestCompileReportsEveryProblem(t *testing.T) {
 	}
 }
 
-// The balance algorithm and the hash key are parsed by the packages that
-// own them (balance, upstream), at compile time, and reported at their
-// place in the file.
+// The balance algorithm, the hash key and the servers' states are parsed
+// by the packages that own them (balance, upstream), at compile time, and
+// reported at their place in the file.
 func TestCompileBalanceVocabulary(t *testing.T) {
-	for _, c := range []struct{ backend, want string }{
-		{"    balance: roundrobin\n", `portcullis.yaml:9:14: backend "app": balance "roundrobin": want one of round_robin, least_conn, random, hash`},
-		{"    balance: hash\n    hash_key: client\n", `portcullis.yaml:10:15: backend "app": hash_key "client": want source, uri, header:NAME or cookie:NAME`},
-		{"    balance: hash\n    hash_key: \"header:X User\"\n", `portcullis.yaml:10:15: backend "app": hash_key "header:X User": header:NAME needs a valid header name`},
-		{"    balance: hash\n    hash_key: \"cookie:\"\n", `portcullis.yaml:10:15: backend "app": hash_key "cookie:": cookie:NAME needs a valid cookie name`},
+	for _, c := range []struct{ backend, server, want string }{
+		{backend: "    balance: roundrobin\n", want: `portcullis.yaml:9:14: backend "app": balance "roundrobin": want one of round_robin, least_conn, random, hash`},
+		{backend: "    balance: hash\n    hash_key: client\n", want: `portcullis.yaml:10:15: backend "app": hash_key "client": want source, uri, header:NAME or cookie:NAME`},
+		{backend: "    balance: hash\n    hash_key: \"header:X User\"\n", want: `portcullis.yaml:10:15: backend "app": hash_key "header:X User": header:NAME needs a valid header name`},
+		{backend: "    balance: hash\n    hash_key: \"cookie:\"\n", want: `portcullis.yaml:10:15: backend "app": hash_key "cookie:": cookie:NAME needs a valid cookie name`},
+		{server: "        state: paused\n", want: `portcullis.yaml:11:16: backend "app": state "paused": want one of active, drain, disabled`},
 	} {
 		yaml := "frontends:\n  web:\n    bind:\n      - address: 127.0.0.1:8080\n    routes:\n      - backend: app\nbackends:\n  app:\n" +
-			c.backend + "    servers:\n      - address: 127.0.0.1:9001\n"
+			c.backend + "    servers:\n      - address: 127.0.0.1:9001\n" + c.server
 		_, err := compileFile(t, t.TempDir(), yaml)
 		var list config.ErrorList
 		if !errors.As(err, &list) || len(list) != 1 || !strings.HasSuffix(err.Error(), c.want) {
-			t.Errorf("%q: error %v, want one: %s", c.backend, err, c.want)
+			t.Errorf("%q: error %v, want one: %s", c.backend+c.server, err, c.want)
 		}
 	}
 }
