@@ -10,32 +10,40 @@ import (
 )
 
 // allowed lists, for each internal package, the internal packages it may
-// import (DESIGN.md: cmd → runtime → proxy → config; listen, privilege and
-// systemd are leaves; the command, not the runtime, chooses the
-// quickstart).
+// import: the layers of docs/architecture.md, where dependencies point one
+// way (cmd → runtime → compile → the protocols' servers → proxy →
+// upstream → leaves). A package's tests may import the same packages, the
+// package itself (external tests) and testutil.
 var allowed = map[string][]string{
+	// Leaves.
 	"config":     {},
 	"listen":     {},
 	"privilege":  {},
 	"systemd":    {},
 	"quickstart": {},
 	"balance":    {},
-	"health":     {"balance"},
-	"upstream":   {"balance", "health", "limit"},
 	"hostname":   {},
-	"proxy":      {"balance", "proxyproto", "limit", "upstream", "hostname"},
 	"sni":        {},
 	"proxyproto": {},
 	"limit":      {},
+	"quiclb":     {},
+	"tickets":    {},
+	"testutil":   {},
+	"handoff":    {"listen", "quiclb"},
+	// The model of the servers.
+	"health":   {"balance"},
+	"upstream": {"balance", "health", "limit"},
+	// The HTTP request path.
+	"proxy": {"balance", "proxyproto", "limit", "upstream", "hostname"},
+	// The protocols' servers.
 	"accept":     {"limit", "proxyproto"},
 	"httpserver": {"limit", "proxy"},
 	"l4":         {"balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept"},
-	"quiclb":     {},
 	"h3":         {"quiclb"},
-	"handoff":    {"listen", "quiclb"},
-	"tickets":    {},
-	"runtime":    {"config", "listen", "privilege", "systemd", "proxy", "balance", "health", "quiclb", "h3", "l4", "sni", "proxyproto", "limit", "handoff", "tickets", "upstream", "hostname", "accept", "httpserver"},
-	"testutil":   {},
+	// Configuration to graph, once.
+	"compile": {"config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
+	// The lifecycle.
+	"runtime": {"config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb"},
 }
 
 func TestLayering(t *testing.T) {
@@ -47,8 +55,10 @@ func TestLayering(t *testing.T) {
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for {
 		var p struct {
-			ImportPath string
-			Imports    []string
+			ImportPath   string
+			Imports      []string
+			TestImports  []string
+			XTestImports []string
 		}
 		if err := dec.Decode(&p); err == io.EOF {
 			break
@@ -61,14 +71,21 @@ func TestLayering(t *testing.T) {
 			t.Errorf("package %s is not in the layering table of layering_test.go: add it", p.ImportPath)
 			continue
 		}
-		for _, imp := range p.Imports {
-			dep, internal := strings.CutPrefix(imp, prefix)
-			if !internal {
-				continue
-			}
-			if !slices.Contains(ok, dep) {
-				t.Errorf("%s imports %s: the layering in DESIGN.md does not allow it", p.ImportPath, imp)
-			}
+		check(t, p.ImportPath, "", p.Imports, ok)
+		tests := append(slices.Clone(ok), name, "testutil")
+		check(t, p.ImportPath, "'s tests", append(p.TestImports, p.XTestImports...), tests)
+	}
+}
+
+// check reports every internal package of imports (those of pkg, or of
+// what names) that is not in ok.
+func check(t *testing.T, pkg, what string, imports, ok []string) {
+	t.Helper()
+	const prefix = "github.com/portcullis/portcullis/internal/"
+	for _, imp := range imports {
+		dep, internal := strings.CutPrefix(imp, prefix)
+		if internal && !slices.Contains(ok, dep) {
+			t.Errorf("%s%s import %s: the layering of docs/architecture.md does not allow it", pkg, what, imp)
 		}
 	}
 }

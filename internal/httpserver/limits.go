@@ -1,6 +1,9 @@
 package httpserver
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Limits are the limits a Server holds from its start (the frontend's
 // `limits:`); a reload that changes one gets a new Server on the same
@@ -18,4 +21,11 @@ type Limits struct {
 	// H2MaxStreams bounds the concurrent streams of an HTTP/2
 	// connection (limits.h2_max_streams).
 	H2MaxStreams int
+}
+
+// String names the limits with their settings, for messages and for
+// telling whether a reload changes them.
+func (l Limits) String() string {
+	return fmt.Sprintf("header_timeout %s, idle_timeout %s, max_header_bytes %d, h2_max_streams %d",
+		l.HeaderTimeout, l.IdleTimeout, l.MaxHeaderBytes, l.H2MaxStreams)
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"log/slog"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/quiclb"
@@ -15,9 +16,9 @@ import (
 // can be done after the drop. A re-executed process, or the new process
 // of a binary upgrade, takes what the previous one handed off instead.
 // It returns the steering programs by address.
-func acquire(g *Graph, h *handoff.Handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*quiclb.Steering, error) {
+func acquire(g *compile.Graph, h *handoff.Handoff, passed []*listen.Passed, log *slog.Logger) ([]*listen.Socket, map[string]*quiclb.Steering, error) {
 	if h != nil {
-		g.setQUICSockets(h.Shards, h.Steering)
+		g.SetQUICSockets(h.Shards, h.Steering)
 		sockets, err := listen.Acquire(g.Specs(), passed, false)
 		if err != nil {
 			return nil, nil, &StartupError{Err: err, Thread: self()}
@@ -47,13 +48,13 @@ func acquire(g *Graph, h *handoff.Handoff, passed []*listen.Passed, log *slog.Lo
 
 // sizeUDPBuffers sets each QUIC socket's buffers to its bind's rcvbuf and
 // sndbuf. One warning is enough: every socket meets the same limit.
-func sizeUDPBuffers(g *Graph, sockets []*listen.Socket, log *slog.Logger) {
+func sizeUDPBuffers(g *compile.Graph, sockets []*listen.Socket, log *slog.Logger) {
 	for _, s := range sockets {
-		b := g.binds[s.Address]
+		b := g.BindAt[s.Address]
 		if s.Network != "udp" || b == nil || b.QUIC == nil {
 			continue
 		}
-		if err := listen.SizeBuffers(s.File, b.QUIC.rcvbuf, b.QUIC.sndbuf); err != nil {
+		if err := listen.SizeBuffers(s.File, b.QUIC.RcvBuf, b.QUIC.SndBuf); err != nil {
 			log.Warn("QUIC socket buffers", "frontend", s.Frontend, "address", s.Address, "warning", err)
 			return
 		}

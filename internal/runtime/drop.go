@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/privilege"
@@ -16,7 +17,7 @@ import (
 // started as root with global.user, or as another user that holds a
 // capability or lacks no_new_privs. Root without global.user keeps running
 // as root (with a warning).
-func mustDrop(g *Graph, me privilege.Thread) bool {
+func mustDrop(g *compile.Graph, me privilege.Thread) bool {
 	if me.IsRoot() {
 		return g.User != nil
 	}
@@ -45,12 +46,12 @@ func verifyPrivileges(me privilege.Thread, dropped bool, log *slog.Logger) error
 // dropAndExec hands the sockets, the steering programs and the files read
 // so far to a re-executed, unprivileged image of this binary. It returns
 // only on error.
-func dropAndExec(g *Graph, sockets []*listen.Socket, steer map[string]*quiclb.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
+func dropAndExec(g *compile.Graph, sockets []*listen.Socket, steer map[string]*quiclb.Steering, files map[string][]byte, exe string, argv []string, me privilege.Thread, log *slog.Logger) error {
 	target := privilege.Target{}
 	if g.User != nil && me.IsRoot() {
 		target = *g.User
 	}
-	h := &handoff.Handoff{Dropped: true, Executable: exe, Files: files, Shards: g.shardCounts()}
+	h := &handoff.Handoff{Dropped: true, Executable: exe, Files: files, Shards: g.ShardCounts()}
 	env, f, err := h.Write(sockets, steer, handoff.InPlace{})
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/quiclb"
@@ -94,10 +95,10 @@ func BenchmarkIdleHTTP3ConnTuned(b *testing.B) {
 	n := idleCount(b)
 	client := startIdleH3Client(b, n)
 	addr := freeIdleAddr(b)
-	bind := compileIdle(b, addr, client.backend).binds[addr]
+	bind := compileIdle(b, addr, client.backend).BindAt[addr]
 	conf := &quic.Config{
-		HandshakeIdleTimeout: bind.QUIC.handshakeTimeout,
-		MaxIdleTimeout:       bind.h3IdleTimeout(),
+		HandshakeIdleTimeout: bind.QUIC.HandshakeTimeout,
+		MaxIdleTimeout:       bind.H3IdleTimeout(),
 		Allow0RTT:            false,
 	}
 	if err := setQUICConfig(conf, *idleH3Quic); err != nil {
@@ -115,12 +116,12 @@ func BenchmarkIdleHTTP3ConnTuned(b *testing.B) {
 // staticTLS, quic-go gets bind.TLS (with h3 offered) instead of a
 // tls.Config that looks the bind up for each handshake, which saves it a
 // clone per connection.
-func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, staticTLS bool) {
-	var cur atomic.Pointer[Bind]
+func serveIdleH3Tuned(b *testing.B, addr string, bind *compile.Bind, conf *quic.Config, staticTLS bool) {
+	var cur atomic.Pointer[compile.Bind]
 	cur.Store(bind)
 	srv := &http3.Server{
 		Handler:     handler(&cur),
-		IdleTimeout: bind.h3IdleTimeout(),
+		IdleTimeout: bind.H3IdleTimeout(),
 		Logger:      slog.New(slog.DiscardHandler),
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 			h3.HandshakeDone(ctx)
@@ -137,7 +138,7 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	}
 	tickets.New(nil).Use(tlsConf)
 	q := bind.QUIC
-	metrics := h3.NewMetrics(q.format, 1)
+	metrics := h3.NewMetrics(q.Format, 1)
 	udpAddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -146,17 +147,17 @@ func serveIdleH3Tuned(b *testing.B, addr string, bind *Bind, conf *quic.Config, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	hs, err := h3.NewHandshakes(q.handshakes, nil)
+	hs, err := h3.NewHandshakes(q.Handshakes, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	var gen quiclb.Generation
-	conn := h3.NewForwardConn(udp, q.format, gen)
+	conn := h3.NewForwardConn(udp, q.Format, gen)
 	tr := &quic.Transport{
 		Conn:                  conn,
-		ConnectionIDGenerator: quiclb.NewGenCIDGenerator(q.format, gen, 0),
-		StatelessResetKey:     q.resetKey,
-		TokenGeneratorKey:     q.tokenKey,
+		ConnectionIDGenerator: quiclb.NewGenCIDGenerator(q.Format, gen, 0),
+		StatelessResetKey:     q.ResetKey,
+		TokenGeneratorKey:     q.TokenKey,
 		VerifySourceAddress:   hs.VerifySourceAddress,
 		ConnContext:           hs.ConnContext,
 		Tracer:                metrics.TransportTracer(0, nil),

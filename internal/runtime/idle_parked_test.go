@@ -32,7 +32,7 @@ func BenchmarkIdleTLSConnParked(b *testing.B) {
 	n := idleCount(b)
 	client := startIdleClient(b, n)
 	addr := freeIdleAddr(b)
-	bind := compileIdle(b, addr, client.backend).binds[addr]
+	bind := compileIdle(b, addr, client.backend).BindAt[addr]
 	p := serveParked(b, addr, bind.TLS, bind.Handler)
 	measureIdle(b, n, client, "https://"+addr+"/", func(before, open *idleSnap) {
 		if got := p.count(); got < n {

@@ -26,7 +26,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 var (
@@ -374,9 +376,9 @@ func freeIdleAddr(b *testing.B) string {
 // compileIdle compiles the configuration bench/run compare gives
 // portcullis: a TLS bind at addr with HTTP/3 on one shard, in front of
 // backend.
-func compileIdle(b *testing.B, addr, backend string) *Graph {
+func compileIdle(b *testing.B, addr, backend string) *compile.Graph {
 	dir := b.TempDir()
-	writeCert(b, dir, "default.test")
+	testutil.WriteCert(b, dir, "default.test")
 	yaml := fmt.Sprintf(`frontends:
   tls:
     bind:

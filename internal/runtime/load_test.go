@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // TestLoadEmbedded: without a file, Run compiles the embedded
@@ -16,7 +18,7 @@ import (
 // errors; with neither, it refuses to start.
 func TestLoadEmbedded(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	files := map[string][]byte{}
 	for _, name := range []string{"default.test.pem", "default.test.key"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -53,8 +55,8 @@ backends:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.binds["127.0.0.1:8443"] == nil || len(read) != 2 {
-		t.Errorf("compiled binds %v, read %q; want the bind on 127.0.0.1:8443 and its two files", g.binds, read)
+	if g.BindAt["127.0.0.1:8443"] == nil || len(read) != 2 {
+		t.Errorf("compiled binds %v, read %q; want the bind on 127.0.0.1:8443 and its two files", g.BindAt, read)
 	}
 	if len(recorded) != 0 {
 		t.Errorf("recorded %d files for a handoff, want none", len(recorded))

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/quiclb"
 )
@@ -21,11 +22,11 @@ import (
 // shards are never run unsteered. Passed sockets (socket activation) fix
 // the sockets of their address: one is one unsteered socket (no program
 // is tried), 2×N are N steered shards per set.
-func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*quiclb.Steering, error) {
+func steering(g *compile.Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*quiclb.Steering, error) {
 	passedUDP := map[string]int{}
 	for _, p := range passed {
 		if p.Network == "udp" {
-			for addr := range g.binds {
+			for addr := range g.BindAt {
 				if p.MatchesAddress(addr) {
 					passedUDP[addr]++
 				}
@@ -37,28 +38,28 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*
 		closeSteering(out)
 		return nil, err
 	}
-	addrs := make([]string, 0, len(g.binds))
-	for addr := range g.binds {
+	addrs := make([]string, 0, len(g.BindAt))
+	for addr := range g.BindAt {
 		addrs = append(addrs, addr)
 	}
 	sort.Strings(addrs)
 	for _, addr := range addrs {
-		q := g.binds[addr].QUIC
+		q := g.BindAt[addr].QUIC
 		if q == nil {
 			continue
 		}
-		q.sets = 1
-		n := q.shards
+		q.Sets = 1
+		n := q.Shards
 		switch p := passedUDP[addr]; {
 		case p == 1:
-			q.shards = 1
+			q.Shards = 1
 			continue
 		case p%2 != 0:
 			return fail(fmt.Errorf("QUIC on %s: %d UDP sockets were passed: pass one ListenDatagram= socket for the address, or two per shard (ReusePort=yes), one set for each process generation of a binary upgrade", addr, p))
 		case p > 1:
 			n = p / 2
 		}
-		st, err := quiclb.LoadSteeringFor(q.format, n)
+		st, err := quiclb.LoadSteeringFor(q.Format, n)
 		if err != nil {
 			if p := passedUDP[addr]; p > 1 {
 				// The sockets exist already, and several unsteered shards
@@ -69,10 +70,10 @@ func steering(g *Graph, passed []*listen.Passed, log *slog.Logger) (map[string]*
 				log.Warn("QUIC: one shard instead of several: the steering program cannot be loaded; to use every core for HTTP/3, start as root (or grant CAP_BPF, or CAP_SYS_ADMIN, at startup only), or set quic shards: 1 to silence this",
 					"address", addr, "shards_wanted", n, "reason", err)
 			}
-			q.shards = 1
+			q.Shards = 1
 			continue
 		}
-		q.shards, q.sets = n, 2
+		q.Shards, q.Sets = n, 2
 		out[addr] = st
 	}
 	return out, nil
@@ -108,7 +109,7 @@ func attachSteering(steer map[string]*quiclb.Steering, sockets []*listen.Socket)
 // openSteering opens the steering maps a previous image or process handed
 // over, and checks that the graph issues the connection IDs the inherited
 // program reads.
-func openSteering(g *Graph, fds map[string]quiclb.SteeringFDs) (map[string]*quiclb.Steering, error) {
+func openSteering(g *compile.Graph, fds map[string]quiclb.SteeringFDs) (map[string]*quiclb.Steering, error) {
 	out := map[string]*quiclb.Steering{}
 	for addr, f := range fds {
 		for _, fd := range []int{f.Sockets, f.State, f.Counters} {
@@ -120,12 +121,12 @@ func openSteering(g *Graph, fds map[string]quiclb.SteeringFDs) (map[string]*quic
 			return nil, fmt.Errorf("handoff: QUIC on %s: %w", addr, err)
 		}
 		out[addr] = st
-		b := g.binds[addr]
+		b := g.BindAt[addr]
 		if b == nil || b.QUIC == nil {
 			closeSteering(out)
 			return nil, fmt.Errorf("handoff: QUIC on %s: the configuration has no HTTP/3 bind there", addr)
 		}
-		if err := st.CheckFormat(b.QUIC.format, b.QUIC.shards); err != nil {
+		if err := st.CheckFormat(b.QUIC.Format, b.QUIC.Shards); err != nil {
 			closeSteering(out)
 			return nil, err
 		}

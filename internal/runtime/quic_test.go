@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/portcullis/portcullis/internal/h3"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // TestQUICHandshakeLimitsReload serves HTTP/3 with retry always and
@@ -19,7 +20,7 @@ import (
 // is refused and names them.
 func TestQUICHandshakeLimitsReload(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend "+r.URL.Path)
 	}))

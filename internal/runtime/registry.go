@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -33,10 +34,10 @@ func newRegistry(log *slog.Logger) *registry {
 	}
 }
 
-// frontendConns returns the connection counter of frontend name: the
+// FrontendConns returns the connection counter of frontend name: the
 // running one, or a new one (not yet registered). A nil registry makes
-// new ones, with a parent and events of their own.
-func (r *registry) frontendConns(name string) (*limit.Conns, *limit.Events) {
+// new ones, with a parent and events of their own (compile.Live).
+func (r *registry) FrontendConns(name string) (*limit.Conns, *limit.Events) {
 	if r == nil {
 		return limit.NewConns(limit.NewConns(nil)), limit.NewEvents(slog.New(slog.DiscardHandler), 0)
 	}
@@ -48,9 +49,9 @@ func (r *registry) frontendConns(name string) (*limit.Conns, *limit.Events) {
 	return limit.NewConns(r.global), r.events
 }
 
-// upstreams is the registry of servers; nil for a nil registry, which
-// makes fresh servers.
-func (r *registry) upstreams() *upstream.Registry {
+// Servers is the registry of servers; nil for a nil registry, which
+// makes fresh servers (compile.Live).
+func (r *registry) Servers() *upstream.Registry {
 	if r == nil {
 		return nil
 	}
@@ -62,15 +63,15 @@ func (r *registry) upstreams() *upstream.Registry {
 //
 // It also applies the graph's connection limits: global.max_conns, and
 // each frontend's, whose counters it keeps by name.
-func (r *registry) commit(g *Graph) {
+func (r *registry) commit(g *compile.Graph) {
 	var servers []*upstream.Server
 	conns := map[string]*limit.Conns{}
 	if g != nil {
-		servers = g.servers
-		r.global.SetLimits(g.maxConns, 0)
-		for name, p := range g.conns {
-			p.conns.SetLimits(p.max, p.perClient)
-			conns[name] = p.conns
+		servers = g.Servers
+		r.global.SetLimits(g.MaxConns, 0)
+		for name, p := range g.Conns {
+			p.Conns.SetLimits(p.Max, p.PerClient)
+			conns[name] = p.Conns
 		}
 	}
 	r.mu.Lock()

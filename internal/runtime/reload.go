@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -55,7 +56,7 @@ func (s *serving) reload(path string, reg *registry) error {
 		running[key] = u.spec()
 	}
 	notes := reloadShards(g, running)
-	d, err := diffUnits(running, g.unitSpecs())
+	d, err := diffUnits(running, unitSpecs(g))
 	if err != nil {
 		return err
 	}
@@ -81,7 +82,7 @@ func (s *serving) reload(path string, reg *registry) error {
 		retired = append(retired, s.units[key])
 		delete(s.units, key)
 	}
-	s.tickets.UseGraph(g.tlsConfigs())
+	s.tickets.UseGraph(g.TLSConfigs())
 	s.graph.Store(g)
 	files := rec.Files()
 	s.files.Store(&files)
@@ -102,24 +103,24 @@ func (s *serving) reload(path string, reg *registry) error {
 // that gets HTTP/3 now: the reuseport program that steers packets between
 // several shards can only be loaded at startup, while privileged. It
 // returns a note for each new bind that wanted more.
-func reloadShards(g *Graph, running map[string]unitSpec) []string {
+func reloadShards(g *compile.Graph, running map[string]unitSpec) []string {
 	var notes []string
-	for addr, b := range g.binds {
+	for addr, b := range g.BindAt {
 		if b.QUIC == nil {
 			continue
 		}
 		if r, ok := running[unitQUIC+" "+addr]; ok {
-			b.QUIC.shards, b.QUIC.sets = r.bind.QUIC.shards, r.bind.QUIC.sets
+			b.QUIC.Shards, b.QUIC.Sets = r.bind.QUIC.Shards, r.bind.QUIC.Sets
 			if r.bind.Limits != b.Limits {
 				notes = append(notes, fmt.Sprintf("HTTP/3 on %s keeps idle_timeout, max_header_bytes and h2_max_streams as they were (%s): its transports hold them; restart or upgrade to change them (HTTP/1.1 and HTTP/2 use the new values)",
 					addr, r.bind.Limits))
 			}
 			continue
 		}
-		b.QUIC.shards, b.QUIC.sets = 1, 1
-		if b.QUIC.configured > 1 {
+		b.QUIC.Shards, b.QUIC.Sets = 1, 1
+		if b.QUIC.Configured > 1 {
 			notes = append(notes, fmt.Sprintf("QUIC on %s: one shard instead of %d: HTTP/3 added by a reload runs on one UDP socket, because the program that steers packets between shards can only be loaded at startup, while privileged; restart to use %d (an upgrade keeps the sockets), or set quic shards: 1 to silence this",
-				addr, b.QUIC.configured, b.QUIC.configured))
+				addr, b.QUIC.Configured, b.QUIC.Configured))
 		}
 	}
 	sort.Strings(notes)
@@ -201,7 +202,7 @@ func (s *serving) sizeNewBuffers(sockets []*listen.Socket, d unitDiff) {
 		}
 		for _, sock := range sockets {
 			if sock.Network == "udp" && sock.Address == us.bind.UDP.Address {
-				if err := listen.SizeBuffers(sock.File, us.bind.QUIC.rcvbuf, us.bind.QUIC.sndbuf); err != nil {
+				if err := listen.SizeBuffers(sock.File, us.bind.QUIC.RcvBuf, us.bind.QUIC.SndBuf); err != nil {
 					s.log.Warn("QUIC socket buffers", "frontend", sock.Frontend, "address", sock.Address, "warning", err)
 					break
 				}

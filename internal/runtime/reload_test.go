@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // freePort returns a port of 127.0.0.1 that nothing uses, for TCP and for
@@ -92,7 +93,7 @@ func socketsByKey(s *serving) map[string]*os.File {
 // binding nothing; sockets() always lists what is held.
 func TestReloadListeners(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend "+r.URL.Path)
 	}))
@@ -221,7 +222,7 @@ func TestReloadListeners(t *testing.T) {
 // servers is handed to the old http.Server and answered).
 func TestReloadReplaceTLSUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend "+r.URL.Path)
 	}))

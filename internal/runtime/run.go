@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/handoff"
@@ -57,7 +58,7 @@ var errNoConfig = errors.New("no configuration: give a file (Options.ConfigPath)
 // Validate runs the startup path of Run up to binding: load, validate and
 // compile (certificates, keys, users). Problems with the file are a
 // config.ErrorList.
-func Validate(opt Options) (*Graph, error) {
+func Validate(opt Options) (*compile.Graph, error) {
 	cfg, err := config.Load(opt.ConfigPath, nil)
 	return compileAll(cfg, err, os.ReadFile, opt.Log, nil)
 }
@@ -65,11 +66,11 @@ func Validate(opt Options) (*Graph, error) {
 // compileAll compiles what config.Load or config.Parse returned and
 // reports the problems of both at once: a file with a typo and a missing
 // key file gets both messages.
-func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
+func compileAll(cfg *config.Config, err error, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*compile.Graph, error) {
 	if cfg == nil {
 		return nil, err
 	}
-	g, cerr := compile(cfg, readFile, log, reg)
+	g, cerr := compile.Compile(cfg, readFile, log, reg)
 	if err := config.Join(err, cerr); err != nil {
 		return nil, err
 	}
@@ -139,7 +140,7 @@ func Run(opt Options) error {
 // system, or, after a privilege drop or for the new process of a binary
 // upgrade, from the handoff h. It returns the graph and the bytes of the
 // files read, for the next handoff.
-func load(opt Options, h *handoff.Handoff, reg *registry) (*Graph, map[string][]byte, error) {
+func load(opt Options, h *handoff.Handoff, reg *registry) (*compile.Graph, map[string][]byte, error) {
 	rec := handoff.NewRecorder()
 	readFile, files := rec.ReadFile, rec.Files()
 	if h != nil {
@@ -186,8 +187,8 @@ func (st *startState) takeUpgrade(up *handoff.Upgrade) error {
 
 // started says what the process serves: the graph's notes, each
 // listening socket, the caller's Serving hook, then readiness.
-func (s *serving) started(g *Graph, sockets []*listen.Socket, up *handoff.Upgrade, n *systemd.Notifier, opt Options) {
-	for _, note := range g.notes {
+func (s *serving) started(g *compile.Graph, sockets []*listen.Socket, up *handoff.Upgrade, n *systemd.Notifier, opt Options) {
+	for _, note := range g.Notes {
 		s.log.Info(note)
 	}
 	logListening(sockets, s.log)

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/quiclb"
 	"github.com/portcullis/portcullis/internal/tickets"
@@ -24,7 +24,7 @@ type serving struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	tickets *tickets.Keys
-	graph   atomic.Pointer[Graph]
+	graph   atomic.Pointer[compile.Graph]
 	// files are the bytes of the files the running graph was compiled
 	// from (configuration, certificates, keys): a binary upgrade hands
 	// them off to the new process. Each applied reload replaces them.
@@ -86,7 +86,7 @@ type procInfo struct {
 // serve starts a server on every socket of the graph. sockets must hold one
 // socket per spec of g.Specs(), in any order (shards of one address in
 // shard order). st says how the process started; nil: afresh.
-func serve(g *Graph, sockets []*listen.Socket, st *startState, log *slog.Logger) (*serving, error) {
+func serve(g *compile.Graph, sockets []*listen.Socket, st *startState, log *slog.Logger) (*serving, error) {
 	if st == nil {
 		st = &startState{}
 	}
@@ -101,14 +101,14 @@ func serve(g *Graph, sockets []*listen.Socket, st *startState, log *slog.Logger)
 	s.files.Store(&st.files)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.tickets.RotateEvery(s.ctx, tickets.Rotation)
-	s.tickets.UseGraph(g.tlsConfigs())
+	s.tickets.UseGraph(g.TLSConfigs())
 	s.graph.Store(g)
 	byAddr := map[string][]*listen.Socket{}
 	for _, sock := range sockets {
 		key := sock.Network + " " + sock.Address
 		byAddr[key] = append(byAddr[key], sock)
 	}
-	for _, us := range g.unitSpecs() {
+	for _, us := range unitSpecs(g) {
 		_, addr := unitKind(us.key)
 		socks := byAddr[us.specs[0].Network+" "+addr]
 		u, err := s.startUnit(us, socks)
@@ -121,18 +121,6 @@ func serve(g *Graph, sockets []*listen.Socket, st *startState, log *slog.Logger)
 	}
 	closeSteering(s.takeAllSteering()) // none left unless the graph lost a bind
 	return s, nil
-}
-
-// tlsConfigs returns the certificates' configurations of g's binds, for
-// the session ticket keys (tickets.Keys.UseGraph).
-func (g *Graph) tlsConfigs() []*tls.Config {
-	var confs []*tls.Config
-	for _, b := range g.binds {
-		if b.TLS != nil {
-			confs = append(confs, b.TLS)
-		}
-	}
-	return confs
 }
 
 // takeSteering returns the steering program of the HTTP/3 bind at addr

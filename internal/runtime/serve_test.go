@@ -14,6 +14,7 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
@@ -26,8 +27,8 @@ import (
 // too.
 func TestTLSSessionResumption(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
-	writeCert(t, dir, "other.test", "*.other.test")
+	testutil.WriteCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "other.test", "*.other.test")
 	g1, err := compileFile(t, dir, twoCerts)
 	if err != nil {
 		t.Fatal(err)
@@ -39,8 +40,8 @@ func TestTLSSessionResumption(t *testing.T) {
 	const addr = "127.0.0.1:8443"
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tls.VersionName(version), func(t *testing.T) {
-			var cur atomic.Pointer[Bind]
-			cur.Store(g1.binds[addr])
+			var cur atomic.Pointer[compile.Bind]
+			cur.Store(g1.BindAt[addr])
 			// http.Server.ServeTLS clones its TLSConfig once and serves
 			// every connection with the clone.
 			conf := tlsConfig(&cur).Clone()
@@ -51,7 +52,7 @@ func TestTLSSessionResumption(t *testing.T) {
 			if !dial() {
 				t.Error("the second handshake did not resume the session")
 			}
-			cur.Store(g2.binds[addr]) // what a reload does to a kept listener
+			cur.Store(g2.BindAt[addr]) // what a reload does to a kept listener
 			if !dial() {
 				t.Error("after a reload, the handshake did not resume the session")
 			}
@@ -116,8 +117,8 @@ func scaledTimeout() time.Duration { return testutil.Scaled(10 * time.Second) }
 // tickets.Keys).
 func TestHTTP3SessionResumption(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
-	writeCert(t, dir, "other.test", "*.other.test")
+	testutil.WriteCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "other.test", "*.other.test")
 	addr := freePort(t)
 	yaml := strings.Replace(twoCerts, "127.0.0.1:8443\n        http3: true", addr+"\n        http3: true\n        quic: {shards: 1}", 1)
 	g, err := compileFile(t, dir, yaml)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
 )
 
@@ -71,9 +72,9 @@ type unitSpec struct {
 	// specs are the unit's sockets: one, or one per QUIC shard.
 	specs []listen.Spec
 	// bind is the bind of a "tcp" or "quic" unit.
-	bind *Bind
+	bind *compile.Bind
 	// relay is the bind of a "udp" unit.
-	relay *Relay
+	relay *compile.Relay
 }
 
 // Kinds of units: the first word of a unit's key.
@@ -98,13 +99,13 @@ func (us unitSpec) frontend() string {
 }
 
 // unitSpecs lists the units g needs, in the order of the configuration.
-func (g *Graph) unitSpecs() []unitSpec {
+func unitSpecs(g *compile.Graph) []unitSpec {
 	var out []unitSpec
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
 			out = append(out, unitSpec{key: unitTCP + " " + b.TCP.Address, kind: tcpKind(b), specs: []listen.Spec{b.TCP}, bind: b})
 			if b.UDP != nil {
-				out = append(out, unitSpec{key: unitQUIC + " " + b.TCP.Address, kind: quicKind(b.QUIC), specs: b.udpSpecs(), bind: b})
+				out = append(out, unitSpec{key: unitQUIC + " " + b.TCP.Address, kind: quicKind(b.QUIC), specs: b.UDPSpecs(), bind: b})
 			}
 		}
 		for _, r := range f.Relays {
@@ -117,7 +118,7 @@ func (g *Graph) unitSpecs() []unitSpec {
 // tcpKind is what the servers of a bind's TCP socket are started for: the
 // frontend (named in their logs), HTTP or HTTPS or a layer-4 proxy, and how
 // the layer-4 side accepts connections.
-func tcpKind(b *Bind) string {
+func tcpKind(b *compile.Bind) string {
 	what := "tcp proxy"
 	switch {
 	case b.Handler != nil && b.TLS != nil:
@@ -130,13 +131,13 @@ func tcpKind(b *Bind) string {
 		kind += ", " + b.Limits.String()
 	}
 	if b.L4 != nil {
-		kind += ", " + b.L4.settings()
+		kind += ", " + b.L4.Settings()
 	}
 	return kind
 }
 
 // relayKind is what a udp relay is started for.
-func relayKind(r *Relay) string {
+func relayKind(r *compile.Relay) string {
 	return fmt.Sprintf("frontend %q, udp relay, idle_timeout %s", r.Spec.Frontend, r.IdleTimeout)
 }
 
@@ -155,7 +156,7 @@ type quicSetting struct {
 // handshake limits are not among them: transports ask the current ones.
 // idle_timeout is the quic block's own (0 when it follows the frontend's
 // limits.idle_timeout, which a reload keeps for HTTP/3 with a note).
-func quicSettings(q *quicBind) []quicSetting {
+func quicSettings(q *compile.QUIC) []quicSetting {
 	key := func(file string, k []byte) string {
 		if file == "" {
 			return "random"
@@ -163,18 +164,18 @@ func quicSettings(q *quicBind) []quicSetting {
 		return fmt.Sprintf("%s sha256:%x", file, sha256.Sum256(k))
 	}
 	return []quicSetting{
-		{"server_id", fmt.Sprintf("%x", q.format.ServerID), true},
-		{"stateless_reset_key_file", key(q.resetFile, q.resetKey[:]), false},
-		{"token_key_file", key(q.tokenFile, q.tokenKey[:]), false},
-		{"shards", fmt.Sprint(q.configured), true},
-		{"rcvbuf", fmt.Sprint(q.rcvbuf), true},
-		{"sndbuf", fmt.Sprint(q.sndbuf), true},
-		{"handshake_timeout", q.handshakeTimeout.String(), true},
-		{"idle_timeout", q.idleTimeout.String(), true},
+		{"server_id", fmt.Sprintf("%x", q.Format.ServerID), true},
+		{"stateless_reset_key_file", key(q.ResetFile, q.ResetKey[:]), false},
+		{"token_key_file", key(q.TokenFile, q.TokenKey[:]), false},
+		{"shards", fmt.Sprint(q.Configured), true},
+		{"rcvbuf", fmt.Sprint(q.RcvBuf), true},
+		{"sndbuf", fmt.Sprint(q.SndBuf), true},
+		{"handshake_timeout", q.HandshakeTimeout.String(), true},
+		{"idle_timeout", q.IdleTimeout.String(), true},
 	}
 }
 
-func quicKind(q *quicBind) string {
+func quicKind(q *compile.QUIC) string {
 	var b strings.Builder
 	for _, s := range quicSettings(q) {
 		fmt.Fprintf(&b, "%s=%s;", s.name, s.value)
@@ -183,7 +184,7 @@ func quicKind(q *quicBind) string {
 }
 
 // quicChanges names the transport settings that differ between a and b.
-func quicChanges(a, b *quicBind) []string {
+func quicChanges(a, b *compile.QUIC) []string {
 	var out []string
 	sb := quicSettings(b)
 	for i, s := range quicSettings(a) {

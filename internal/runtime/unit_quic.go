@@ -7,6 +7,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/h3"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/limit"
@@ -31,7 +32,7 @@ type quicUnit struct {
 	socks socketSet
 	// cur is the bind whose handler, certificates, limits and retry mode
 	// new requests, handshakes and connection attempts use.
-	cur atomic.Pointer[Bind]
+	cur atomic.Pointer[compile.Bind]
 	srv *h3.Server
 	// gen is the generation whose connection IDs the transports issue.
 	gen quiclb.Generation
@@ -53,7 +54,7 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 	u.us.Store(&us)
 	u.socks.list = socks
 	u.cur.Store(b)
-	u.keys = handoff.QUICBind{ResetKey: [32]byte(*q.resetKey), TokenKey: [32]byte(*q.tokenKey), Forward: -1}
+	u.keys = handoff.QUICBind{ResetKey: [32]byte(*q.ResetKey), TokenKey: [32]byte(*q.TokenKey), Forward: -1}
 	shards := socks
 	if u.steer != nil {
 		n := len(socks) / 2
@@ -64,20 +65,20 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		Handler:          handler(&u.cur),
 		TLSConfig:        tlsConfig(&u.cur),
 		TrackTLS:         s.tickets.Track,
-		Format:           q.format,
+		Format:           q.Format,
 		Generation:       u.gen,
-		ResetKey:         q.resetKey,
-		TokenKey:         q.tokenKey,
+		ResetKey:         q.ResetKey,
+		TokenKey:         q.TokenKey,
 		Steering:         u.steer,
 		Await:            s.takePeer(b.TCP.Address),
-		Limits:           q.handshakes,
+		Limits:           q.Handshakes,
 		OnLimit:          u.noteLimit,
 		Admit:            u.admit,
 		ConnContext:      u.connContext(b),
-		HandshakeTimeout: q.handshakeTimeout,
-		IdleTimeout:      b.h3IdleTimeout(),
-		MaxHeaderBytes:   b.Limits.maxHeaderBytes,
-		MaxStreams:       int64(b.Limits.h2MaxStreams),
+		HandshakeTimeout: q.HandshakeTimeout,
+		IdleTimeout:      b.H3IdleTimeout(),
+		MaxHeaderBytes:   b.Limits.MaxHeaderBytes,
+		MaxStreams:       int64(b.Limits.H2MaxStreams),
 		Logger:           s.log.With("frontend", b.TCP.Frontend, "address", b.UDP.Address),
 		OnError:          s.fail,
 	}
@@ -94,12 +95,12 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 // connContext returns the HTTP/3 server's ConnContext: it gives each
 // connection a guard for b, the bind the unit started with, and, when the
 // running graph sends the PROXY protocol, the connection's addresses.
-func (u *quicUnit) connContext(b *Bind) func(context.Context, *quic.Conn) context.Context {
+func (u *quicUnit) connContext(b *compile.Bind) func(context.Context, *quic.Conn) context.Context {
 	return func(ctx context.Context, c *quic.Conn) context.Context {
 		ctx = proxy.WithConnGuard(ctx, newConnGuard(b, func() {
 			h3.CloseExcessiveLoad(c, "too many cancelled requests")
 		}))
-		if !u.s.graph.Load().sendProxy {
+		if !u.s.graph.Load().SendProxy {
 			return ctx
 		}
 		cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
@@ -145,7 +146,7 @@ func (u *quicUnit) settle(context.Context)    {}
 // update serves the new bind. The handshakes in progress stay counted
 // under the new limits.
 func (u *quicUnit) update(us unitSpec) {
-	if err := u.srv.Handshakes().SetLimits(us.bind.QUIC.handshakes); err != nil {
+	if err := u.srv.Handshakes().SetLimits(us.bind.QUIC.Handshakes); err != nil {
 		u.s.log.Warn("QUIC: the handshake limits stay as they were", "address", us.bind.UDP.Address, "error", err)
 	}
 	u.us.Store(&us)
@@ -171,4 +172,15 @@ func (u *quicUnit) releaseSocket(peer *net.UnixConn) error {
 		return nil
 	}
 	return u.forward.Release(peer)
+}
+
+// newConnGuard returns the guard of an HTTP/3 client connection of bind b
+// (proxy.ConnGuard); closeConn closes it at once. HTTP/1.1 and HTTP/2
+// connections get theirs from the httpserver.Server.
+func newConnGuard(b *compile.Bind, closeConn func()) *proxy.ConnGuard {
+	g := &proxy.ConnGuard{Close: closeConn, Frontend: b.TCP.Frontend, Address: b.TCP.Address}
+	if b.Gate != nil {
+		g.Events = b.Gate.Events
+	}
+	return g
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/accept"
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/httpserver"
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -30,7 +31,7 @@ type tcpUnit struct {
 	socks socketSet
 	// cur is the bind the servers serve: the new graph's after a reload
 	// that keeps the unit, the old one while a replaced unit drains.
-	cur atomic.Pointer[Bind]
+	cur atomic.Pointer[compile.Bind]
 
 	ln   net.Listener   // the loop's duplicate of the socket
 	loop *accept.Server // the accept loop on ln
@@ -62,7 +63,7 @@ func (s *serving) startTCP(us unitSpec, sock *listen.Socket) (*tcpUnit, error) {
 	}
 	u.loop = &accept.Server{Handler: u.handler(b), Gate: b.Gate, Log: s.log}
 	if b.L4 != nil {
-		u.loop.Gate = b.L4.gate(b.Gate)
+		u.loop.Gate = b.L4.TrustedGate(b.Gate)
 	}
 	go func() {
 		defer close(u.served)
@@ -76,7 +77,7 @@ func (s *serving) startTCP(us unitSpec, sock *listen.Socket) (*tcpUnit, error) {
 // handler returns the first step after the accept loop: the layer-4
 // proxy (which leaves to HTTP the TLS connections no sni route takes),
 // the PROXY header (accept_proxy without sni routes), or HTTP at once.
-func (u *tcpUnit) handler(b *Bind) accept.Handler {
+func (u *tcpUnit) handler(b *compile.Bind) accept.Handler {
 	switch {
 	case b.L4 != nil && (b.Handler == nil || b.L4.Table.NeedHello()):
 		u.tcp = &l4.TCP{
@@ -119,14 +120,14 @@ func (u *tcpUnit) fail(err error) {
 
 // serveHTTP starts the bind's HTTP server on the listener the accept
 // path feeds (toHTTP).
-func (u *tcpUnit) serveHTTP(b *Bind) {
+func (u *tcpUnit) serveHTTP(b *compile.Bind) {
 	s := u.s
 	c := httpserver.Config{
 		Frontend:  b.TCP.Frontend,
 		Address:   b.TCP.Address,
 		Handler:   handler(&u.cur),
-		Limits:    b.Limits.server(),
-		SendProxy: func() bool { return s.graph.Load().sendProxy },
+		Limits:    b.Limits,
+		SendProxy: func() bool { return s.graph.Load().SendProxy },
 		Log:       s.log,
 	}
 	if b.TLS != nil {
@@ -247,7 +248,7 @@ func (u *tcpUnit) close() {
 
 // handler serves a request with the handler of the bind cur holds when
 // the request arrives.
-func handler(cur *atomic.Pointer[Bind]) http.Handler {
+func handler(cur *atomic.Pointer[compile.Bind]) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cur.Load().Handler.ServeHTTP(w, r)
 	})
@@ -255,7 +256,7 @@ func handler(cur *atomic.Pointer[Bind]) http.Handler {
 
 // tlsConfig hands each new TLS handshake the certificates of the bind cur
 // holds, so that a reload takes effect for new connections.
-func tlsConfig(cur *atomic.Pointer[Bind]) *tls.Config {
+func tlsConfig(cur *atomic.Pointer[compile.Bind]) *tls.Config {
 	return &tls.Config{
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return cur.Load().TLS, nil

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // listenersConfig is a configuration with frontends described by fe (YAML
@@ -64,7 +66,7 @@ func keysOf(specs []unitSpec) []string {
 // same socket, adds and removes, and which it refuses.
 func TestDiffUnits(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	for i, b := range []string{"k", "m"} { // not hex: 32 raw bytes
 		os.WriteFile(filepath.Join(dir, fmt.Sprintf("reset%d.key", i+1)), []byte(strings.Repeat(b, 32)), 0o600)
 	}
@@ -132,11 +134,11 @@ func TestDiffUnits(t *testing.T) {
 				t.Fatal(err)
 			}
 			running := map[string]unitSpec{}
-			for _, us := range g1.unitSpecs() {
+			for _, us := range unitSpecs(g1) {
 				running[us.key] = us
 			}
 			reloadShards(g2, running)
-			d, err := diffUnits(running, g2.unitSpecs())
+			d, err := diffUnits(running, unitSpecs(g2))
 			if c.refused != nil {
 				if err == nil {
 					t.Fatalf("not refused: %+v", d)
@@ -175,38 +177,38 @@ func TestDiffUnits(t *testing.T) {
 // reload gets one shard, with a note saying why.
 func TestReloadShards(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	yaml := listenersConfig(fmt.Sprintf(webHTTPS, ""))
 	g1, err := compileFile(t, dir, yaml)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g1.binds["127.0.0.1:8443"].QUIC.shards = 1 // no steering at startup
+	g1.BindAt["127.0.0.1:8443"].QUIC.Shards = 1 // no steering at startup
 	running := map[string]unitSpec{}
-	for _, us := range g1.unitSpecs() {
+	for _, us := range unitSpecs(g1) {
 		running[us.key] = us
 	}
 	g2, _ := compileFile(t, dir, yaml)
 	if notes := reloadShards(g2, running); len(notes) != 0 {
 		t.Errorf("notes for a kept bind: %q", notes)
 	}
-	if n := g2.binds["127.0.0.1:8443"].QUIC.shards; n != 1 {
+	if n := g2.BindAt["127.0.0.1:8443"].QUIC.Shards; n != 1 {
 		t.Errorf("a kept bind runs 1 shard, the new graph says %d", n)
 	}
-	d, err := diffUnits(running, g2.unitSpecs())
+	d, err := diffUnits(running, unitSpecs(g2))
 	if err != nil || len(d.keep) != 3 {
 		t.Errorf("the same file with fewer shards running than configured: %+v, %v", d, err)
 	}
 
 	g3, _ := compileFile(t, dir, yaml)
 	notes := reloadShards(g3, map[string]unitSpec{})
-	if n := g3.binds["127.0.0.1:8443"].QUIC.shards; n != 1 {
+	if n := g3.BindAt["127.0.0.1:8443"].QUIC.Shards; n != 1 {
 		t.Errorf("HTTP/3 added by a reload gets %d shards, want 1", n)
 	}
 	if len(notes) != 1 || !strings.Contains(notes[0], "one shard instead of 2") || !strings.Contains(notes[0], "restart") {
 		t.Errorf("notes = %q, want one saying one shard instead of 2 and to restart", notes)
 	}
-	if specs := g3.Frontends[0].Binds[1].udpSpecs(); len(specs) != 1 || specs[0].Shards != 1 {
+	if specs := g3.Frontends[0].Binds[1].UDPSpecs(); len(specs) != 1 || specs[0].Shards != 1 {
 		t.Errorf("udp specs of an added HTTP/3 bind: %+v", specs)
 	}
 }

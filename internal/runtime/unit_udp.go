@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync/atomic"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/l4"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -20,7 +21,7 @@ type relayUnit struct {
 	us    atomic.Pointer[unitSpec]
 	socks socketSet
 	// cur is the relay whose backend new flows use.
-	cur      atomic.Pointer[Relay]
+	cur      atomic.Pointer[compile.Relay]
 	pc       *net.UDPConn
 	udp      *l4.UDP
 	stopping atomic.Bool

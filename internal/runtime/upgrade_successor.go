@@ -8,6 +8,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/quiclb"
 )
@@ -38,18 +39,18 @@ func (p *predecessor) running() bool {
 // useQUICKeys gives g's HTTP/3 binds the keys the old process's
 // transports use, and drops the notes that announce random keys: they are
 // not new.
-func useQUICKeys(g *Graph, up *handoff.Upgrade) {
+func useQUICKeys(g *compile.Graph, up *handoff.Upgrade) {
 	var drop []string
 	for addr, k := range up.QUIC {
-		b := g.binds[addr]
+		b := g.BindAt[addr]
 		if b == nil || b.QUIC == nil {
 			continue
 		}
 		reset, token := quic.StatelessResetKey(k.ResetKey), quic.TokenGeneratorKey(k.TokenKey)
-		b.QUIC.resetKey, b.QUIC.tokenKey = &reset, &token
-		drop = append(drop, b.QUIC.notes...)
+		b.QUIC.ResetKey, b.QUIC.TokenKey = &reset, &token
+		drop = append(drop, b.QUIC.Notes...)
 	}
-	g.notes = slices.DeleteFunc(g.notes, func(n string) bool { return slices.Contains(drop, n) })
+	g.Notes = slices.DeleteFunc(g.Notes, func(n string) bool { return slices.Contains(drop, n) })
 }
 
 // watchPredecessor waits until the process this one replaced has exited,

@@ -6,7 +6,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/handoff"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/internal/tickets"
 )
 
@@ -16,10 +18,10 @@ import (
 // cannot resume it.
 func TestUpgradeTicketKeys(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
-	writeCert(t, dir, "other.test", "*.other.test")
+	testutil.WriteCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "other.test", "*.other.test")
 	const addr = "127.0.0.1:8443"
-	var cur atomic.Pointer[Bind]
+	var cur atomic.Pointer[compile.Bind]
 	conf := tlsConfig(&cur)
 	dial := ticketServer(t, conf, &tls.Config{})
 	process := func(keys [][32]byte) *tickets.Keys {
@@ -29,8 +31,8 @@ func TestUpgradeTicketKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		k := tickets.New(keys)
-		k.UseGraph(g.tlsConfigs())
-		cur.Store(g.binds[addr])
+		k.UseGraph(g.TLSConfigs())
+		cur.Store(g.BindAt[addr])
 		return k
 	}
 
@@ -53,26 +55,26 @@ func TestUpgradeTicketKeys(t *testing.T) {
 // announce them as new random keys.
 func TestUpgradeQUICKeys(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
-	writeCert(t, dir, "other.test", "*.other.test")
+	testutil.WriteCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "other.test", "*.other.test")
 	g, err := compileFile(t, dir, twoCerts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const addr = "127.0.0.1:8443"
-	if !strings.Contains(strings.Join(g.notes, "\n"), "random") {
-		t.Fatalf("no note about random keys to drop: %q", g.notes)
+	if !strings.Contains(strings.Join(g.Notes, "\n"), "random") {
+		t.Fatalf("no note about random keys to drop: %q", g.Notes)
 	}
 	var reset, token [32]byte
 	copy(reset[:], "the old process's reset key.....")
 	copy(token[:], "the old process's token key.....")
 	up := &handoff.Upgrade{QUIC: map[string]handoff.QUICBind{addr: {ResetKey: reset, TokenKey: token, Forward: -1}}}
 	useQUICKeys(g, up)
-	q := g.binds[addr].QUIC
-	if [32]byte(*q.resetKey) != reset || [32]byte(*q.tokenKey) != token {
+	q := g.BindAt[addr].QUIC
+	if [32]byte(*q.ResetKey) != reset || [32]byte(*q.TokenKey) != token {
 		t.Error("the bind does not use the keys handed off")
 	}
-	if notes := strings.Join(g.notes, "\n"); strings.Contains(notes, "random") {
+	if notes := strings.Join(g.Notes, "\n"); strings.Contains(notes, "random") {
 		t.Errorf("notes still announce random keys: %s", notes)
 	}
 }

@@ -1,4 +1,4 @@
-package runtime
+package compile
 
 import (
 	"crypto/tls"
@@ -13,11 +13,11 @@ import (
 )
 
 // compileBackend builds a backend: its servers (with their live state
-// from reg), balancer, queue and retry budget (upstream), and its HTTP
+// from live), balancer, queue and retry budget (upstream), and its HTTP
 // side: upstream TLS and connection pool (proxy). The balance algorithm,
 // the hash key and the servers' states are parsed here, by the packages
 // that own them.
-func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadFileFunc, reg *registry, log *slog.Logger) (*proxy.Backend, *upstream.Backend, config.ErrorList) {
+func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadFileFunc, live Live, log *slog.Logger) (*proxy.Backend, *upstream.Backend, config.ErrorList) {
 	var errs config.ErrorList
 	algorithm, err := balance.ParseAlgorithm(b.Balance)
 	if err != nil {
@@ -45,7 +45,7 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 			conf.InsecureSkipVerify = t.Verify != nil && !*t.Verify
 		}
 	}
-	servers, serr := compileServers(cfg, b, up.TLS, reg, log)
+	servers, serr := compileServers(cfg, b, up.TLS, live, log)
 	errs = append(errs, serr...)
 	if len(errs) > 0 && algorithm == "" {
 		return nil, nil, errs
@@ -69,10 +69,10 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 	return proxy.NewBackend(ub, proxy.BackendOptions{Upstream: up}, log), ub, nil
 }
 
-// compileServers returns the servers of b, with the live state reg has
+// compileServers returns the servers of b, with the live state live has
 // for them and their health checks (HTTP checks over tlsConf when set),
 // and the errors of their state settings.
-func compileServers(cfg *config.Config, b *config.Backend, tlsConf *tls.Config, reg *registry, log *slog.Logger) ([]*upstream.Server, config.ErrorList) {
+func compileServers(cfg *config.Config, b *config.Backend, tlsConf *tls.Config, live Live, log *slog.Logger) ([]*upstream.Server, config.ErrorList) {
 	var active *health.Active
 	if hc := b.HealthCheck; hc != nil {
 		lo, hi, _ := config.ParseStatusRange(hc.ExpectStatus)
@@ -111,7 +111,7 @@ func compileServers(cfg *config.Config, b *config.Backend, tlsConf *tls.Config, 
 		case "v2":
 			sc.SendProxy = 2
 		}
-		servers = append(servers, reg.upstreams().Server(b.Name, sc, active, passive, log))
+		servers = append(servers, live.Servers().Server(b.Name, sc, active, passive, log))
 	}
 	return servers, errs
 }

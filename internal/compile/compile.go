@@ -1,7 +1,4 @@
-// Package runtime turns a configuration into running servers: compile the
-// configuration into an immutable graph, acquire sockets, drop privileges,
-// serve, and stop gracefully.
-package runtime
+package compile
 
 import (
 	"crypto/tls"
@@ -12,7 +9,6 @@ import (
 	"net/http"
 	"os/user"
 	"strconv"
-	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/hostname"
@@ -23,79 +19,35 @@ import (
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// Graph is a compiled configuration: everything the runtime serves, built
-// once and never changed.
-type Graph struct {
-	// Grace is global.grace: how long a stop, a reload or an upgrade
-	// lets connections finish.
-	Grace     time.Duration
-	Frontends []*Frontend
-	Backends  []*proxy.Backend
-	// User is who to become after binding when started as root; nil when
-	// global.user is not set.
-	User *privilege.Target
-	// servers are the servers of every backend, which registry.commit
-	// makes the live set.
-	servers []*upstream.Server
-	// binds maps the address of a bind of an http or tcp frontend to it.
-	binds map[string]*Bind
-	// relays maps the address of a bind of a udp frontend to it.
-	relays map[string]*Relay
-	// sendProxy is set when a server has send_proxy: HTTP client
-	// connections then carry a proxy.ClientConn, for the private server
-	// connections that PROXY headers need.
-	sendProxy bool
-	// notes are said once when the graph goes live (random QUIC keys).
-	notes []string
-	// maxConns is global.max_conns, derived when not set; conns are the
-	// connection limits of each frontend, by name.
-	maxConns int
-	conns    map[string]connPlan
+// Live is the state of the running configuration that a new graph takes
+// over: the servers' live state and health monitors, and the frontends'
+// connection counters, which outlive configurations.
+type Live interface {
+	// Servers is the registry of live servers; nil makes fresh ones.
+	Servers() *upstream.Registry
+	// FrontendConns returns the connection counter of frontend name (the
+	// running one, or a new one not yet in use) and the summarizer of the
+	// limits that fire.
+	FrontendConns(name string) (*limit.Conns, *limit.Events)
 }
 
-// Frontend is a compiled frontend.
-type Frontend struct {
-	Name string
-	// Mode is config.ModeHTTP, ModeTCP or ModeUDP.
-	Mode   string
-	Binds  []*Bind  // http and tcp frontends
-	Relays []*Relay // udp frontends
-}
-
-// Bind is a compiled bind: its sockets and what serves them.
-type Bind struct {
-	TCP listen.Spec
-	// UDP is the template of the HTTP/3 sockets (one per shard); nil
-	// without http3.
-	UDP *listen.Spec
-	// QUIC is the HTTP/3 configuration; nil without http3.
-	QUIC *quicBind
-	// TLS is nil for plain HTTP/1.1 and h2c, and for tcp frontends.
-	TLS     *tls.Config
-	Handler http.Handler // nil for tcp frontends
-	// L4 is how a tcp frontend's connections are routed, and an http
-	// frontend's sni (passthrough) routes; nil for an http bind without
-	// them and without accept_proxy.
-	L4 *l4Bind
-	// Gate counts the bind's connections against its frontend's limits.
-	Gate *limit.Gate
-	// Limits are those its HTTP servers hold (http binds).
-	Limits httpLimits
-}
-
-// compile builds the graph: it reads certificates and keys through
+// Compile builds the graph of cfg: it reads certificates and keys through
 // readFile and looks up global.user and global.group. Problems are
-// returned as a config.ErrorList pointing into the file.
+// returned as a config.ErrorList pointing into the file (FILE:LINE:COL).
 //
-// reg supplies the live state of servers the running configuration
-// already has; nil (for validate) makes fresh state. Compile changes no
-// live state: see registry.commit.
-func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger, reg *registry) (*Graph, error) {
+// live supplies the state the running configuration already has; nil
+// (for validate) makes fresh state. Compile changes no live state: the
+// caller commits the graph once it serves, so that a rejected reload
+// leaves no trace.
+func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger, live Live) (*Graph, error) {
+	if live == nil {
+		live = fresh{}
+	}
 	var errs config.ErrorList
-	g := &Graph{Grace: cfg.Global.Grace, binds: map[string]*Bind{}, relays: map[string]*Relay{}, conns: map[string]connPlan{}}
+	g := &Graph{Grace: cfg.Global.Grace, BindAt: map[string]*Bind{}, RelayAt: map[string]*Relay{}, Conns: map[string]ConnPlan{}}
 	var warning string
-	if g.maxConns, warning = maxConnsFor(cfg); warning != "" {
-		g.notes = append(g.notes, warning)
+	if g.MaxConns, warning = maxConnsFor(cfg); warning != "" {
+		g.Notes = append(g.Notes, warning)
 	}
 	if cfg.Global.User != "" {
 		t, err := lookupUser(cfg)
@@ -107,7 +59,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 	backends := map[string]*proxy.Backend{}
 	upstreams := map[string]*upstream.Backend{}
 	for _, b := range cfg.Backends {
-		pb, ub, err := compileBackend(cfg, b, readFile, reg, log.With("backend", b.Name))
+		pb, ub, err := compileBackend(cfg, b, readFile, live, log.With("backend", b.Name))
 		if err != nil {
 			errs = append(errs, err...)
 			continue
@@ -115,16 +67,16 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		backends[b.Name] = pb
 		upstreams[b.Name] = ub
 		for _, srv := range b.Servers {
-			g.sendProxy = g.sendProxy || srv.SendProxy != ""
+			g.SendProxy = g.SendProxy || srv.SendProxy != ""
 		}
 		g.Backends = append(g.Backends, pb)
-		g.servers = append(g.servers, ub.Servers()...)
+		g.Servers = append(g.Servers, ub.Servers()...)
 	}
 	for _, fe := range cfg.Frontends {
 		f := &Frontend{Name: fe.Name, Mode: fe.Mode}
 		g.Frontends = append(g.Frontends, f)
-		conns, events := reg.frontendConns(fe.Name)
-		g.conns[fe.Name] = connPlan{conns: conns, max: fe.Limits.MaxConns, perClient: fe.Limits.MaxConnsPerClient}
+		conns, events := live.FrontendConns(fe.Name)
+		g.Conns[fe.Name] = ConnPlan{Conns: conns, Max: fe.Limits.MaxConns, PerClient: fe.Limits.MaxConnsPerClient}
 		switch fe.Mode {
 		case config.ModeTCP:
 			for _, b := range fe.Bind {
@@ -136,7 +88,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 					Gate: gateFor(conns, events, fe.Name, b.Address),
 				}
 				f.Binds = append(f.Binds, cb)
-				g.binds[b.Address] = cb
+				g.BindAt[b.Address] = cb
 			}
 			continue
 		case config.ModeUDP:
@@ -144,7 +96,7 @@ func compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 				r := compileRelay(fe, b, upstreams)
 				r.Gate = gateFor(conns, events, fe.Name, b.Address)
 				f.Relays = append(f.Relays, r)
-				g.relays[b.Address] = r
+				g.RelayAt[b.Address] = r
 			}
 			continue
 		}
@@ -183,7 +135,7 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 			Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
 			L4:      l4b,
 			Gate:    gateFor(conns, events, fe.Name, b.Address),
-			Limits:  compileHTTPLimits(fe.Limits),
+			Limits:  httpLimits(fe.Limits),
 		}
 		if b.TLS != nil {
 			cb.TCP.Purpose = "HTTPS: HTTP/1.1, HTTP/2"
@@ -202,14 +154,26 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 			qb, notes, qerrs := compileQUIC(cfg, fe.Name, b, readFile)
 			errs = append(errs, qerrs...)
 			cb.QUIC = qb
-			g.notes = append(g.notes, notes...)
+			g.Notes = append(g.Notes, notes...)
 			_, port, _ := net.SplitHostPort(b.Address)
 			cb.Handler = limited(&proxy.Handler{Router: router, AltSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), Log: log.With("frontend", fe.Name)})
 		}
 		f.Binds = append(f.Binds, cb)
-		g.binds[b.Address] = cb
+		g.BindAt[b.Address] = cb
 	}
 	return errs
+}
+
+// TLSConfigs returns the certificates' configurations of g's binds, for
+// the session ticket keys (tickets.Keys.UseGraph).
+func (g *Graph) TLSConfigs() []*tls.Config {
+	var confs []*tls.Config
+	for _, b := range g.BindAt {
+		if b.TLS != nil {
+			confs = append(confs, b.TLS)
+		}
+	}
+	return confs
 }
 
 // Specs lists every socket the graph needs.
@@ -218,7 +182,7 @@ func (g *Graph) Specs() []listen.Spec {
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
 			specs = append(specs, b.TCP)
-			specs = append(specs, b.udpSpecs()...)
+			specs = append(specs, b.UDPSpecs()...)
 		}
 		for _, r := range f.Relays {
 			specs = append(specs, r.Spec)

@@ -1,4 +1,4 @@
-package runtime
+package compile
 
 import (
 	"fmt"
@@ -16,9 +16,9 @@ import (
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// l4Bind is the layer-4 part of a bind: the routes of a tcp frontend (or
+// L4 is the layer-4 part of a bind: the routes of a tcp frontend (or
 // the sni routes of an http one) and how connections are accepted.
-type l4Bind struct {
+type L4 struct {
 	// Table routes connections; for an http bind it holds only the sni
 	// (passthrough) routes, and connections no route takes are served as
 	// HTTP.
@@ -45,7 +45,7 @@ type Relay struct {
 // compileL4 builds the layer-4 part of a bind of an http or tcp frontend;
 // nil for an http bind that has neither sni routes nor accept_proxy.
 // Errors point into cfg.
-func compileL4(cfg *config.Config, fe *config.Frontend, b *config.Bind, backends map[string]*upstream.Backend) (*l4Bind, config.ErrorList) {
+func compileL4(cfg *config.Config, fe *config.Frontend, b *config.Bind, backends map[string]*upstream.Backend) (*L4, config.ErrorList) {
 	var routes []l4.Route
 	var errs config.ErrorList
 	for _, r := range fe.Routes {
@@ -62,7 +62,7 @@ func compileL4(cfg *config.Config, fe *config.Frontend, b *config.Bind, backends
 	}
 	// The configuration validated the prefixes.
 	trusted, _ := proxyproto.ParseTrusted(b.TrustedProxies)
-	return &l4Bind{
+	return &L4{
 		Table:         l4.NewTable(routes),
 		AcceptProxy:   b.AcceptProxy,
 		Trusted:       trusted,
@@ -85,12 +85,12 @@ func compileRelay(fe *config.Frontend, b *config.Bind, backends map[string]*upst
 	}
 }
 
-// gate returns the Gate for the accept loop of a bind with a layer-4
+// TrustedGate returns the Gate for the accept loop of a bind with a layer-4
 // side, g told which peers send PROXY headers: their connections count in
 // the totals at accept and against the client a header names once it is
 // read (accept.ReadProxyHeader calls Ticket.Move), not against the proxy
 // that sent them. Nil for nil.
-func (l *l4Bind) gate(g *limit.Gate) *limit.Gate {
+func (l *L4) TrustedGate(g *limit.Gate) *limit.Gate {
 	if g == nil || !l.AcceptProxy || g.Trusted != nil {
 		return g
 	}
@@ -102,9 +102,9 @@ func (l *l4Bind) gate(g *limit.Gate) *limit.Gate {
 	return &c
 }
 
-// settings describes how a bind's accept path takes connections, which
+// Settings describes how a bind's accept path takes connections, which
 // its steps fix when they start (part of tcpKind).
-func (l *l4Bind) settings() string {
+func (l *L4) Settings() string {
 	if l == nil {
 		return ""
 	}

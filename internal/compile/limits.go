@@ -1,9 +1,8 @@
-package runtime
+package compile
 
 import (
 	"fmt"
 	"syscall"
-	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/httpserver"
@@ -13,31 +12,14 @@ import (
 
 // httpLimits are the limits a bind's HTTP servers hold from their start
 // (http.Server, quic.Config): a reload that changes one gets new servers
-// on the same socket (tcpKind), which loses no connection.
-type httpLimits struct {
-	headerTimeout  time.Duration
-	idleTimeout    time.Duration
-	maxHeaderBytes int
-	h2MaxStreams   int
-}
-
-func compileHTTPLimits(l config.Limits) httpLimits {
-	return httpLimits{
-		headerTimeout:  l.HeaderTimeout,
-		idleTimeout:    l.IdleTimeout,
-		maxHeaderBytes: l.MaxHeaderBytes,
-		h2MaxStreams:   l.H2MaxStreams,
+// on the same socket, which loses no connection.
+func httpLimits(l config.Limits) httpserver.Limits {
+	return httpserver.Limits{
+		HeaderTimeout:  l.HeaderTimeout,
+		IdleTimeout:    l.IdleTimeout,
+		MaxHeaderBytes: l.MaxHeaderBytes,
+		H2MaxStreams:   l.H2MaxStreams,
 	}
-}
-
-// server returns the limits as the bind's httpserver.Server holds them.
-func (l httpLimits) server() httpserver.Limits {
-	return httpserver.Limits{HeaderTimeout: l.headerTimeout, IdleTimeout: l.idleTimeout, MaxHeaderBytes: l.maxHeaderBytes, H2MaxStreams: l.h2MaxStreams}
-}
-
-func (l httpLimits) String() string {
-	return fmt.Sprintf("header_timeout %s, idle_timeout %s, max_header_bytes %d, h2_max_streams %d",
-		l.headerTimeout, l.idleTimeout, l.maxHeaderBytes, l.h2MaxStreams)
 }
 
 // requestLimits are the per-request limits of an http frontend.
@@ -45,12 +27,14 @@ func requestLimits(l config.Limits) proxy.RequestLimits {
 	return proxy.RequestLimits{MaxBodyBytes: int64(l.MaxBodyBytes), BodyTimeout: l.BodyTimeout, SendTimeout: l.SendTimeout, MaxHeaderBytes: l.MaxHeaderBytes}
 }
 
-// connPlan is what a graph wants for the connection limits of one
+// ConnPlan is what a graph wants for the connection limits of one
 // frontend once it is live: the frontend's counter (kept across reloads
 // by name) and its limits.
-type connPlan struct {
-	conns          *limit.Conns
-	max, perClient int
+type ConnPlan struct {
+	// Conns is the frontend's counter, kept across reloads by name.
+	Conns *limit.Conns
+	// Max is limits.max_conns; PerClient is limits.max_conns_per_client.
+	Max, PerClient int
 }
 
 // descriptorReserve is how many descriptors global.max_conns leaves for
@@ -81,15 +65,4 @@ func maxConnsFor(cfg *config.Config) (n int, warning string) {
 // gateFor returns the Gate of a bind of frontend fe.
 func gateFor(conns *limit.Conns, ev *limit.Events, fe, address string) *limit.Gate {
 	return &limit.Gate{Conns: conns, Events: ev, Frontend: fe, Address: address}
-}
-
-// newConnGuard returns the guard of an HTTP/3 client connection of bind b
-// (proxy.ConnGuard); closeConn closes it at once. HTTP/1.1 and HTTP/2
-// connections get theirs from the httpserver.Server.
-func newConnGuard(b *Bind, closeConn func()) *proxy.ConnGuard {
-	g := &proxy.ConnGuard{Close: closeConn, Frontend: b.TCP.Frontend, Address: b.TCP.Address}
-	if b.Gate != nil {
-		g.Events = b.Gate.Events
-	}
-	return g
 }

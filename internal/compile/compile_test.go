@@ -1,60 +1,37 @@
-package runtime
+package compile
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
-// writeCert writes a self-signed certificate for names into dir as
-// NAME.pem and NAME.key, named after the first name.
-func writeCert(t testing.TB, dir string, names ...string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     names,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, names[0]+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, names[0]+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
-}
-
+// compileFile loads and compiles yaml, written to dir as portcullis.yaml,
+// reporting the problems of both steps at once (as portcullis validate
+// does).
 func compileFile(t *testing.T, dir, yaml string) (*Graph, error) {
 	t.Helper()
 	path := filepath.Join(dir, "portcullis.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return Validate(Options{ConfigPath: path, Log: slog.New(slog.DiscardHandler)})
+	cfg, err := config.Load(path, nil)
+	if cfg == nil {
+		return nil, err
+	}
+	g, cerr := Compile(cfg, os.ReadFile, slog.New(slog.DiscardHandler), nil)
+	if err := config.Join(err, cerr); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 const twoCerts = `frontends:
@@ -94,8 +71,8 @@ func handshake(t *testing.T, conf *tls.Config, sni string, alpn ...string) (stri
 
 func TestCertificateChosenBySNI(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
-	writeCert(t, dir, "other.test", "*.other.test")
+	testutil.WriteCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "other.test", "*.other.test")
 	g, err := compileFile(t, dir, twoCerts)
 	if err != nil {
 		t.Fatal(err)
@@ -121,14 +98,14 @@ func TestCertificateChosenBySNI(t *testing.T) {
 	if b.UDP == nil || b.UDP.Network != "udp" || b.UDP.Address != "127.0.0.1:8443" {
 		t.Errorf("http3 bind: UDP spec %+v, want udp 127.0.0.1:8443", b.UDP)
 	}
-	if specs, shards := g.Specs(), b.QUIC.shards; len(specs) != 1+shards || shards < 1 {
+	if specs, shards := g.Specs(), b.QUIC.Shards; len(specs) != 1+shards || shards < 1 {
 		t.Errorf("specs = %v, want tcp and %d udp shards", specs, shards)
 	}
 }
 
 func TestCompileReportsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, "default.test")
+	testutil.WriteCert(t, dir, "default.test")
 	yaml := strings.Replace(twoCerts, "backend: app", "backend: nosuch", 1)
 	yaml = "global:\n  user: no-such-user-here\n" + yaml
 	_, err := compileFile(t, dir, yaml)
