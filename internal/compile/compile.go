@@ -119,7 +119,7 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 		if r.SNI == "" {
 			host, err := hostname.ParsePattern(r.Host)
 			if err != nil {
-				errs = append(errs, cfg.Errorf(r.At.Value("host"), "frontend %q: %v", fe.Name, err))
+				errs = append(errs, cfg.Errorf(r.At.Value("host"), "frontend %q: host %v", fe.Name, err))
 			}
 			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
 		}

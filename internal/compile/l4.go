@@ -52,7 +52,7 @@ func compileL4(cfg *config.Config, fe *config.Frontend, b *config.Bind, backends
 		if fe.Mode == config.ModeTCP || r.SNI != "" {
 			name, err := hostname.ParsePattern(r.SNI)
 			if err != nil {
-				errs = append(errs, cfg.Errorf(r.At.Value("sni"), "frontend %q: %v", fe.Name, err))
+				errs = append(errs, cfg.Errorf(r.At.Value("sni"), "frontend %q: sni %v", fe.Name, err))
 			}
 			routes = append(routes, l4.Route{SNI: name, ALPN: r.ALPN, Backend: backends[r.Backend], BackendName: r.Backend})
 		}

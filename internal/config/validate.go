@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/portcullis/portcullis/internal/hostname"
+
 	"fmt"
 	"net"
 	"net/netip"
@@ -124,15 +126,14 @@ func SNIPattern(s string) (string, error) {
 	return h, nil
 }
 
-// namePattern checks "example.com" or "*.example.com" written under key and
-// returns it lower-cased.
+// namePattern checks "example.com" or "*.example.com" written under key
+// (hostname.ParsePattern) and returns it in canonical (lower-case) form.
 func namePattern(key, s string) (string, error) {
-	h := strings.ToLower(s)
-	name := strings.TrimPrefix(h, "*.")
-	if name == "" || strings.ContainsAny(name, "*/: ") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
+	p, err := hostname.ParsePattern(s)
+	if err != nil || p.IsAny() {
 		return "", fmt.Errorf("%s %q: want a name such as example.com or *.example.com (no port, no scheme)", key, s)
 	}
-	return h, nil
+	return p.String(), nil
 }
 
 // TrustedPrefix parses a trusted_proxies entry: a network ("10.0.0.0/8",

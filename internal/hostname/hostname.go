@@ -22,7 +22,8 @@ type Pattern struct {
 // ParsePattern parses "name" or "*.suffix", case-insensitively. The empty
 // string gives the zero Pattern, which matches every name. A pattern with
 // a port, a scheme, a space, an empty label or a "*" anywhere but as the
-// whole first label is refused.
+// whole first label is refused; the error names s, and the caller says
+// which setting it is.
 func ParsePattern(s string) (Pattern, error) {
 	if s == "" {
 		return Pattern{}, nil
@@ -30,7 +31,7 @@ func ParsePattern(s string) (Pattern, error) {
 	h := strings.ToLower(s)
 	name, wildcard := strings.CutPrefix(h, "*.")
 	if name == "" || strings.ContainsAny(name, "*/: ") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
-		return Pattern{}, fmt.Errorf("host pattern %q: want a name such as example.com or *.example.com (no port, no scheme)", s)
+		return Pattern{}, fmt.Errorf("%q: want a name such as example.com or *.example.com (no port, no scheme)", s)
 	}
 	if wildcard {
 		return Pattern{name: "." + name, wildcard: true}, nil
