@@ -17,7 +17,7 @@ import (
 // the kernel keeps it for as long as the sockets live, whatever the
 // process's privileges. Its maps stay usable through their file
 // descriptors without privilege (since Linux 5.19, also when
-// kernel.unprivileged_bpf_disabled is set), and are handed over on a
+// kernel.unprivileged_bpf_disabled is set), and are handed off on a
 // binary upgrade (FDs, OpenSteering).
 //
 // A Steering from LoadSteeringFor chooses among two sets of N sockets of
@@ -36,7 +36,7 @@ type Steering struct {
 	layout   layout
 }
 
-// SteeringFDs are the file descriptors of a Steering's maps, to hand over
+// SteeringFDs are the file descriptors of a Steering's maps, to hand off
 // to the next process of a binary upgrade.
 type SteeringFDs struct {
 	// Sockets is the reuseport socket array (2*N sockets).
@@ -60,7 +60,7 @@ type Counters struct {
 	m *ebpf.Map
 }
 
-// OpenCounters takes the counter map at fd (handed over by the process
+// OpenCounters takes the counter map at fd (handed off by the process
 // that loaded the program).
 func OpenCounters(fd int) (*Counters, error) {
 	m, err := ebpf.NewMapFromFD(fd)
@@ -70,7 +70,7 @@ func OpenCounters(fd int) (*Counters, error) {
 	return &Counters{m: m}, nil
 }
 
-// FD is the map's file descriptor, to hand over.
+// FD is the map's file descriptor, to hand off.
 func (c *Counters) FD() int { return c.m.FD() }
 
 // Read returns the first n counts: the packets steered to each of n
@@ -246,7 +246,7 @@ func LoadSteering(shards, shardOffset int) (*Steering, error) {
 }
 
 // OpenSteering takes the maps of a LoadSteeringFor program from file
-// descriptors handed over by the process that loaded it (or by the one
+// descriptors handed off by the process that loaded it (or by the one
 // before): the new process of a binary upgrade uses it to mark its
 // generation serving and to make it current. It takes the descriptors
 // over, also on error. The program itself needs no descriptor: the kernel
@@ -294,7 +294,7 @@ func OpenSteering(fds SteeringFDs) (*Steering, error) {
 	return s, nil
 }
 
-// FDs returns the descriptors of the maps, to hand over on a binary
+// FDs returns the descriptors of the maps, to hand off on a binary
 // upgrade. They are close-on-exec: clear that flag on the ones passed
 // across exec. They stay owned by s.
 func (s *Steering) FDs() SteeringFDs {

@@ -57,7 +57,7 @@ backends:
 // upgradeSite is a site with upgradeConfig, its upstream (echoUpstream),
 // and the executable the service is started from (the default build).
 // With user, the TLS key and the QUIC key files are readable by root only:
-// new processes, which run as nobody, use the bytes handed over.
+// new processes, which run as nobody, use the bytes handed off.
 func upgradeSite(t *testing.T, user bool, grace string, shards int) (*site, string) {
 	t.Helper()
 	up := echoUpstream(t)
@@ -113,7 +113,7 @@ func upgradeThrice(t *testing.T, s *site, c *chain, grace time.Duration, wantNNP
 		}
 		if i == 1 {
 			if tcp, quic := res.connect(t); !tcp || !quic {
-				t.Errorf("after the upgrade, TLS sessions from before resumed: over TCP %v, over QUIC %v; want both (the ticket keys are handed over)", tcp, quic)
+				t.Errorf("after the upgrade, TLS sessions from before resumed: over TCP %v, over QUIC %v; want both (the ticket keys are handed off)", tcp, quic)
 			}
 		}
 		time.Sleep(300 * time.Millisecond) // load on the new process alone
