@@ -16,7 +16,7 @@ import (
 var ErrClientLimit = errors.New("the client named by the PROXY header is at max_conns_per_client")
 
 // ReadProxyHeader reads the PROXY header of c from a peer in trusted
-// (proxyproto.Accept; timeout zero or negative: proxyproto's default) and
+// (proxyproto.Accept; timeout zero or negative: no bound) and
 // counts c against the client the header names (Ticket.Move). It returns
 // the connection to read from, whose addresses are the client's, or an
 // error; c is left open either way.
@@ -43,8 +43,9 @@ type ProxyHeader struct {
 	// Trusted are the peers whose PROXY headers are read.
 	Trusted proxyproto.Trusted
 	// Timeout bounds the wait for the header, and for the first bytes of
-	// an untrusted peer. Zero or negative: proxyproto's default for the
-	// header, no wait for the first bytes.
+	// an untrusted peer: the bind's proxy_timeout, which the configuration
+	// defaults. Zero or negative: no bound for the header, no wait for the
+	// first bytes.
 	Timeout time.Duration
 	// Log receives a line for each connection refused. Nil: slog.Default().
 	Log *slog.Logger

@@ -26,9 +26,12 @@ type L4 struct {
 	// AcceptProxy reads PROXY headers from Trusted peers.
 	AcceptProxy bool
 	Trusted     proxyproto.Trusted
-	// HeaderTimeout bounds the PROXY header and the ClientHello.
+	// HeaderTimeout bounds the PROXY header and the ClientHello: the
+	// bind's proxy_timeout (default config.DefaultProxyTimeout).
 	HeaderTimeout time.Duration
-	// IdleTimeout closes idle relayed connections (tcp frontends).
+	// IdleTimeout closes idle relayed connections: the frontend's
+	// idle_timeout (default config.DefaultTCPIdleTimeout, which is also
+	// the one of an http frontend's sni passthrough routes).
 	IdleTimeout time.Duration
 }
 
@@ -37,6 +40,8 @@ type Relay struct {
 	Spec        listen.Spec
 	Backend     *upstream.Backend
 	BackendName string
+	// IdleTimeout forgets idle flows: the frontend's idle_timeout
+	// (default config.DefaultUDPIdleTimeout).
 	IdleTimeout time.Duration
 	// Gate counts the flows against the frontend's connection limits.
 	Gate *limit.Gate
@@ -67,8 +72,18 @@ func compileL4(cfg *config.Config, fe *config.Frontend, b *config.Bind, backends
 		AcceptProxy:   b.AcceptProxy,
 		Trusted:       trusted,
 		HeaderTimeout: b.ProxyTimeout,
-		IdleTimeout:   fe.IdleTimeout,
+		IdleTimeout:   relayIdleTimeout(fe),
 	}, errs
+}
+
+// relayIdleTimeout is the idle timeout of the connections fe relays: its
+// idle_timeout, or for an http frontend, which has none (configuration
+// refuses it there), that of a tcp frontend that sets none.
+func relayIdleTimeout(fe *config.Frontend) time.Duration {
+	if fe.IdleTimeout == 0 {
+		return config.DefaultTCPIdleTimeout
+	}
+	return fe.IdleTimeout
 }
 
 // compileRelay builds a bind of a udp frontend.

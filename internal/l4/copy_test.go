@@ -104,7 +104,7 @@ func TestTCPUnixListener(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	b := newFakeBackend(serve(t, echo))
 	log, _ := testLog()
-	p := &TCP{Frontend: "unix", Table: singleTable(b), Log: log, IdleTimeout: idle}
+	p := &TCP{Frontend: "unix", HeaderTimeout: testHeaderTimeout, Table: singleTable(b), Log: log, IdleTimeout: idle}
 	go acceptLoop(p, nil).Serve(ln)
 
 	c, err := net.Dial("unix", ln.Addr().String())

@@ -105,7 +105,7 @@ func TestTCPConnectTimeoutCounts(t *testing.T) {
 	silent := silentServer(t)
 	b := newBackend(backendOptions{Options: upstream.Options{ConnectTimeout: 300 * time.Millisecond}}, silent)
 	log, _ := testLog()
-	addr := startTCP(t, &TCP{Frontend: "timeout", Table: singleTable(b), Log: log})
+	addr := startTCP(t, &TCP{Frontend: "timeout", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 	refused(t, dial(t, addr), "connection to a silent server")
 	b.waitInflight(t)
 	if failures, _ := b.observations(silent); failures != 1 {
@@ -167,7 +167,7 @@ func TestTCPOutOfDescriptorsNotHeldAgainstServer(t *testing.T) {
 	other := deadAddr(t)
 	b := newBackend(backendOptions{Options: upstream.Options{Retries: 1}}, server, other) // out of descriptors, no retry on the other
 	log, logs := testLog()
-	addr := startTCP(t, &TCP{Frontend: "starved", Table: singleTable(b), Log: log})
+	addr := startTCP(t, &TCP{Frontend: "starved", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 
 	const conns = 20
 	func() {

@@ -21,7 +21,7 @@ func unusedPipes() int {
 // kept a while, then closed: an idle proxy holds no pipe.
 func TestSplicePipesReaped(t *testing.T) {
 	b := newFakeBackend(serve(t, plainEcho))
-	addr := startTCP(t, &TCP{Frontend: "reap", Table: singleTable(b), Log: slog.New(slog.DiscardHandler)})
+	addr := startTCP(t, &TCP{Frontend: "reap", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: slog.New(slog.DiscardHandler)})
 	settlePipes(t)
 	before := openFDs(t).pipes
 
@@ -47,7 +47,7 @@ func TestSplicePipesReaped(t *testing.T) {
 // the process cannot open a descriptor: the bytes go through user space.
 func TestSpliceWithoutPipes(t *testing.T) {
 	b := newFakeBackend(serve(t, echo))
-	addr := startTCP(t, &TCP{Frontend: "nopipe", Table: singleTable(b), Log: slog.New(slog.DiscardHandler)})
+	addr := startTCP(t, &TCP{Frontend: "nopipe", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: slog.New(slog.DiscardHandler)})
 	c := dial(t, addr)
 	echoed(t, c, "before")
 

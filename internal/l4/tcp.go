@@ -20,12 +20,6 @@ import (
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// Defaults of TCP.
-const (
-	DefaultHeaderTimeout = 5 * time.Second
-	DefaultIdleTimeout   = 10 * time.Minute
-)
-
 // TCP proxies the connections of one bind to backend servers as byte
 // streams: it is the accept.Handler of a tcp bind, and of an http bind
 // with sni routes. For each connection it reads the PROXY header (AcceptProxy),
@@ -56,13 +50,14 @@ type TCP struct {
 	AcceptProxy bool
 	Trusted     proxyproto.Trusted
 	// HeaderTimeout bounds the wait for the PROXY header and the TLS
-	// ClientHello together, from accept. Zero or negative:
-	// DefaultHeaderTimeout (5s).
+	// ClientHello together, from accept (the bind's proxy_timeout, which
+	// the configuration defaults). Zero or negative: no bound.
 	HeaderTimeout time.Duration
 	// IdleTimeout closes both sides of a relayed connection that carried
 	// no byte in either direction for this long (checked every quarter of
 	// it, so the close comes up to 1.25 × IdleTimeout after the last
-	// byte). Zero: DefaultIdleTimeout (10m); negative: never.
+	// byte). The frontend's idle_timeout, which the configuration
+	// defaults. Zero or negative: never.
 	IdleTimeout time.Duration
 	// Log receives the proxy's log lines. Nil: slog.Default().
 	Log *slog.Logger
@@ -101,18 +96,13 @@ func (t *TCP) init() {
 	})
 }
 
-func (t *TCP) headerTimeout() time.Duration {
+// headerDeadline is the end of the wait for the PROXY header and the
+// ClientHello of a connection accepted now; zero for none.
+func (t *TCP) headerDeadline() time.Time {
 	if t.HeaderTimeout <= 0 {
-		return DefaultHeaderTimeout
+		return time.Time{}
 	}
-	return t.HeaderTimeout
-}
-
-func (t *TCP) idleTimeout() time.Duration {
-	if t.IdleTimeout == 0 {
-		return DefaultIdleTimeout
-	}
-	return max(t.IdleTimeout, 0)
+	return time.Now().Add(t.HeaderTimeout)
 }
 
 // ServeTCP proxies c in a goroutine of its own (accept.Handler). With
@@ -146,7 +136,7 @@ func (t *TCP) serveConn(tc *tcpConn) {
 		}
 		t.conns.remove(tc)
 	}()
-	deadline := time.Now().Add(t.headerTimeout())
+	deadline := t.headerDeadline()
 	client, ok := t.acceptProxy(tc)
 	if !ok {
 		return
@@ -237,7 +227,7 @@ func (t *TCP) acceptProxy(tc *tcpConn) (net.Conn, bool) {
 	if !t.AcceptProxy {
 		return tc.client, true
 	}
-	pc, err := accept.ReadProxyHeader(tc.ac, t.Trusted, t.headerTimeout())
+	pc, err := accept.ReadProxyHeader(tc.ac, t.Trusted, t.HeaderTimeout)
 	switch {
 	case errors.Is(err, accept.ErrClientLimit):
 		return nil, false // summarized by the Gate
@@ -254,7 +244,7 @@ func (t *TCP) acceptProxy(tc *tcpConn) (net.Conn, bool) {
 // it) and server until both directions end, and logs how it ended.
 func (t *TCP) relay(log *slog.Logger, tc *tcpConn, client, server net.Conn) {
 	start := time.Now()
-	reason, err := newPipe(client, tc.client, server, t.idleTimeout()).run()
+	reason, err := newPipe(client, tc.client, server, t.IdleTimeout).run()
 	if tc.isClosed() {
 		reason, err = endShutdown, nil
 	}
@@ -275,7 +265,7 @@ func (t *TCP) logHelloError(log *slog.Logger, err error, n int) {
 	case errors.Is(err, proxyproto.ErrUntrustedHeader):
 		log.Warn("closing connection: PROXY header from an untrusted peer", "error", err)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		log.Info("closing connection: no complete TLS ClientHello within the header timeout", "timeout", t.headerTimeout(), "bytes", n)
+		log.Info("closing connection: no complete TLS ClientHello within the header timeout", "timeout", t.HeaderTimeout, "bytes", n)
 	case errors.Is(err, io.EOF) && n == 0:
 		log.Debug("client closed the connection before sending anything")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

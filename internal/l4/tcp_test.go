@@ -52,7 +52,7 @@ func TestTCPEcho(t *testing.T) {
 	var counts [3]atomic.Int64
 	b := newFakeBackend(serve(t, countingEcho(&counts[0])), serve(t, countingEcho(&counts[1])), serve(t, countingEcho(&counts[2])))
 	log, _ := testLog()
-	addr := startTCP(t, &TCP{Frontend: "echo", Table: singleTable(b), Log: log})
+	addr := startTCP(t, &TCP{Frontend: "echo", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 
 	const conns = 300
 	maxLen := 1 << 20
@@ -96,7 +96,7 @@ func TestTCPRetry(t *testing.T) {
 	dead := deadAddr(t)
 	b := newBackend(backendOptions{Options: upstream.Options{Retries: 1}}, dead, serve(t, echo), serve(t, echo))
 	log, logs := testLog()
-	addr := startTCP(t, &TCP{Frontend: "retry", Table: singleTable(b), Log: log})
+	addr := startTCP(t, &TCP{Frontend: "retry", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 	for i := range 30 {
 		c := dial(t, addr)
 		msg := fmt.Appendf(nil, "hello %d", i)
@@ -129,7 +129,7 @@ func TestTCPNoServer(t *testing.T) {
 		t.Run(fmt.Sprint("retries=", retries), func(t *testing.T) {
 			b := newBackend(backendOptions{Options: upstream.Options{Retries: retries}}, dead1, dead2)
 			log, logs := testLog()
-			addr := startTCP(t, &TCP{Frontend: "down", Table: singleTable(b), Log: log})
+			addr := startTCP(t, &TCP{Frontend: "down", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 			c := dial(t, addr)
 			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 				t.Fatalf("read %d bytes, error %v; want EOF", n, err)
@@ -179,7 +179,7 @@ func TestTCPHalfClose(t *testing.T) {
 	done := make(chan error, 1)
 	b := newFakeBackend(serve(t, reverser(done)))
 	log, _ := testLog()
-	addr := startTCP(t, &TCP{Frontend: "half", Table: singleTable(b), Log: log})
+	addr := startTCP(t, &TCP{Frontend: "half", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 
 	c := dial(t, addr)
 	req := bytes.Repeat([]byte("0123456789"), 100_000)
@@ -215,7 +215,7 @@ func TestTCPServerResetIsPassedOn(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // close with RST
 	}))
 	log, _ := testLog()
-	addr := startTCP(t, &TCP{Frontend: "reset", Table: singleTable(b), Log: log})
+	addr := startTCP(t, &TCP{Frontend: "reset", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log})
 	c := dial(t, addr)
 	io.WriteString(c, "hello")
 	_, err := c.Read(make([]byte, 1))
@@ -242,7 +242,7 @@ func TestTCPSNI(t *testing.T) {
 		{SNI: hostname.MustParsePattern("mail.test"), Backend: newFakeBackend(mail.addr).Backend, BackendName: "mail"},
 		{Backend: newFakeBackend(def.addr).Backend, BackendName: "default"},
 	})
-	addr := startTCP(t, &TCP{Frontend: "sni", Table: func() *Table { return tab }, Log: log})
+	addr := startTCP(t, &TCP{Frontend: "sni", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log})
 
 	for _, c := range []struct {
 		name string
@@ -294,7 +294,7 @@ func TestTCPSNINoDefault(t *testing.T) {
 	one := startTLSServer(t, "one", nil, "one.pass.test")
 	log, logs := testLog()
 	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("one.pass.test"), Backend: newFakeBackend(one.addr).Backend, BackendName: "one"}})
-	addr := startTCP(t, &TCP{Frontend: "sni", Table: func() *Table { return tab }, Log: log})
+	addr := startTCP(t, &TCP{Frontend: "sni", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log})
 
 	if _, _, err := tlsDial(t, addr, "two.pass.test", nil, one.cert); err == nil {
 		t.Error("a name without a route was passed through")
@@ -335,7 +335,7 @@ func TestTCPMalformedHello(t *testing.T) {
 			b := newFakeBackend(srv.addr)
 			log, logs := testLog()
 			tab := NewTable([]Route{{SNI: hostname.MustParsePattern("one.test"), Backend: b.Backend, BackendName: "one"}, {Backend: b.Backend, BackendName: "default"}})
-			addr := startTCP(t, &TCP{Frontend: "bad", Table: func() *Table { return tab }, Log: log})
+			addr := startTCP(t, &TCP{Frontend: "bad", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log})
 			conn := dial(t, addr)
 			conn.Write(c.bytes)
 			if n, err := conn.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {
@@ -361,7 +361,7 @@ func TestTCPHelloTimeout(t *testing.T) {
 	srv := startTLSServer(t, "one", nil, "one.test")
 	log, logs := testLog()
 	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("one.test"), Backend: newFakeBackend(srv.addr).Backend, BackendName: "one"}})
-	addr := startTCP(t, &TCP{Frontend: "slow", Table: func() *Table { return tab }, Log: log, HeaderTimeout: 200 * time.Millisecond})
+	addr := startTCP(t, &TCP{Frontend: "slow", IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log, HeaderTimeout: 200 * time.Millisecond})
 	c := dial(t, addr)
 	c.Write([]byte{22, 3, 1}) // and then nothing
 	start := time.Now()
@@ -382,7 +382,7 @@ func TestTCPReloadAppliesToNewConnections(t *testing.T) {
 	var cur atomic.Pointer[Table]
 	cur.Store(NewTable([]Route{{Backend: b1.Backend}}))
 	log, _ := testLog()
-	addr := startTCP(t, &TCP{Frontend: "reload", Table: cur.Load, Log: log})
+	addr := startTCP(t, &TCP{Frontend: "reload", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: cur.Load, Log: log})
 
 	old := dial(t, addr)
 	io.WriteString(old, "a")
@@ -405,7 +405,7 @@ func TestTCPIdleTimeout(t *testing.T) {
 	newProxy := func(t *testing.T, handle func(net.Conn)) (string, *testBackend, *TCP) {
 		b := newFakeBackend(serve(t, handle))
 		log, _ := testLog()
-		p := &TCP{Frontend: "idle", Table: singleTable(b), Log: log, IdleTimeout: idle}
+		p := &TCP{Frontend: "idle", HeaderTimeout: testHeaderTimeout, Table: singleTable(b), Log: log, IdleTimeout: idle}
 		return startTCP(t, p), b, p
 	}
 
@@ -462,7 +462,7 @@ func TestTCPShutdown(t *testing.T) {
 	t.Run("waits, then closes at the deadline", func(t *testing.T) {
 		b := newFakeBackend(serve(t, echo))
 		log, logs := testLog()
-		p := &TCP{Frontend: "stop", Table: singleTable(b), Log: log}
+		p := &TCP{Frontend: "stop", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log}
 		ln := listen(t)
 		go acceptLoop(p, nil).Serve(ln)
 		c := dial(t, ln.Addr().String())
@@ -491,7 +491,7 @@ func TestTCPShutdown(t *testing.T) {
 	t.Run("returns when the connections end", func(t *testing.T) {
 		b := newFakeBackend(serve(t, echo))
 		log, _ := testLog()
-		p := &TCP{Frontend: "stop", Table: singleTable(b), Log: log}
+		p := &TCP{Frontend: "stop", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log}
 		ln := listen(t)
 		go acceptLoop(p, nil).Serve(ln)
 		c := dial(t, ln.Addr().String())
@@ -522,7 +522,7 @@ func TestTCPShutdown(t *testing.T) {
 	})
 
 	t.Run("no connections", func(t *testing.T) {
-		p := &TCP{Table: singleTable(newFakeBackend())}
+		p := &TCP{HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(newFakeBackend())}
 		if err := p.Shutdown(context.Background()); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}

@@ -14,7 +14,7 @@ import (
 func BenchmarkTCPRelay(b *testing.B) {
 	srv := newFakeBackend(serve(b, func(c net.Conn) { io.Copy(c, c) }))
 	log := slog.New(slog.DiscardHandler)
-	addr := startTCP(b, &TCP{Frontend: "bench", Table: singleTable(srv), Log: log})
+	addr := startTCP(b, &TCP{Frontend: "bench", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(srv), Log: log})
 	c := dial(b, addr)
 	c.SetDeadline(time.Time{})
 	payload := make([]byte, 1<<20)
@@ -45,7 +45,7 @@ func BenchmarkTCPRelay(b *testing.B) {
 func BenchmarkTCPConnect(b *testing.B) {
 	srv := newFakeBackend(serve(b, echo))
 	log := slog.New(slog.DiscardHandler)
-	addr := startTCP(b, &TCP{Frontend: "bench", Table: singleTable(srv), Log: log})
+	addr := startTCP(b, &TCP{Frontend: "bench", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(srv), Log: log})
 	buf := make([]byte, 1)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -82,7 +82,7 @@ func plainEcho(c net.Conn) {
 func idleRelays(t *testing.T, n int) fdCount {
 	t.Helper()
 	b := newFakeBackend(serve(t, plainEcho))
-	addr := startTCP(t, &TCP{Frontend: "idle", Table: singleTable(b), Log: slog.New(slog.DiscardHandler)})
+	addr := startTCP(t, &TCP{Frontend: "idle", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: slog.New(slog.DiscardHandler)})
 	settlePipes(t)
 	before := openFDs(t)
 	buf := make([]byte, 1)

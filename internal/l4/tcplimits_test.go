@@ -50,7 +50,7 @@ func TestTCPGateMaxConns(t *testing.T) {
 	b := newFakeBackend(serve(t, echo))
 	log, logs := testLog()
 	gate := newGate(log, 2, 0)
-	addr := startTCPGate(t, &TCP{Frontend: "limited", Table: singleTable(b), Log: log}, gate)
+	addr := startTCPGate(t, &TCP{Frontend: "limited", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log}, gate)
 
 	c1 := dial(t, addr)
 	echoed(t, c1, "connection 1")
@@ -84,7 +84,7 @@ func TestTCPGatePerClientAfterProxyHeader(t *testing.T) {
 	gate.Trusted = func(ip netip.Addr) bool {
 		return loopback.Contains(net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	}
-	addr := startTCPGate(t, &TCP{Frontend: "limited", Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: loopback}, gate)
+	addr := startTCPGate(t, &TCP{Frontend: "limited", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: loopback}, gate)
 
 	client := func(ip string, port int) *net.TCPConn {
 		c := dial(t, addr)
@@ -118,7 +118,7 @@ func TestTCPGateToHTTP(t *testing.T) {
 	ln := listen(t)
 	h := accept.NewListener(ln.Addr())
 	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(deadAddr(t)).Backend, BackendName: "pass"}})
-	p := &TCP{Frontend: "limited", Table: func() *Table { return tab }, Log: log, ToHTTP: h}
+	p := &TCP{Frontend: "limited", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log, ToHTTP: h}
 	loop := acceptLoop(p, gate)
 	go loop.Serve(ln)
 	t.Cleanup(func() { ln.Close(); p.Shutdown(context.Background()) })

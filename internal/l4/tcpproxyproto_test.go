@@ -88,7 +88,7 @@ func TestTCPAcceptProxySendProxy(t *testing.T) {
 			got := make(chan []byte, 1)
 			b := hashedTo(t, "192.0.2.7", "127.0.0.1", c.out, serve(t, headerEcho(len(c.want), got)))
 			log, logs := testLog()
-			addr := startTCP(t, &TCP{Frontend: "pp", Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: loopback})
+			addr := startTCP(t, &TCP{Frontend: "pp", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: loopback})
 
 			conn := dial(t, addr)
 			// The header and the first data in one segment: the bytes
@@ -126,7 +126,7 @@ func TestTCPAcceptProxyServerSpeaksFirst(t *testing.T) {
 		t.Run(map[bool]string{true: "trusted", false: "untrusted"}[trusted], func(t *testing.T) {
 			b := newFakeBackend(serve(t, greeter))
 			log, _ := testLog()
-			p := &TCP{Frontend: "smtp", Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: elsewhere}
+			p := &TCP{Frontend: "smtp", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: singleTable(b), Log: log, AcceptProxy: true, Trusted: elsewhere}
 			if trusted {
 				p.Trusted = loopback
 			}
@@ -172,7 +172,7 @@ func TestTCPAcceptProxyRefused(t *testing.T) {
 				routes = append([]Route{{SNI: hostname.MustParsePattern("x.test"), Backend: b.Backend}}, routes...)
 			}
 			tab := NewTable(routes)
-			addr := startTCP(t, &TCP{Frontend: "pp", Table: func() *Table { return tab }, Log: log, AcceptProxy: true, Trusted: c.trusted})
+			addr := startTCP(t, &TCP{Frontend: "pp", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log, AcceptProxy: true, Trusted: c.trusted})
 			conn := dial(t, addr)
 			conn.Write(c.send)
 			if n, err := conn.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {

@@ -28,7 +28,7 @@ func TestTCPToHTTP(t *testing.T) {
 				t.Errorf("Addr %v, want %v", h.Addr(), ln.Addr())
 			}
 			tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(pass.addr).Backend, BackendName: "pass"}})
-			p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, Log: log, ToHTTP: h, AcceptProxy: withProxy, Trusted: loopback}
+			p := &TCP{Frontend: "mixed", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, Log: log, ToHTTP: h, AcceptProxy: withProxy, Trusted: loopback}
 			go acceptLoop(p, nil).Serve(ln)
 			t.Cleanup(func() { ln.Close(); p.Shutdown(context.Background()) })
 
@@ -108,7 +108,7 @@ func TestTCPToHTTPOnlyTLS(t *testing.T) {
 	ln := listen(t)
 	h := accept.NewListener(ln.Addr())
 	t.Cleanup(func() { h.Close() })
-	p := &TCP{Frontend: "mixed", Table: func() *Table { return NewTable(nil) }, Log: log, ToHTTP: h}
+	p := &TCP{Frontend: "mixed", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return NewTable(nil) }, Log: log, ToHTTP: h}
 	go acceptLoop(p, nil).Serve(ln)
 	c := dial(t, ln.Addr().String())
 	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
@@ -155,7 +155,7 @@ func TestTCPRouting(t *testing.T) {
 	ln := listen(t)
 	h := accept.NewListener(ln.Addr())
 	tab := NewTable([]Route{{SNI: hostname.MustParsePattern("pass.test"), Backend: newFakeBackend(pass.addr).Backend, BackendName: "pass"}})
-	p := &TCP{Frontend: "mixed", Table: func() *Table { return tab }, ToHTTP: h}
+	p := &TCP{Frontend: "mixed", HeaderTimeout: testHeaderTimeout, IdleTimeout: testTCPIdleTimeout, Table: func() *Table { return tab }, ToHTTP: h}
 	loop := acceptLoop(p, nil)
 	go loop.Serve(ln)
 	t.Cleanup(func() { ln.Close(); h.Close(); p.Shutdown(context.Background()) })

@@ -15,11 +15,10 @@ import (
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
-// Defaults of UDP.
-const (
-	DefaultUDPIdleTimeout = 30 * time.Second
-	DefaultUDPMaxFlows    = 65536
-)
+// DefaultUDPMaxFlows is UDP.MaxFlows when it is zero or negative: the
+// flows one relay keeps alive at once (the configuration has no setting
+// for it).
+const DefaultUDPMaxFlows = 65536
 
 const (
 	// udpBufferSize holds the largest UDP payload (65535 bytes less the
@@ -68,7 +67,9 @@ type UDP struct {
 	// direction for this long: its socket is closed and its server's
 	// in-flight count released. Expiry is checked every IdleTimeout/4, so
 	// a flow lives between IdleTimeout and 1.25 × IdleTimeout after its
-	// last datagram. Zero or negative: DefaultUDPIdleTimeout (30s).
+	// last datagram. The frontend's idle_timeout, which the configuration
+	// defaults. Zero or negative: never (a flow then ends only with its
+	// socket or at Shutdown).
 	IdleTimeout time.Duration
 	// MaxFlows bounds the flows alive at once (each holds a socket and
 	// counts against its server's max_conns); a datagram that would start
@@ -153,9 +154,6 @@ func (u *UDP) live() *udpRelay {
 			gate:     u.Gate,
 			epoch:    time.Now(),
 			flows:    make(map[udpFlowKey]*udpFlow),
-		}
-		if r.idle <= 0 {
-			r.idle = DefaultUDPIdleTimeout
 		}
 		if r.maxFlows <= 0 {
 			r.maxFlows = DefaultUDPMaxFlows
@@ -281,15 +279,15 @@ func (u *UDP) Shutdown(ctx context.Context) error {
 	}
 }
 
-// serving starts the sweeper if it does not run yet. It reports false
-// after Shutdown.
+// serving starts the sweeper if it does not run yet (none without an
+// idle timeout). It reports false after Shutdown.
 func (r *udpRelay) serving() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return false
 	}
-	if !r.sweeping {
+	if !r.sweeping && r.idle > 0 {
 		r.sweeping = true
 		r.stop = make(chan struct{})
 		r.wg.Add(1)

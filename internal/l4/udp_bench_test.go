@@ -40,7 +40,7 @@ func benchUDPRelay(b *testing.B, size, clients int, direct bool) {
 	target := echo
 	if !direct {
 		be := newUDPTestBackend(b, balance.RoundRobin, echo.String())
-		u := &UDP{Frontend: "bench", Backend: func() (*upstream.Backend, string) { return be.Backend, "echo" }}
+		u := &UDP{Frontend: "bench", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "echo" }}
 		target = startUDP(b, u, "127.0.0.1:0").LocalAddr().(*net.UDPAddr)
 	}
 	conns := make(chan *net.UDPConn, clients)

@@ -24,7 +24,7 @@ func TestUDPFlowsStick(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr, b.addr)
 	log, logBuf := udpTestLog()
-	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }, Log: log}
+	u := &UDP{Frontend: "dns", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }, Log: log}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	const clients, datagrams = 20, 10
@@ -92,7 +92,7 @@ func TestUDPFlowsStick(t *testing.T) {
 func TestUDPHashSource(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
 	be := newBackend(backendOptions{Options: upstream.Options{Algorithm: balance.Hash, HashKey: upstream.HashKey{Kind: upstream.HashSource}}, downOnFailure: true}, a.addr, b.addr)
-	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
+	u := &UDP{Frontend: "dns", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 	used := map[string]bool{}
 	for i := range 6 {
@@ -118,7 +118,7 @@ func TestUDPHashSource(t *testing.T) {
 func TestUDPDatagramSizes(t *testing.T) {
 	a := newUDPTestServer(t, "a")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
-	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
+	u := &UDP{Frontend: "dns", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 	c := newUDPTestClient(t, addrPort(t, startUDP(t, u, "127.0.0.1:0")))
 	// The reply adds "a:", and 65507 bytes is the most an IPv4 datagram
 	// carries.
@@ -184,7 +184,7 @@ func TestUDPIdleExpiry(t *testing.T) {
 func TestUDPServerRefused(t *testing.T) {
 	a, b := newUDPTestServer(t, "a"), newUDPTestServer(t, "b")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr, b.addr)
-	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
+	u := &UDP{Frontend: "dns", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	// Round robin gives the two flows one server each.
@@ -223,7 +223,7 @@ func TestUDPMaxFlows(t *testing.T) {
 	a := newUDPTestServer(t, "a")
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
 	log, logBuf := udpTestLog()
-	u := &UDP{Frontend: "syslog", Backend: func() (*upstream.Backend, string) { return be.Backend, "collectors" }, MaxFlows: 2, Log: log}
+	u := &UDP{Frontend: "syslog", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "collectors" }, MaxFlows: 2, Log: log}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 
 	c1, c2, c3 := newUDPTestClient(t, front), newUDPTestClient(t, front), newUDPTestClient(t, front)
@@ -255,7 +255,7 @@ func TestUDPNoServer(t *testing.T) {
 	be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
 	be.member(a.addr).State.SetHealthy(false)
 	log, logBuf := udpTestLog()
-	u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }, Log: log}
+	u := &UDP{Frontend: "dns", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }, Log: log}
 	front := addrPort(t, startUDP(t, u, "127.0.0.1:0"))
 	c := newUDPTestClient(t, front)
 	c.send("1")
@@ -279,7 +279,7 @@ func TestUDPWildcardReplySource(t *testing.T) {
 		t.Run(bind, func(t *testing.T) {
 			a := newUDPTestServer(t, "a")
 			be := newUDPTestBackend(t, balance.RoundRobin, a.addr)
-			u := &UDP{Frontend: "dns", Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
+			u := &UDP{Frontend: "dns", IdleTimeout: testUDPIdleTimeout, Backend: func() (*upstream.Backend, string) { return be.Backend, "resolvers" }}
 			pc := startUDP(t, u, bind)
 			port := pc.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 			for _, dst := range []string{"127.0.0.1", "127.0.0.2"} {

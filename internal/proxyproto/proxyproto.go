@@ -24,11 +24,6 @@ import (
 	pp "github.com/pires/go-proxyproto"
 )
 
-// DefaultTimeout is the wait for a trusted peer's header when Accept is
-// given a timeout of zero or less: 5 seconds, the default of the bind's
-// proxy_timeout.
-const DefaultTimeout = 5 * time.Second
-
 var (
 	// ErrUntrustedHeader is returned by Conn.Read (and Verify, WriteTo) when
 	// a peer that is not trusted starts its connection with a PROXY
@@ -93,9 +88,10 @@ func classify(b []byte) sigKind {
 // Accept prepares c, a connection accepted on a bind with accept_proxy.
 //
 // When c's peer is in trusted, a PROXY header (v1 or v2) is required: Accept
-// reads it, waiting at most timeout (zero or less: DefaultTimeout) through a
-// read deadline on c that it clears before returning, and returns a Conn
-// whose RemoteAddr and LocalAddr are the header's source and destination.
+// reads it, waiting at most timeout (the bind's proxy_timeout, which the
+// configuration defaults; zero or less: no bound) through a read deadline
+// on c that it clears before returning, and returns a Conn whose
+// RemoteAddr and LocalAddr are the header's source and destination.
 // For the LOCAL command, and for a transport other than TCP over IPv4 or
 // IPv6 (UNKNOWN, UNSPEC, UDP, unix), they stay c's own, as HAProxy does. A
 // header split over several packets is accepted as long as it is complete
@@ -114,10 +110,11 @@ func Accept(c net.Conn, trusted Trusted, timeout time.Duration) (*Conn, error) {
 	if !trusted.Contains(c.RemoteAddr()) {
 		return &Conn{conn: c, pending: true}, nil
 	}
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+	var deadline time.Time // zero: none
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
 	}
-	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+	if err := c.SetReadDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("proxyproto: trusted peer %s: %w", c.RemoteAddr(), err)
 	}
 	// The buffer holds the longest v2 header the parser accepts, so
