@@ -140,13 +140,17 @@ frontends:
         quic:
           shards: 1
           retry: never
+    # Every load generator is one client (127.0.0.1): room for the idle
+    # scenarios' connections, as HAProxy's maxconn below.
+    limits:
+      max_conns_per_client: %d
     routes:
       - backend: bench
 %sbackends:
   bench:
     servers:
       - address: %s
-%s`, t.plain, t.tls, portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
+%s`, t.plain, t.tls, idle+200, portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
 		argv = []string{filepath.Join(dir, "portcullis"), "run", "-c", filepath.Join(dir, confName)}
 		env = []string{"GOMAXPROCS=1"}
 	case "haproxy":
