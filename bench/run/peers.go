@@ -123,6 +123,10 @@ func (r *runner) startProxy(name, backend, backendTCP string, idle int) (*target
 		conf = fmt.Sprintf(`global:
   user: nobody
   grace: 2s
+  # Room for the idle scenarios (a warning says it is above what the
+  # open-files limit leaves for client and server connections: idle
+  # connections have no server side).
+  max_conns: %d
 frontends:
   plain:
     bind:
@@ -150,7 +154,7 @@ frontends:
   bench:
     servers:
       - address: %s
-%s`, t.plain, t.tls, idle+200, portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
+%s`, idle+200, t.plain, t.tls, idle+200, portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
 		argv = []string{filepath.Join(dir, "portcullis"), "run", "-c", filepath.Join(dir, confName)}
 		env = []string{"GOMAXPROCS=1"}
 	case "haproxy":
