@@ -16,13 +16,11 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	ctx = proxy.WithTunnels(ctx, &s.tunnels)
 	g := &proxy.ConnGuard{Frontend: s.config.Frontend, Address: s.config.Address, Events: s.config.Events}
 	s.guards.Store(c, g)
-	ctx = proxy.WithConnGuard(ctx, g)
-	if s.config.SendProxy == nil || !s.config.SendProxy() {
-		return ctx
+	ctx, cc := proxy.ForConn(ctx, g, c.RemoteAddr(), c.LocalAddr(), s.config.SendProxy != nil && s.config.SendProxy())
+	if cc != nil {
+		s.clients.Store(c, cc)
 	}
-	cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
-	s.clients.Store(c, cc)
-	return proxy.WithClientConn(ctx, cc)
+	return ctx
 }
 
 // connState counts the fresh connections and, once a connection is gone,

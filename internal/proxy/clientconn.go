@@ -65,6 +65,21 @@ func WithClientConn(ctx context.Context, c *ClientConn) context.Context {
 	return context.WithValue(ctx, clientConnKey{}, c)
 }
 
+// ForConn returns ctx carrying what the proxy reads for the requests of
+// one client connection, whatever its protocol: its guard g and, when
+// sendProxy is set (a server of the running configuration has
+// send_proxy), a ClientConn naming remote and local. It returns that
+// ClientConn (nil without sendProxy) for the server to Close with the
+// connection.
+func ForConn(ctx context.Context, g *ConnGuard, remote, local net.Addr, sendProxy bool) (context.Context, *ClientConn) {
+	ctx = WithConnGuard(ctx, g)
+	if !sendProxy {
+		return ctx, nil
+	}
+	cc := &ClientConn{Remote: remote, Local: local}
+	return WithClientConn(ctx, cc), cc
+}
+
 // clientConnFrom returns the ClientConn of ctx, or nil.
 func clientConnFrom(ctx context.Context) *ClientConn {
 	c, _ := ctx.Value(clientConnKey{}).(*ClientConn)

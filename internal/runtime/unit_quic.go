@@ -97,15 +97,12 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 // running graph sends the PROXY protocol, the connection's addresses.
 func (u *quicUnit) connContext(b *compile.Bind) func(context.Context, *quic.Conn) context.Context {
 	return func(ctx context.Context, c *quic.Conn) context.Context {
-		ctx = proxy.WithConnGuard(ctx, newConnGuard(b, func() {
-			h3.CloseExcessiveLoad(c, "too many cancelled requests")
-		}))
-		if !u.s.graph.Load().SendProxy {
-			return ctx
+		g := newConnGuard(b, func() { h3.CloseExcessiveLoad(c, "too many cancelled requests") })
+		ctx, cc := proxy.ForConn(ctx, g, c.RemoteAddr(), c.LocalAddr(), u.s.graph.Load().SendProxy)
+		if cc != nil {
+			context.AfterFunc(ctx, cc.Close)
 		}
-		cc := &proxy.ClientConn{Remote: c.RemoteAddr(), Local: c.LocalAddr()}
-		context.AfterFunc(ctx, cc.Close)
-		return proxy.WithClientConn(ctx, cc)
+		return ctx
 	}
 }
 
