@@ -16,13 +16,13 @@ import (
 // startProxyHeader serves a loopback listener through a ProxyHeader step
 // trusting trusted, into a Listener, with a Gate that counts clients the
 // way the runtime's does (peers in trusted count in the totals only).
-func startProxyHeader(t *testing.T, trusted proxyproto.Trusted) (addr string, fwd *Listener, s *Server, gate *limit.Gate, logs *syncBuffer) {
+func startProxyHeader(t *testing.T, trusted proxyproto.Trusted) (addr string, fwd *Listener, s *Server, gate *limit.Gate, logs *testutil.Buffer) {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs = &syncBuffer{}
+	logs = &testutil.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	fwd = NewListener(ln.Addr())
 	gate = &limit.Gate{Conns: limit.NewConns(nil), Events: limit.NewEvents(log, 0), Frontend: "web", Address: "test",
@@ -80,7 +80,7 @@ func TestProxyHeaderUntrusted(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Errorf("read %d bytes, %v; want the connection closed", n, err)
 	}
-	if l := logs.lines("outside trusted_proxies"); len(l) != 1 {
+	if l := logs.Lines("outside trusted_proxies"); len(l) != 1 {
 		t.Errorf("log lines about the untrusted header: %q, want one", l)
 	}
 

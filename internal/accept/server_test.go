@@ -1,13 +1,11 @@
 package accept
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -16,30 +14,6 @@ import (
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.SplitAfter(b.b.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 // failingListener fails every Accept with err until its deadline, then
 // reports itself closed.
@@ -65,7 +39,7 @@ func (l *failingListener) Addr() net.Addr { return &net.TCPAddr{} }
 // 1s) and log at most one line per second, counting every error.
 func TestServeAcceptErrorsSummarized(t *testing.T) {
 	const flood = 3500 * time.Millisecond
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	gate := &limit.Gate{Conns: limit.NewConns(nil), Events: limit.NewEvents(log, 0), Frontend: "limited", Address: "test"}
 	emfile := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
@@ -78,7 +52,7 @@ func TestServeAcceptErrorsSummarized(t *testing.T) {
 	// The last summary comes up to a second after the last error.
 	time.Sleep(limit.SummaryInterval + testutil.Scaled(200*time.Millisecond))
 
-	lines := logs.lines("accept failed")
+	lines := logs.Lines("accept failed")
 	var counted int
 	for _, l := range lines {
 		if !strings.Contains(l, `msg="accept failed: out of file descriptors or memory"`) || !strings.Contains(l, "too many open files") {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,10 +18,7 @@ import (
 // does).
 func compileFile(t *testing.T, dir, yaml string) (*Graph, error) {
 	t.Helper()
-	path := filepath.Join(dir, "portcullis.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := testutil.WriteConfig(t, dir, yaml)
 	cfg, err := config.Load(path, nil)
 	if cfg == nil {
 		return nil, err
@@ -33,25 +29,6 @@ func compileFile(t *testing.T, dir, yaml string) (*Graph, error) {
 	}
 	return g, nil
 }
-
-const twoCerts = `frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:8443
-        http3: true
-        tls:
-          certificates:
-            - cert: default.test.pem
-              key: default.test.key
-            - cert: other.test.pem
-              key: other.test.key
-    routes:
-      - backend: app
-backends:
-  app:
-    servers:
-      - address: 127.0.0.1:9001
-`
 
 // handshake completes a TLS handshake against conf with the given SNI and
 // returns the server certificate's first name and the negotiated protocol.
@@ -73,7 +50,7 @@ func TestCertificateChosenBySNI(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteCert(t, dir, "default.test")
 	testutil.WriteCert(t, dir, "other.test", "*.other.test")
-	g, err := compileFile(t, dir, twoCerts)
+	g, err := compileFile(t, dir, testutil.TwoCerts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +83,7 @@ func TestCertificateChosenBySNI(t *testing.T) {
 func TestCompileReportsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteCert(t, dir, "default.test")
-	yaml := strings.Replace(twoCerts, "backend: app", "backend: nosuch", 1)
+	yaml := strings.Replace(testutil.TwoCerts, "backend: app", "backend: nosuch", 1)
 	yaml = "global:\n  user: no-such-user-here\n" + yaml
 	_, err := compileFile(t, dir, yaml)
 	var list config.ErrorList

@@ -1,44 +1,25 @@
 package httpserver
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/proxy"
+	"github.com/portcullis/portcullis/internal/testutil"
 )
-
-// logBuffer is a log destination safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // summaries returns Events that summarize every 10ms into the returned
 // buffer.
-func summaries() (*limit.Events, *logBuffer) {
-	buf := &logBuffer{}
+func summaries() (*limit.Events, *testutil.Buffer) {
+	buf := &testutil.Buffer{}
 	return limit.NewEvents(slog.New(slog.NewTextHandler(buf, nil)), 10*time.Millisecond), buf
 }
 
-func waitLog(t *testing.T, buf *logBuffer, want ...string) {
+func waitLog(t *testing.T, buf *testutil.Buffer, want ...string) {
 	t.Helper()
 	waitFor(t, strings.Join(want, ", "), func() bool {
 		for _, l := range strings.Split(buf.String(), "\n") {

@@ -29,11 +29,11 @@ func TestTLSSessionResumption(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteCert(t, dir, "default.test")
 	testutil.WriteCert(t, dir, "other.test", "*.other.test")
-	g1, err := compileFile(t, dir, twoCerts)
+	g1, err := compileFile(t, dir, testutil.TwoCerts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g2, err := compileFile(t, dir, twoCerts) // a reload of the same file
+	g2, err := compileFile(t, dir, testutil.TwoCerts) // a reload of the same file
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestHTTP3SessionResumption(t *testing.T) {
 	testutil.WriteCert(t, dir, "default.test")
 	testutil.WriteCert(t, dir, "other.test", "*.other.test")
 	addr := freePort(t)
-	yaml := strings.Replace(twoCerts, "127.0.0.1:8443\n        http3: true", addr+"\n        http3: true\n        quic: {shards: 1}", 1)
+	yaml := strings.Replace(testutil.TwoCerts, "127.0.0.1:8443\n        http3: true", addr+"\n        http3: true\n        quic: {shards: 1}", 1)
 	g, err := compileFile(t, dir, yaml)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ func TestUpgradeTicketKeys(t *testing.T) {
 	dial := ticketServer(t, conf, &tls.Config{})
 	process := func(keys [][32]byte) *tickets.Keys {
 		t.Helper()
-		g, err := compileFile(t, dir, twoCerts)
+		g, err := compileFile(t, dir, testutil.TwoCerts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +57,7 @@ func TestUpgradeQUICKeys(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteCert(t, dir, "default.test")
 	testutil.WriteCert(t, dir, "other.test", "*.other.test")
-	g, err := compileFile(t, dir, twoCerts)
+	g, err := compileFile(t, dir, testutil.TwoCerts)
 	if err != nil {
 		t.Fatal(err)
 	}
