@@ -1,3 +1,11 @@
+// Package runtime runs the lifecycle of a portcullis process: it loads
+// and compiles a configuration (package compile), acquires every socket
+// while privileged (binding, or taking systemd's or a predecessor's),
+// drops privileges, starts one unit per socket (a TCP bind, the shards of
+// an HTTP/3 bind, a UDP relay) and, on signals, reloads, hands off to a
+// new process for a binary upgrade, or stops gracefully. It wires
+// listeners to the protocols' servers (accept, httpserver, l4, h3); how a
+// protocol is served is theirs. docs/architecture.md is the map.
 package runtime
 
 import (
