@@ -23,7 +23,8 @@ type L4 struct {
 	// (passthrough) routes, and connections no route takes are served as
 	// HTTP.
 	Table *l4.Table
-	// AcceptProxy reads PROXY headers from Trusted peers.
+	// AcceptProxy reads PROXY headers from the Trusted peers
+	// (trusted_proxies) and refuses them from anyone else.
 	AcceptProxy bool
 	Trusted     proxyproto.Trusted
 	// HeaderTimeout bounds the PROXY header and the ClientHello: the
@@ -37,7 +38,9 @@ type L4 struct {
 
 // Relay is a compiled bind of a udp frontend.
 type Relay struct {
-	Spec        listen.Spec
+	// Spec is the relay's UDP socket.
+	Spec listen.Spec
+	// Backend gets every datagram; BackendName names it in logs.
 	Backend     *upstream.Backend
 	BackendName string
 	// IdleTimeout forgets idle flows: the frontend's idle_timeout
