@@ -113,7 +113,11 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	if *path == "" || fs.NArg() > 0 {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portcullis validate: unexpected argument %q\n%s", fs.Arg(0), usage)
+		return exitUsage
+	}
+	if *path == "" {
 		fmt.Fprintf(stderr, "portcullis validate: give the file with -c FILE\n%s", usage)
 		return exitUsage
 	}
@@ -122,8 +126,16 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if code := report(err, stderr); code != exitOK {
 		return code
 	}
-	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends, %d sockets)\n", *path, len(g.Frontends), len(g.Backends), len(g.Specs()))
+	fmt.Fprintf(stdout, "%s: valid (%s, %s, %s)\n", *path, count(len(g.Frontends), "frontend"), count(len(g.Backends), "backend"), count(len(g.Specs()), "socket"))
 	return exitOK
+}
+
+// count is n and noun, in the plural unless n is 1: "1 frontend", "2 sockets".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // report prints err and maps it to an exit code: configuration problems
@@ -135,7 +147,7 @@ func report(err error, stderr io.Writer) int {
 	var cerr config.ErrorList
 	if errors.As(err, &cerr) {
 		fmt.Fprintln(stderr, cerr.Error())
-		fmt.Fprintf(stderr, "portcullis: %d problem(s) in the configuration\n", len(cerr))
+		fmt.Fprintf(stderr, "portcullis: %s in the configuration\n", count(len(cerr), "problem"))
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "portcullis: %v\n", err)

@@ -3,6 +3,7 @@ package compile
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -191,11 +192,17 @@ func (g *Graph) Specs() []listen.Spec {
 	return specs
 }
 
+// lookupUser looks up global.user and global.group, the identity to drop
+// to. os/user's errors already say "user: " or "group: ", so a name that
+// does not exist is reported in words of our own.
 func lookupUser(cfg *config.Config) (*privilege.Target, *config.Error) {
 	g := cfg.Global
 	u, err := user.Lookup(g.User)
+	if errors.As(err, new(user.UnknownUserError)) {
+		return nil, cfg.Errorf(g.At.Value("user"), "global user %q: no such user (create it, e.g. useradd --system --no-create-home %s)", g.User, g.User)
+	}
 	if err != nil {
-		return nil, cfg.Errorf(g.At.Value("user"), "global user: %v (create it, e.g. useradd --system --no-create-home %s)", err, g.User)
+		return nil, cfg.Errorf(g.At.Value("user"), "global user %q: %v", g.User, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
@@ -204,8 +211,11 @@ func lookupUser(cfg *config.Config) (*privilege.Target, *config.Error) {
 	}
 	if g.Group != "" {
 		grp, err := user.LookupGroup(g.Group)
+		if errors.As(err, new(user.UnknownGroupError)) {
+			return nil, cfg.Errorf(g.At.Value("group"), "global group %q: no such group (create it, e.g. groupadd --system %s)", g.Group, g.Group)
+		}
 		if err != nil {
-			return nil, cfg.Errorf(g.At.Value("group"), "global group: %v", err)
+			return nil, cfg.Errorf(g.At.Value("group"), "global group %q: %v", g.Group, err)
 		}
 		gid, _ = strconv.Atoi(grp.Gid)
 	}

@@ -91,8 +91,8 @@ func TestCompileReportsEveryProblem(t *testing.T) {
 		t.Fatalf("want a config.ErrorList, got %v", err)
 	}
 	want := []string{
-		"portcullis.yaml:2:9: global user:",                                // lookup, at compile time
-		"portcullis.yaml:12:21: frontend \"web\": cannot read certificate", // other.test.pem is missing
+		"portcullis.yaml:2:9: global user \"no-such-user-here\": no such user (create it", // lookup, at compile time
+		"portcullis.yaml:12:21: frontend \"web\": cannot read certificate",                // other.test.pem is missing
 		"portcullis.yaml:15:18: frontend \"web\": route refers to unknown backend \"nosuch\"",
 	}
 	got := err.Error()
@@ -103,6 +103,18 @@ func TestCompileReportsEveryProblem(t *testing.T) {
 	}
 	if len(list) != len(want) {
 		t.Errorf("%d problems, want %d:\n%s", len(list), len(want), got)
+	}
+}
+
+// A global.group that does not exist is named once, with how to create
+// it (os/user's own error would say "group: " a second time).
+func TestCompileUnknownGroup(t *testing.T) {
+	yaml := "global:\n  user: nobody\n  group: no-such-group-here\n" +
+		"frontends:\n  web:\n    bind:\n      - address: 127.0.0.1:8080\n    routes:\n      - backend: app\nbackends:\n  app:\n    servers:\n      - address: 127.0.0.1:9001\n"
+	_, err := compileFile(t, t.TempDir(), yaml)
+	want := `portcullis.yaml:3:10: global group "no-such-group-here": no such group (create it, e.g. groupadd --system no-such-group-here)`
+	if err == nil || !strings.HasSuffix(err.Error(), "/"+want) {
+		t.Errorf("error %v, want .../%s", err, want)
 	}
 }
 
