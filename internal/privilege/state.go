@@ -114,6 +114,15 @@ func (t Thread) String() string {
 		t.UIDs[1], userName(t.UIDs[1]), t.GIDs[1], groupName(t.GIDs[1]), CapNames(t.Eff))
 }
 
+// GroupName is the name of the thread's effective group, or its number
+// when it has none: what chgrp takes to let the thread read a file.
+func (t Thread) GroupName() string {
+	if name := groupName(t.GIDs[1]); name != "?" {
+		return name
+	}
+	return strconv.Itoa(t.GIDs[1])
+}
+
 func userName(uid int) string {
 	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
 		return u.Username

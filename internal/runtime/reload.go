@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -43,8 +45,12 @@ func (s *serving) reload(path string, reg *registry) error {
 		return errors.New("the embedded configuration has no file to reload")
 	}
 	rec := handoff.NewRecorder()
-	cfg, err := config.Load(path, rec.ReadFile)
-	g, err := compileAll(cfg, err, rec.ReadFile, s.log, reg)
+	read := &deniedReads{read: rec.ReadFile}
+	cfg, err := config.Load(path, read.ReadFile)
+	g, err := compileAll(cfg, err, read.ReadFile, s.log, reg)
+	if err != nil && s.start.proc.dropped && len(read.paths) > 0 {
+		return &ReloadFilesError{Err: err, Paths: read.paths, Thread: self()}
+	}
 	if err != nil {
 		return err
 	}
@@ -96,6 +102,22 @@ func (s *serving) reload(path string, reg *registry) error {
 	s.retire(retired, g.Grace)
 	s.logChanges(d, running, started, notes, g.Grace)
 	return nil
+}
+
+// deniedReads reads files through read and keeps the paths of those it
+// was not allowed to read.
+type deniedReads struct {
+	read  config.ReadFileFunc
+	paths []string
+}
+
+// ReadFile reads name through r.read.
+func (r *deniedReads) ReadFile(name string) ([]byte, error) {
+	b, err := r.read(name)
+	if errors.Is(err, fs.ErrPermission) && !slices.Contains(r.paths, name) {
+		r.paths = append(r.paths, name)
+	}
+	return b, err
 }
 
 // reloadShards sets the number of shards of every HTTP/3 bind of g: that

@@ -79,6 +79,32 @@ func (e *ReloadSocketError) Error() string {
 
 func (e *ReloadSocketError) Unwrap() error { return e.Err }
 
+// ReloadFilesError is a reload refused because files the configuration
+// names could not be read: the process dropped privileges at startup,
+// where it read them as root, and reloads read them as global.user. A
+// 0600 root key starts fine and fails every reload after it.
+type ReloadFilesError struct {
+	// Err holds every problem of the file (a config.ErrorList).
+	Err error
+	// Paths are the files that could not be read for lack of permission.
+	Paths  []string
+	Thread privilege.Thread
+}
+
+// Error is the problems of the file (the first line, for the service
+// status, is one of them), then who the process is and the remedies.
+func (e *ReloadFilesError) Error() string {
+	files := strings.Join(e.Paths, " ")
+	who := strings.SplitN(e.Thread.String(), " with", 2)[0]
+	return fmt.Sprintf("%v\n"+
+		"cannot read %s as %s: portcullis dropped privileges after reading its files as root at startup, and a reload reads them as that user; to reload:\n"+
+		"  1. let group %s read them: chgrp %s %s; chmod 0640 %s (every directory above them must be traversable), or\n"+
+		"  2. restart instead (systemctl restart): a restart reads the files as root again",
+		e.Err, files, who, e.Thread.GroupName(), e.Thread.GroupName(), files, files)
+}
+
+func (e *ReloadFilesError) Unwrap() error { return e.Err }
+
 // socketProblems are the problems of listen.Acquire, by kind.
 type socketProblems struct {
 	all    []error

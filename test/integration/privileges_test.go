@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestRootDropsToNobody starts portcullis as root with global.user: it must
@@ -79,4 +82,54 @@ func TestRootWithoutUserWarns(t *testing.T) {
 	if got := p.stderr.String(); !logHas(got, "level=WARN", "running as root") {
 		t.Errorf("no warning containing %q on stderr:\n%s", "running as root", got)
 	}
+}
+
+// TestReloadRootOnlyKeyAfterDrop starts portcullis as root with
+// global.user and a key that only root may read (0600 root): it starts,
+// but a reload reads the key as nobody. The reload is refused with the
+// key's FILE:LINE:COL and the remedy (which group may read it, the
+// commands, or a restart), the running configuration keeps serving, and
+// once the remedy is applied the reload succeeds.
+func TestReloadRootOnlyKeyAfterDrop(t *testing.T) {
+	ups := startUpstreams(t)
+	opt := ups.options(siteOptions{User: true, PrivateKey: true})
+	s := newSite(t, opt)
+	p := start(t, asRoot(defaultBinary(t), s.config), startOptions{})
+	p.waitReady()
+
+	config := exampleConfig(opt)
+	line := 1 + strings.Count(config[:strings.Index(config, "key: site.key")], "\n")
+	at := fmt.Sprintf("%s:%d:20: frontend \"web\": cannot read key: open %s: permission denied", s.config, line, s.key)
+	quoted := strconv.Quote(at) // as the log quotes the error
+	got := reload(t, s, p, config)
+	for _, want := range []string{
+		`msg="reload refused; the running configuration keeps serving"`,
+		quoted[1 : len(quoted)-1],
+		"cannot read " + s.key + " as uid=65534(nobody) gid=65534(nogroup)",
+		fmt.Sprintf("chgrp nogroup %s; chmod 0640 %s", s.key, s.key),
+		"restart instead (systemctl restart)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the refused reload does not say %q:\n%s", want, got)
+		}
+	}
+	status := p.waitNotify("STATUS=reload failed", scaled(5*time.Second))
+	if !strings.Contains(status, "READY=1") || !strings.Contains(status, at) {
+		t.Errorf("service status %q, want READY=1 and %q", status, at)
+	}
+	checkServes(t, s)
+
+	// The remedy the message gives makes the next reload work.
+	if err := os.Chown(s.key, 0, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(s.key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got := reload(t, s, p, config); !strings.Contains(got, "msg=reloaded") {
+		t.Errorf("reload after chgrp nogroup and chmod 0640: %s", got)
+	}
+	checkServes(t, s)
+	p.stop()
+	t.Logf("the refused reload: %s", got)
 }
