@@ -23,6 +23,24 @@ backends:
       - address: 127.0.0.1:9001
 `
 
+// missingCert is a valid configuration but for its certificate file,
+// which does not exist (site.key, the key, does in a site's directory).
+const missingCert = `frontends:
+  web:
+    bind:
+      - address: 127.0.0.1:443
+        tls:
+          certificates:
+            - cert: missing.pem
+              key: site.key
+    routes:
+      - backend: app
+backends:
+  app:
+    servers:
+      - address: 127.0.0.1:9001
+`
+
 // problem is one message validate must print: at LINE:COL, containing
 // every keyword.
 type problem struct {
@@ -122,23 +140,16 @@ backends:
 		config: strings.Replace(minimal, "      - address: 127.0.0.1:80\n", "      - address: 127.0.0.1:80\n        http3: true\n", 1),
 		want:   []problem{{"5:9", []string{"http3", "tls"}}},
 	}, {
-		name: "missing certificate file",
-		config: `frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:443
-        tls:
-          certificates:
-            - cert: missing.pem
-              key: site.key
-    routes:
-      - backend: app
-backends:
-  app:
-    servers:
-      - address: 127.0.0.1:9001
-`,
-		want: []problem{{"7:21", []string{"certificate", "missing.pem", "no such file"}}},
+		name:   "missing certificate file",
+		config: missingCert,
+		want:   []problem{{"7:21", []string{"certificate", "missing.pem", "no such file"}}},
+	}, {
+		name:   "missing certificate and key files",
+		config: strings.Replace(missingCert, "key: site.key", "key: missing.key", 1),
+		want: []problem{
+			{"7:21", []string{"certificate", "missing.pem", "no such file"}},
+			{"8:20", []string{"key", "missing.key", "no such file"}},
+		},
 	}, {
 		name: "several problems at once",
 		config: `global:
@@ -166,22 +177,8 @@ backends:
 			{"12:18", []string{`unknown backend "nosuch"`}},
 		},
 	}, {
-		name: "config problem and unreadable certificate at once",
-		config: `frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:443
-        tls:
-          certificates:
-            - cert: missing.pem
-              key: site.key
-    routes:
-      - backend: nosuch
-backends:
-  app:
-    servers:
-      - address: 127.0.0.1:9001
-`,
+		name:   "config problem and unreadable certificate at once",
+		config: strings.Replace(missingCert, "backend: app", "backend: nosuch", 1),
 		want: []problem{
 			{"7:21", []string{"certificate", "missing.pem", "no such file"}},
 			{"10:18", []string{`unknown backend "nosuch"`}},
