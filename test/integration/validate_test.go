@@ -140,6 +140,10 @@ backends:
 		config: strings.Replace(minimal, "      - address: 127.0.0.1:80\n", "      - address: 127.0.0.1:80\n        http3: true\n", 1),
 		want:   []problem{{"5:9", []string{"http3", "tls"}}},
 	}, {
+		name:   "wildcard overlapping an address",
+		config: strings.Replace(minimal, "      - address: 127.0.0.1:80\n", "      - address: 127.0.0.1:80\n      - address: :80\n", 1),
+		want:   []problem{{"5:18", []string{"address :80 (every address) overlaps 127.0.0.1:80", "line 4", "remove one"}}},
+	}, {
 		name:   "missing certificate file",
 		config: missingCert,
 		want:   []problem{{"7:21", []string{"certificate", "missing.pem", "no such file"}}},
