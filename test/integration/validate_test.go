@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -238,10 +239,11 @@ backends:
 	t.Run("issue-example", func(t *testing.T) {
 		t.Parallel()
 		s := newSite(t, siteOptions{User: true, App: [2]string{"127.0.0.1:9001", "127.0.0.1:9002"}, API: "127.0.0.1:9003"})
-		want, err := readString(filepath.Join("..", "..", "examples", "portcullis.yaml"))
+		example, err := readString(filepath.Join("..", "..", "examples", "portcullis.yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, want := exampleHeader(example)
 		if got, _ := readString(s.config); got != want {
 			t.Fatalf("the test's example configuration differs from the issue's:\n%s", got)
 		}
@@ -253,4 +255,66 @@ backends:
 			t.Errorf("stdout %q, want it to start with %q", stdout, want)
 		}
 	})
+}
+
+// exampleHeader splits a file of examples/ into its leading comment lines
+// and the rest, and returns the header's commands: its lines indented
+// under "#", such as "#   openssl req ...", to be run from the
+// repository's root.
+func exampleHeader(text string) (commands []string, rest string) {
+	for rest = text; strings.HasPrefix(rest, "#"); {
+		line, after, _ := strings.Cut(rest, "\n")
+		if cmd, ok := strings.CutPrefix(line, "#   "); ok && strings.TrimSpace(cmd) != "" {
+			commands = append(commands, strings.TrimSpace(cmd))
+		}
+		rest = after
+	}
+	return commands, rest
+}
+
+// TestExamplesValidate follows the header of every configuration in
+// examples/ as an operator would: with the file copied to ROOT/examples
+// in a fresh directory, it runs the header's commands from ROOT, and
+// `portcullis validate` must then accept the file.
+func TestExamplesValidate(t *testing.T) {
+	bin := defaultBinary(t)
+	var files []string
+	for _, pattern := range []string{"*.yaml", "*.yml"} {
+		m, err := filepath.Glob(filepath.Join("..", "..", "examples", pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	if len(files) == 0 {
+		t.Fatal("no configurations in examples/")
+	}
+	for _, example := range files {
+		t.Run(filepath.Base(example), func(t *testing.T) {
+			t.Parallel()
+			text, err := readString(example)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := sharedDir(t)
+			file := filepath.Join(root, "examples", filepath.Base(example))
+			if err := os.Mkdir(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, file, text, 0o644)
+			commands, _ := exampleHeader(text)
+			for _, c := range commands {
+				needTool(t, strings.Fields(c)[0], strings.Fields(c)[0])
+				cmd := exec.Command("sh", "-c", c)
+				cmd.Dir = root
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("the header's command failed: %v\n%s\n%s", err, c, out)
+				}
+			}
+			stdout, stderr, code := validate(t, bin, file)
+			if code != 0 || !strings.HasPrefix(stdout, file+": valid (") {
+				t.Errorf("after the header's %d commands, validate exits %d, want 0:\n%s%s", len(commands), code, stdout, stderr)
+			}
+		})
+	}
 }
