@@ -235,14 +235,17 @@ func loadTLS(cfg *config.Config, frontend string, t *config.TLS, readFile config
 		if c.Cert == "" || c.Key == "" {
 			continue // validation reported it
 		}
-		certPEM, err := readFile(cfg.Path(c.Cert))
-		if err != nil {
-			errs = append(errs, cfg.Errorf(c.At.Value("cert"), "frontend %q: cannot read certificate: %v", frontend, err))
-			continue
+		// Both files are read before either error is reported, so a
+		// missing certificate and a missing key are named together.
+		certPEM, certErr := readFile(cfg.Path(c.Cert))
+		if certErr != nil {
+			errs = append(errs, cfg.Errorf(c.At.Value("cert"), "frontend %q: cannot read certificate: %v", frontend, certErr))
 		}
-		keyPEM, err := readFile(cfg.Path(c.Key))
-		if err != nil {
-			errs = append(errs, cfg.Errorf(c.At.Value("key"), "frontend %q: cannot read key: %v", frontend, err))
+		keyPEM, keyErr := readFile(cfg.Path(c.Key))
+		if keyErr != nil {
+			errs = append(errs, cfg.Errorf(c.At.Value("key"), "frontend %q: cannot read key: %v", frontend, keyErr))
+		}
+		if certErr != nil || keyErr != nil {
 			continue
 		}
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)

@@ -93,6 +93,7 @@ func TestCompileReportsEveryProblem(t *testing.T) {
 	want := []string{
 		"portcullis.yaml:2:9: global user \"no-such-user-here\": no such user (create it", // lookup, at compile time
 		"portcullis.yaml:12:21: frontend \"web\": cannot read certificate",                // other.test.pem is missing
+		"portcullis.yaml:13:20: frontend \"web\": cannot read key",                        // and so is its key: both are named
 		"portcullis.yaml:15:18: frontend \"web\": route refers to unknown backend \"nosuch\"",
 	}
 	got := err.Error()

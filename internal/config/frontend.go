@@ -40,22 +40,9 @@ func (fe *Frontend) setDefaults() {
 	}
 }
 
-// socket is one listening socket a bind needs: "tcp" or "udp", and the
-// canonical address.
-type socket struct {
-	network, address string
-}
-
-// socketOwner is the bind that claimed a socket first.
-type socketOwner struct {
-	fe    *Frontend
-	pos   Pos
-	http3 bool // claimed as the HTTP/3 side of an http bind
-}
-
 // validate checks one frontend: its mode, binds and routes. bound holds the
 // sockets claimed by the frontends before it, and gets this one's.
-func (fe *Frontend) validate(backends map[string]*Backend, all []*Backend, bound map[socket]socketOwner, add func(Pos, string, ...any)) {
+func (fe *Frontend) validate(backends map[string]*Backend, all []*Backend, bound claims, add func(Pos, string, ...any)) {
 	where := fmt.Sprintf("frontend %q", fe.Name)
 	mode := fe.Mode
 	if !slices.Contains(modeNames, mode) {
@@ -138,7 +125,7 @@ func (l *Limits) validate(mode, where string, add func(Pos, string, ...any)) {
 }
 
 // validate checks one bind of fe, whose mode is mode ("" when invalid).
-func (b *Bind) validate(fe *Frontend, mode, where string, bound map[socket]socketOwner, add func(Pos, string, ...any)) {
+func (b *Bind) validate(fe *Frontend, mode, where string, bound claims, add func(Pos, string, ...any)) {
 	addr, err := ListenAddress(b.Address)
 	if err != nil {
 		add(b.At.Value("address"), "%s: %v", where, err)
@@ -214,42 +201,6 @@ func (b *Bind) uses(key string) bool {
 		return b.QUIC != nil
 	}
 	return false
-}
-
-// claim records the sockets the bind needs in bound, and reports those
-// another bind claimed first. A tcp frontend and a udp frontend may share a
-// port; an http bind with http3 needs both TCP and UDP on its address.
-func (b *Bind) claim(fe *Frontend, mode, where string, bound map[socket]socketOwner, add func(Pos, string, ...any)) {
-	var networks []string
-	switch mode {
-	case ModeHTTP:
-		networks = []string{"tcp"}
-		if b.HTTP3 {
-			networks = append(networks, "udp")
-		}
-	case ModeTCP:
-		networks = []string{"tcp"}
-	case ModeUDP:
-		networks = []string{"udp"}
-	}
-	at := b.At.Value("address")
-	for _, n := range networks {
-		k := socket{n, b.Address}
-		http3 := mode == ModeHTTP && n == "udp"
-		prev, dup := bound[k]
-		if !dup {
-			bound[k] = socketOwner{fe, at, http3}
-			continue
-		}
-		why := ""
-		switch {
-		case prev.http3:
-			why = " (for HTTP/3, its bind has http3: true)"
-		case http3:
-			why = ", and http3 needs UDP on the same address"
-		}
-		add(at, "%s: address %s is already bound for %s by frontend %q at line %d%s", where, b.Address, strings.ToUpper(n), prev.fe.Name, prev.pos.Line, why)
-	}
 }
 
 // validateProxy checks accept_proxy, trusted_proxies and proxy_timeout, and

@@ -35,7 +35,7 @@ func (c *Config) validate() error {
 	for _, b := range c.Backends {
 		backends[b.Name] = b
 	}
-	bound := map[socket]socketOwner{}
+	bound := claims{}
 	for _, fe := range c.Frontends {
 		fe.validate(backends, c.Backends, bound, add)
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,24 @@ const minimal = `frontends:
   web:
     bind:
       - address: 127.0.0.1:80
+    routes:
+      - backend: app
+backends:
+  app:
+    servers:
+      - address: 127.0.0.1:9001
+`
+
+// missingCert is a valid configuration but for its certificate file,
+// which does not exist (site.key, the key, does in a site's directory).
+const missingCert = `frontends:
+  web:
+    bind:
+      - address: 127.0.0.1:443
+        tls:
+          certificates:
+            - cert: missing.pem
+              key: site.key
     routes:
       - backend: app
 backends:
@@ -122,23 +141,20 @@ backends:
 		config: strings.Replace(minimal, "      - address: 127.0.0.1:80\n", "      - address: 127.0.0.1:80\n        http3: true\n", 1),
 		want:   []problem{{"5:9", []string{"http3", "tls"}}},
 	}, {
-		name: "missing certificate file",
-		config: `frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:443
-        tls:
-          certificates:
-            - cert: missing.pem
-              key: site.key
-    routes:
-      - backend: app
-backends:
-  app:
-    servers:
-      - address: 127.0.0.1:9001
-`,
-		want: []problem{{"7:21", []string{"certificate", "missing.pem", "no such file"}}},
+		name:   "wildcard overlapping an address",
+		config: strings.Replace(minimal, "      - address: 127.0.0.1:80\n", "      - address: 127.0.0.1:80\n      - address: :80\n", 1),
+		want:   []problem{{"5:18", []string{"address :80 (every address) overlaps 127.0.0.1:80", "line 4", "remove one"}}},
+	}, {
+		name:   "missing certificate file",
+		config: missingCert,
+		want:   []problem{{"7:21", []string{"certificate", "missing.pem", "no such file"}}},
+	}, {
+		name:   "missing certificate and key files",
+		config: strings.Replace(missingCert, "key: site.key", "key: missing.key", 1),
+		want: []problem{
+			{"7:21", []string{"certificate", "missing.pem", "no such file"}},
+			{"8:20", []string{"key", "missing.key", "no such file"}},
+		},
 	}, {
 		name: "several problems at once",
 		config: `global:
@@ -166,22 +182,8 @@ backends:
 			{"12:18", []string{`unknown backend "nosuch"`}},
 		},
 	}, {
-		name: "config problem and unreadable certificate at once",
-		config: `frontends:
-  web:
-    bind:
-      - address: 127.0.0.1:443
-        tls:
-          certificates:
-            - cert: missing.pem
-              key: site.key
-    routes:
-      - backend: nosuch
-backends:
-  app:
-    servers:
-      - address: 127.0.0.1:9001
-`,
+		name:   "config problem and unreadable certificate at once",
+		config: strings.Replace(missingCert, "backend: app", "backend: nosuch", 1),
 		want: []problem{
 			{"7:21", []string{"certificate", "missing.pem", "no such file"}},
 			{"10:18", []string{`unknown backend "nosuch"`}},
@@ -237,10 +239,11 @@ backends:
 	t.Run("issue-example", func(t *testing.T) {
 		t.Parallel()
 		s := newSite(t, siteOptions{User: true, App: [2]string{"127.0.0.1:9001", "127.0.0.1:9002"}, API: "127.0.0.1:9003"})
-		want, err := readString(filepath.Join("..", "..", "examples", "portcullis.yaml"))
+		example, err := readString(filepath.Join("..", "..", "examples", "portcullis.yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, want := exampleHeader(example)
 		if got, _ := readString(s.config); got != want {
 			t.Fatalf("the test's example configuration differs from the issue's:\n%s", got)
 		}
@@ -252,4 +255,66 @@ backends:
 			t.Errorf("stdout %q, want it to start with %q", stdout, want)
 		}
 	})
+}
+
+// exampleHeader splits a file of examples/ into its leading comment lines
+// and the rest, and returns the header's commands: its lines indented
+// under "#", such as "#   openssl req ...", to be run from the
+// repository's root.
+func exampleHeader(text string) (commands []string, rest string) {
+	for rest = text; strings.HasPrefix(rest, "#"); {
+		line, after, _ := strings.Cut(rest, "\n")
+		if cmd, ok := strings.CutPrefix(line, "#   "); ok && strings.TrimSpace(cmd) != "" {
+			commands = append(commands, strings.TrimSpace(cmd))
+		}
+		rest = after
+	}
+	return commands, rest
+}
+
+// TestExamplesValidate follows the header of every configuration in
+// examples/ as an operator would: with the file copied to ROOT/examples
+// in a fresh directory, it runs the header's commands from ROOT, and
+// `portcullis validate` must then accept the file.
+func TestExamplesValidate(t *testing.T) {
+	bin := defaultBinary(t)
+	var files []string
+	for _, pattern := range []string{"*.yaml", "*.yml"} {
+		m, err := filepath.Glob(filepath.Join("..", "..", "examples", pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	if len(files) == 0 {
+		t.Fatal("no configurations in examples/")
+	}
+	for _, example := range files {
+		t.Run(filepath.Base(example), func(t *testing.T) {
+			t.Parallel()
+			text, err := readString(example)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := sharedDir(t)
+			file := filepath.Join(root, "examples", filepath.Base(example))
+			if err := os.Mkdir(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, file, text, 0o644)
+			commands, _ := exampleHeader(text)
+			for _, c := range commands {
+				needTool(t, strings.Fields(c)[0], strings.Fields(c)[0])
+				cmd := exec.Command("sh", "-c", c)
+				cmd.Dir = root
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("the header's command failed: %v\n%s\n%s", err, c, out)
+				}
+			}
+			stdout, stderr, code := validate(t, bin, file)
+			if code != 0 || !strings.HasPrefix(stdout, file+": valid (") {
+				t.Errorf("after the header's %d commands, validate exits %d, want 0:\n%s%s", len(commands), code, stdout, stderr)
+			}
+		})
+	}
 }
