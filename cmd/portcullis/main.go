@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/quickstart"
 	"github.com/portcullis/portcullis/internal/runtime"
 )
@@ -122,7 +123,14 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if code := report(err, stderr); code != exitOK {
 		return code
 	}
-	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends, %d sockets)\n", *path, len(g.Frontends), len(g.Backends), len(g.Specs()))
+	// The sockets run binds, as its "ready" line counts them: HTTP/3
+	// binds have more when the steering program loads.
+	steered, unsteered := g.StartSpecs(true), g.StartSpecs(false)
+	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends, %d sockets)\n", *path, len(g.Frontends), len(g.Backends), len(steered))
+	if len(unsteered) != len(steered) {
+		fmt.Fprintf(stdout, "%s: %s; %d if run cannot load the QUIC steering program (it needs root or CAP_BPF at startup; docs/quic.md)\n",
+			*path, listen.Tally(steered), len(unsteered))
+	}
 	return exitOK
 }
 
