@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 
 	"github.com/portcullis/portcullis/internal/config"
+	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/quickstart"
 	"github.com/portcullis/portcullis/internal/runtime"
 )
@@ -126,7 +127,14 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if code := report(err, stderr); code != exitOK {
 		return code
 	}
-	fmt.Fprintf(stdout, "%s: valid (%s, %s, %s)\n", *path, count(len(g.Frontends), "frontend"), count(len(g.Backends), "backend"), count(len(g.Specs()), "socket"))
+	// The sockets run binds, as its "ready" line counts them: HTTP/3
+	// binds have more when the steering program loads.
+	steered, unsteered := g.StartSpecs(true), g.StartSpecs(false)
+	fmt.Fprintf(stdout, "%s: valid (%s, %s, %s)\n", *path, count(len(g.Frontends), "frontend"), count(len(g.Backends), "backend"), count(len(steered), "socket"))
+	if len(unsteered) != len(steered) {
+		fmt.Fprintf(stdout, "%s: %s; %d if run cannot load the QUIC steering program (it needs root or CAP_BPF at startup; docs/quic.md)\n",
+			*path, listen.Tally(steered), len(unsteered))
+	}
 	return exitOK
 }
 

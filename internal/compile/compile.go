@@ -179,11 +179,36 @@ func (g *Graph) TLSConfigs() []*tls.Config {
 
 // Specs lists every socket the graph needs.
 func (g *Graph) Specs() []listen.Spec {
+	return g.specs((*Bind).UDPSpecs)
+}
+
+// StartSpecs lists the sockets a fresh start (no passed sockets) binds
+// for the graph: each HTTP/3 bind has its configured shards in two sets
+// when the steering program loads (steered), else one socket. validate
+// tells them from Specs, which lists the sockets of the compiled graph
+// before startup has decided.
+func (g *Graph) StartSpecs(steered bool) []listen.Spec {
+	return g.specs(func(b *Bind) []listen.Spec {
+		if b.QUIC == nil {
+			return nil
+		}
+		q := *b.QUIC
+		q.Shards, q.Sets = 1, 1
+		if steered {
+			q.Shards, q.Sets = q.Configured, 2
+		}
+		return (&Bind{UDP: b.UDP, QUIC: &q}).UDPSpecs()
+	})
+}
+
+// specs lists every socket of the graph, with udp giving a bind's UDP
+// sockets.
+func (g *Graph) specs(udp func(*Bind) []listen.Spec) []listen.Spec {
 	var specs []listen.Spec
 	for _, f := range g.Frontends {
 		for _, b := range f.Binds {
 			specs = append(specs, b.TCP)
-			specs = append(specs, b.UDPSpecs()...)
+			specs = append(specs, udp(b)...)
 		}
 		for _, r := range f.Relays {
 			specs = append(specs, r.Spec)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/quic-go/quic-go"
 )
@@ -24,41 +25,50 @@ const keyLen = 32
 //
 // Each file holds exactly 32 bytes of key material, either raw or as 64
 // hex digits (surrounding whitespace ignored). An empty file name means a
-// random key for this process; a note (to log at startup) says what that
-// costs. readFile reads a file; nil means os.ReadFile. Keys are read at
-// startup, while still privileged, like certificates. A file that cannot
+// random key for this process; one short note (to log at startup) says so
+// and points to docs/quic.md, which says what that costs. readFile reads a
+// file; nil means os.ReadFile. Keys are read at startup, while still
+// privileged, like certificates. A file that cannot
 // be read or holds no valid key gives a *KeyFileError.
 func LoadKeys(statelessResetKeyFile, tokenKeyFile string, readFile func(string) ([]byte, error)) (*quic.StatelessResetKey, *quic.TokenGeneratorKey, []string, error) {
 	if readFile == nil {
 		readFile = os.ReadFile
 	}
-	var notes []string
 	var reset quic.StatelessResetKey
-	if statelessResetKeyFile == "" {
-		notes = append(notes, "quic: no stateless_reset_key_file: using a random stateless reset key for this process; "+
-			"after a restart, or from another instance, portcullis cannot reset connections the old process or the other instance held, "+
-			"so their clients wait for the idle timeout instead of reconnecting at once; set stateless_reset_key_file to share one key")
-		if err := randomKey(reset[:]); err != nil {
-			return nil, nil, nil, err
-		}
-	} else if err := readKey("stateless_reset_key_file", statelessResetKeyFile, reset[:], readFile); err != nil {
-		return nil, nil, nil, err
-	}
 	var token quic.TokenGeneratorKey
-	if tokenKeyFile == "" {
-		notes = append(notes, "quic: no token_key_file: using a random token key for this process; "+
-			"Retry and address validation (NEW_TOKEN) tokens issued before a restart or by another instance are not accepted, "+
-			"so those clients validate their address again (one more round trip); set token_key_file to share one key")
-		if err := randomKey(token[:]); err != nil {
+	var unset []string
+	for _, k := range []struct {
+		setting, file string
+		dst           []byte
+	}{{"stateless_reset_key_file", statelessResetKeyFile, reset[:]}, {"token_key_file", tokenKeyFile, token[:]}} {
+		if k.file == "" {
+			unset = append(unset, k.setting)
+			if err := randomKey(k.dst); err != nil {
+				return nil, nil, nil, err
+			}
+		} else if err := readKey(k.setting, k.file, k.dst, readFile); err != nil {
 			return nil, nil, nil, err
 		}
-	} else if err := readKey("token_key_file", tokenKeyFile, token[:], readFile); err != nil {
-		return nil, nil, nil, err
+	}
+	var notes []string
+	if len(unset) > 0 {
+		notes = append(notes, randomKeysNote(unset))
 	}
 	if statelessResetKeyFile != "" && statelessResetKeyFile == tokenKeyFile {
 		notes = append(notes, fmt.Sprintf("quic: stateless_reset_key_file and token_key_file are both %s: a separate key for each is better practice", tokenKeyFile))
 	}
 	return &reset, &token, notes, nil
+}
+
+// randomKeysNote is the note for the settings left unset: one line that
+// says the keys are random and where to read what that means (connections
+// and tokens do not outlive the process, nor move to another instance).
+func randomKeysNote(unset []string) string {
+	keys := "a random key"
+	if len(unset) > 1 {
+		keys = "random keys"
+	}
+	return fmt.Sprintf("quic: %s not set: %s for this process (see docs/quic.md, \"Key files\")", strings.Join(unset, " and "), keys)
 }
 
 func randomKey(dst []byte) error {

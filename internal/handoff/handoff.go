@@ -61,8 +61,8 @@ type Socket struct {
 	FD int
 	// Name is the socket's name (listen.Socket.Name).
 	Name string
-	// Source says where the socket came from: "activated" (systemd) or
-	// "inherited" (bound by a previous image).
+	// Source says where the socket came from (listen.Source*): systemd,
+	// this process before its privilege drop, or a previous process.
 	Source string
 }
 
@@ -125,7 +125,9 @@ func (h *Handoff) passSteering(steer map[string]*quiclb.Steering, p Passer) erro
 }
 
 // passSockets passes every socket and records it in h.Sockets. A socket
-// this process bound is "inherited" for the next image.
+// this process bound is, for the next image, "bound before drop" when h
+// is a privilege drop, and "inherited" when it is a binary upgrade, as is
+// every socket not from systemd.
 func (h *Handoff) passSockets(sockets []*listen.Socket, p Passer) error {
 	h.Sockets = nil
 	for _, s := range sockets {
@@ -134,8 +136,12 @@ func (h *Handoff) passSockets(sockets []*listen.Socket, p Passer) error {
 			return fmt.Errorf("%s: %w", s.Spec, err)
 		}
 		source := s.Source
-		if source == "bound" {
-			source = "inherited"
+		switch {
+		case source == listen.SourceSystemd:
+		case h.Dropped && h.Upgrade == nil:
+			source = listen.SourceBoundBeforeDrop
+		default:
+			source = listen.SourceInherited
 		}
 		h.Sockets = append(h.Sockets, Socket{FD: fd, Name: s.Name, Source: source})
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/internal/listen"
 )
 
 // dupPasser passes duplicates under their own numbers, as if this process
@@ -67,6 +69,54 @@ func TestWriteTake(t *testing.T) {
 	}
 	if _, err := got.ReadFile("/etc/shadow"); err == nil {
 		t.Error("ReadFile served a file that was not handed off")
+	}
+}
+
+// TestWriteSources: the next image learns where each socket came from:
+// after a privilege drop, the sockets this process bound were "bound
+// before drop"; after an upgrade, every socket not from systemd is
+// "inherited"; systemd's stay systemd's.
+func TestWriteSources(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sockets := func(sources ...string) []*listen.Socket {
+		var out []*listen.Socket
+		for _, src := range sources {
+			out = append(out, &listen.Socket{File: f, Source: src})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		h    *Handoff
+		in   []*listen.Socket
+		want []string
+	}{
+		{"drop", &Handoff{Dropped: true}, sockets(listen.SourceBound, listen.SourceSystemd),
+			[]string{listen.SourceBoundBeforeDrop, listen.SourceSystemd}},
+		{"upgrade", &Handoff{Upgrade: &Upgrade{}}, sockets(listen.SourceBound, listen.SourceSystemd, listen.SourceInherited),
+			[]string{listen.SourceInherited, listen.SourceSystemd, listen.SourceInherited}},
+		{"upgrade after a drop", &Handoff{Dropped: true, Upgrade: &Upgrade{}}, sockets(listen.SourceBoundBeforeDrop, listen.SourceBound),
+			[]string{listen.SourceInherited, listen.SourceInherited}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, mem, err := tc.h.Write(tc.in, nil, dupPasser{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem.Close()
+			var got []string
+			for _, s := range tc.h.Sockets {
+				unix.Close(s.FD)
+				got = append(got, s.Source)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("sources %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -68,9 +68,25 @@ type Socket struct {
 	// Name is the socket's name: the one systemd or the previous process
 	// passed, or "" for a socket bound here.
 	Name string
-	// Source is "bound", "systemd" or "inherited".
+	// Source says where the socket came from: one of the Source
+	// constants.
 	Source string
 }
+
+// Where a socket came from (Socket.Source, Passed.Source), as the
+// "listening" log lines say it.
+const (
+	// SourceBound is a socket this process bound.
+	SourceBound = "bound"
+	// SourceBoundBeforeDrop is a socket this process bound while still
+	// privileged, before it re-executed itself unprivileged.
+	SourceBoundBeforeDrop = "bound before drop"
+	// SourceSystemd is a socket systemd passed (socket activation).
+	SourceSystemd = "systemd"
+	// SourceInherited is a socket the previous process of a binary
+	// upgrade passed on.
+	SourceInherited = "inherited"
+)
 
 // BindError is a socket that could not be had.
 type BindError struct {
@@ -132,23 +148,31 @@ func Acquire(specs []Spec, passed []*Passed, bind bool) ([]*Socket, error) {
 			errs = append(errs, &BindError{Spec: spec, Err: err})
 			continue
 		}
-		out = append(out, &Socket{Spec: spec, File: f, Source: "bound"})
+		out = append(out, &Socket{Spec: spec, File: f, Source: SourceBound})
 	}
 	for i, p := range passed {
 		if !used[i] {
 			errs = append(errs, fmt.Errorf("%s passed socket fd %d (name %q, %s %s) but no bind uses it: add a bind with address %s (or fd_name: %s), or remove it from the socket unit",
-				p.Source, p.File.Fd(), p.Name, p.Network, p.Addr, p.Addr, p.Name))
+				passer(p.Source), p.File.Fd(), p.Name, p.Network, p.Addr, p.Addr, p.Name))
 		}
 	}
 	if len(errs) > 0 {
 		for _, s := range out {
-			if s.Source == "bound" {
+			if s.Source == SourceBound {
 				s.File.Close()
 			}
 		}
 		return nil, errs
 	}
 	return out, nil
+}
+
+// passer names who passed a socket of the given source.
+func passer(source string) string {
+	if source == SourceSystemd {
+		return "systemd"
+	}
+	return "the previous process"
 }
 
 // match finds the passed socket for spec: -1 when there is none.

@@ -16,7 +16,7 @@ type Passed struct {
 	Name    string
 	Network string // "tcp" or "udp"
 	Addr    netip.AddrPort
-	Source  string // "systemd" or "inherited"
+	Source  string // SourceSystemd, SourceInherited or SourceBoundBeforeDrop
 }
 
 // MatchesAddress reports whether the socket is bound to the canonical bind
@@ -100,7 +100,7 @@ func Activated() ([]*Passed, error) {
 		if i < len(nameList) {
 			name = nameList[i]
 		}
-		p, err := FromFD(first+i, name, "systemd")
+		p, err := FromFD(first+i, name, SourceSystemd)
 		if err != nil {
 			return nil, fmt.Errorf("socket activation: %v", err)
 		}

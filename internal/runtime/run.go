@@ -203,7 +203,11 @@ func (s *serving) started(g *compile.Graph, sockets []*listen.Socket, up *handof
 	if opt.Serving != nil {
 		opt.Serving()
 	}
-	status := fmt.Sprintf("serving %d sockets as %s", len(sockets), strings.SplitN(self().String(), " with", 2)[0])
+	specs := make([]listen.Spec, len(sockets))
+	for i, s := range sockets {
+		specs[i] = s.Spec
+	}
+	status := fmt.Sprintf("serving %s, as %s", listen.Tally(specs), strings.SplitN(self().String(), " with", 2)[0])
 	s.announce(up, n, status, opt.Version)
 }
 

@@ -39,8 +39,19 @@ func TestRootDropsToNobody(t *testing.T) {
 				t.Errorf("key file is %v owned by uid %d; the test meant it to be 0600 root, readable only before the drop", fi.Mode().Perm(), st.Uid)
 			}
 			p.stop() // after the exit, stderr is complete
-			if got := p.stderr.String(); strings.Contains(got, "running as root") {
+			got := p.stderr.String()
+			if strings.Contains(got, "running as root") {
 				t.Errorf("warned about running as root although it dropped to nobody:\n%s", got)
+			}
+			// The listening lines say the sockets were bound before the
+			// drop, not passed in (socket activation, an upgrade).
+			for _, network := range []string{"network=tcp", "network=udp"} {
+				if !logHas(got, "msg=listening", network, `socket="bound before drop"`) {
+					t.Errorf(`no %s listening line says socket="bound before drop":\n%s`, network, got)
+				}
+			}
+			if logHas(got, "msg=listening", "socket=inherited") {
+				t.Errorf("a listening line says socket=inherited after a privilege drop:\n%s", got)
 			}
 		})
 	}

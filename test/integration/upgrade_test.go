@@ -142,6 +142,13 @@ func TestUpgradeSteered(t *testing.T) {
 	if n := len(udpInodes(t, 443)); n != 4 {
 		t.Errorf("%d UDP sockets on 127.0.0.1:443 after the upgrades, want the same 4", n)
 	}
+	// The first process bound its sockets before the drop; the new ones
+	// inherited them.
+	for _, src := range []string{`socket="bound before drop"`, "socket=inherited"} {
+		if !logHas(p.stderr.String(), "msg=listening", "network=udp", src) {
+			t.Errorf("no listening line says %s:\n%s", src, p.stderr.String())
+		}
+	}
 	c.stop()
 }
 

@@ -318,3 +318,38 @@ func TestExamplesValidate(t *testing.T) {
 		})
 	}
 }
+
+// validCount is validate's count of the sockets of a file with HTTP/3:
+// the first line's, then the explanation's, with the count without the
+// steering program.
+var validCount = regexp.MustCompile(`: valid \(.*, (\d+) sockets\)\n.*: (\d+) sockets: \d+ TCP, \d+ UDP \(QUIC on 127\.0\.0\.1:443: \d+ shards? × 2 sets\); (\d+) if run cannot load the QUIC steering program \(it needs root or CAP_BPF at startup; docs/quic\.md\)\n$`)
+
+// TestValidateCountsSocketsAsRun: validate counts the sockets run binds,
+// and says how many there are without the steering program; run's ready
+// line gives the same count, as root (the program loads) and as a
+// service user without CAP_BPF (it does not).
+func TestValidateCountsSocketsAsRun(t *testing.T) {
+	bin := defaultBinary(t)
+	ups := startUpstreams(t)
+	s := newSite(t, ups.options(siteOptions{}))
+	stdout, stderr, code := validate(t, bin, s.config)
+	m := validCount.FindStringSubmatch(stdout)
+	if code != 0 || m == nil || m[1] != m[2] {
+		t.Fatalf("validate: exit status %d, stdout %q, want a count of the sockets (%s) explained on a second line; stderr:\n%s", code, stdout, validCount, stderr)
+	}
+	for _, run := range []struct {
+		name string
+		argv []string
+		want string
+	}{
+		{"root", asRoot(bin, s.config), m[1]},
+		{"ambient", asAmbient(t, bin, s.config), m[3]},
+	} {
+		p := start(t, run.argv, startOptions{})
+		p.waitReady()
+		if want := "serving " + run.want + " sockets: "; !logHas(p.stderr.String(), "msg=ready", want) {
+			t.Errorf("%s: the ready line does not say %q, as validate did:\n%s", run.name, want, p.stderr.String())
+		}
+		p.stop()
+	}
+}
