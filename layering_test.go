@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"sni":        {},
 	"proxyproto": {},
 	"limit":      {},
+	"accesslog":  {},
 	"quiclb":     {},
 	"tickets":    {},
 	"testutil":   {},
@@ -34,16 +35,16 @@ var allowed = map[string][]string{
 	"health":   {"balance"},
 	"upstream": {"balance", "health", "limit"},
 	// The HTTP request path.
-	"proxy": {"balance", "proxyproto", "limit", "upstream", "hostname"},
+	"proxy": {"accesslog", "balance", "proxyproto", "limit", "upstream", "hostname"},
 	// The protocols' servers.
 	"accept":     {"limit", "proxyproto"},
 	"httpserver": {"limit", "proxy"},
-	"l4":         {"balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept"},
+	"l4":         {"accesslog", "balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept"},
 	"h3":         {"quiclb"},
 	// Configuration to graph, once.
-	"compile": {"config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
+	"compile": {"accesslog", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
 	// The lifecycle.
-	"runtime": {"config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb"},
+	"runtime": {"accesslog", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb"},
 }
 
 func TestLayering(t *testing.T) {
