@@ -76,9 +76,32 @@ type Frontend struct {
 	// Limits bound what the frontend's clients can take
 	// (docs/security.md). Every key has a default.
 	Limits Limits `yaml:"limits"`
+	// AccessLog, when set, logs one line per HTTP request, tcp connection
+	// or udp flow (docs/logging.md). Nil: no access log.
+	AccessLog *AccessLog `yaml:"access_log"`
 
 	At Positions `yaml:"-"`
 }
+
+// AccessLog is where and how a frontend writes its access log.
+type AccessLog struct {
+	// Format is json (default: one object per line), combined (Apache's
+	// and nginx's) or logfmt; compile checks the name
+	// (accesslog.ParseFormat).
+	Format string `yaml:"format"`
+	// To is stdout (default), stderr, or a file's path, relative to the
+	// configuration file's directory. Frontends that name the same path
+	// share one file.
+	To string `yaml:"to"`
+
+	At Positions `yaml:"-"`
+}
+
+// Defaults of AccessLog.
+const (
+	DefaultAccessLogFormat = "json"
+	DefaultAccessLogTo     = "stdout"
+)
 
 // Limits bound the resources a frontend's clients can hold. The
 // connection limits apply to every mode; the others to http frontends
