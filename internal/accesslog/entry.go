@@ -57,8 +57,8 @@ type Entry struct {
 
 // State is a termination state, two characters modelled on HAProxy's:
 // the first says who ended the request (- nobody: it ended normally, C
-// the client, S the server, s the proxy on the server's side, P the
-// proxy's policy, N no server), the second in which phase (Q queue, C
+// the client, S the server, s the proxy on the server's side (a
+// timeout), P the proxy's policy, R the proxy's resources, N no server), the second in which phase (Q queue, C
 // connect, H waiting for the response headers, D data, R request).
 type State string
 
@@ -83,10 +83,19 @@ const (
 	// ServerTimeout: the server did not send its headers in time.
 	ServerTimeout State = "sH"
 	// Refused: refused by a limit or policy for the client's fault (400,
-	// 408, 413, 431, 501) or by the proxy's own shortage (503).
+	// 408, 413, 414, 429, 431, 501) before any server was tried.
 	Refused State = "PR"
-	// NoServer: no server of the backend was usable, or no route matched.
+	// NoServer: no server of the backend was usable.
 	NoServer State = "NS"
+	// IdleData: a tcp connection or udp flow carried no byte for its
+	// idle_timeout (HAProxy's client timeout during data).
+	IdleData State = "cD"
+	// Killed: the proxy closed the connection as it shut down (a stop, or
+	// the end of a reload's or an upgrade's grace).
+	Killed State = "KD"
+	// Resource: the proxy was short of resources (descriptors, memory,
+	// source ports) or too overloaded to connect in time: a 503.
+	Resource State = "RC"
 )
 
 // String returns the state, "--" for the zero value.

@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"strconv"
 
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/limit"
@@ -30,6 +31,10 @@ type Live interface {
 	// running one, or a new one not yet in use) and the summarizer of the
 	// limits that fire.
 	FrontendConns(name string) (*limit.Conns, *limit.Events)
+	// AccessLog returns the writer of access-log destination to (stdout,
+	// stderr or a file's absolute path): the running one, or a new one
+	// not yet opened.
+	AccessLog(to string) *accesslog.Writer
 }
 
 // Compile builds the graph of cfg: it reads certificates and keys through
@@ -45,7 +50,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		live = fresh{}
 	}
 	var errs config.ErrorList
-	g := &Graph{Grace: cfg.Global.Grace, BindAt: map[string]*Bind{}, RelayAt: map[string]*Relay{}, Conns: map[string]ConnPlan{}}
+	g := &Graph{Grace: cfg.Global.Grace, BindAt: map[string]*Bind{}, RelayAt: map[string]*Relay{}, Conns: map[string]ConnPlan{}, AccessLogs: map[string]*accesslog.Writer{}}
 	var warning string
 	if g.MaxConns, warning = maxConnsFor(cfg); warning != "" {
 		g.Notes = append(g.Notes, warning)
@@ -76,6 +81,10 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 	for _, fe := range cfg.Frontends {
 		f := &Frontend{Name: fe.Name, Mode: fe.Mode}
 		g.Frontends = append(g.Frontends, f)
+		var err *config.Error
+		if f.AccessLog, err = g.accessLog(cfg, fe, live); err != nil {
+			errs = append(errs, err)
+		}
 		conns, events := live.FrontendConns(fe.Name)
 		g.Conns[fe.Name] = ConnPlan{Conns: conns, Max: fe.Limits.MaxConns, PerClient: fe.Limits.MaxConnsPerClient}
 		switch fe.Mode {
@@ -83,6 +92,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			for _, b := range fe.Bind {
 				l4b, l4errs := compileL4(cfg, fe, b, upstreams)
 				errs = append(errs, l4errs...)
+				l4b.Log = f.AccessLog
 				cb := &Bind{
 					TCP:  listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "TCP proxy"},
 					L4:   l4b,
@@ -95,6 +105,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		case config.ModeUDP:
 			for _, b := range fe.Bind {
 				r := compileRelay(fe, b, upstreams)
+				r.Log = f.AccessLog
 				r.Gate = gateFor(conns, events, fe.Name, b.Address)
 				f.Relays = append(f.Relays, r)
 				g.RelayAt[b.Address] = r
@@ -102,6 +113,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			continue
 		}
 		errs = append(errs, g.compileHTTP(cfg, fe, f, conns, events, backends, upstreams, readFile, log)...)
+
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
@@ -125,12 +137,16 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
 		}
 	}
-	limited := func(h http.Handler) http.Handler {
-		return proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
-	}
 	for _, b := range fe.Bind {
+		limited := func(h http.Handler) http.Handler {
+			lim := proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
+			return proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy})
+		}
 		l4b, l4errs := compileL4(cfg, fe, b, upstreams)
 		errs = append(errs, l4errs...)
+		if l4b != nil {
+			l4b.Log = f.AccessLog
+		}
 		cb := &Bind{
 			TCP:     listen.Spec{Frontend: fe.Name, Network: "tcp", Address: b.Address, FDName: b.FDName, Purpose: "HTTP/1.1, h2c"},
 			Handler: limited(&proxy.Handler{Router: router, Log: log.With("frontend", fe.Name)}),
@@ -284,4 +300,28 @@ func loadTLS(cfg *config.Config, frontend string, t *config.TLS, readFile config
 		conf.Certificates = append(conf.Certificates, pair)
 	}
 	return conf, errs
+}
+
+// accessLog returns the logger of fe's access log (nil without one), and
+// records its writer in g.AccessLogs, shared by every frontend that
+// names the same destination.
+func (g *Graph) accessLog(cfg *config.Config, fe *config.Frontend, live Live) (*accesslog.Logger, *config.Error) {
+	a := fe.AccessLog
+	if a == nil {
+		return nil, nil
+	}
+	format, err := accesslog.ParseFormat(a.Format)
+	if err != nil {
+		return nil, cfg.Errorf(a.At.Value("format"), "frontend %q: access_log %v (leave it out for json)", fe.Name, err)
+	}
+	to := a.To
+	if to != "stdout" && to != "stderr" {
+		to = cfg.Path(to)
+	}
+	w := g.AccessLogs[to]
+	if w == nil {
+		w = live.AccessLog(to)
+		g.AccessLogs[to] = w
+	}
+	return &accesslog.Logger{W: w, Format: format}, nil
 }

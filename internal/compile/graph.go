@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"github.com/portcullis/portcullis/internal/httpserver"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -54,6 +55,11 @@ type Graph struct {
 	MaxConns int
 	// Conns are the connection limits of each frontend, by name.
 	Conns map[string]ConnPlan
+	// AccessLogs are the access-log writers the frontends use, by
+	// destination (stdout, stderr or a file's absolute path). The runtime
+	// opens the new ones before the graph serves, reopens them on
+	// SIGUSR1 and closes those a reload leaves unused.
+	AccessLogs map[string]*accesslog.Writer
 }
 
 // Frontend is a compiled frontend.
@@ -66,6 +72,8 @@ type Frontend struct {
 	Binds []*Bind
 	// Relays are the binds of udp frontends.
 	Relays []*Relay
+	// AccessLog writes the frontend's access log; nil without one.
+	AccessLog *accesslog.Logger
 }
 
 // Bind is a compiled bind: its sockets and what serves them.
@@ -96,6 +104,10 @@ type Bind struct {
 type fresh struct{}
 
 func (fresh) Servers() *upstream.Registry { return nil }
+
+func (fresh) AccessLog(to string) *accesslog.Writer {
+	return accesslog.NewWriter(to, 0, slog.New(slog.DiscardHandler))
+}
 
 func (fresh) FrontendConns(string) (*limit.Conns, *limit.Events) {
 	return limit.NewConns(limit.NewConns(nil)), limit.NewEvents(slog.New(slog.DiscardHandler), 0)

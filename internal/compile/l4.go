@@ -2,6 +2,7 @@ package compile
 
 import (
 	"fmt"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"net"
 	"net/netip"
 	"strings"
@@ -34,6 +35,8 @@ type L4 struct {
 	// idle_timeout (default config.DefaultTCPIdleTimeout, which is also
 	// the one of an http frontend's sni passthrough routes).
 	IdleTimeout time.Duration
+	// Log writes one line per relayed connection; nil: none.
+	Log *accesslog.Logger
 }
 
 // Relay is a compiled bind of a udp frontend.
@@ -48,6 +51,8 @@ type Relay struct {
 	IdleTimeout time.Duration
 	// Gate counts the flows against the frontend's connection limits.
 	Gate *limit.Gate
+	// Log writes one line per flow; nil: none.
+	Log *accesslog.Logger
 }
 
 // compileL4 builds the layer-4 part of a bind of an http or tcp frontend;

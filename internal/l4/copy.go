@@ -47,6 +47,10 @@ type pipe struct {
 	// idle is the idle timeout; ≤ 0: none.
 	idle time.Duration
 
+	// in and out count the bytes from the client to the server and back
+	// (the access log's bytes in and out).
+	in, out atomic.Int64
+
 	// counted: the copy counts bytes in moved (no TCP_INFO here).
 	counted bool
 	moved   atomic.Uint64
@@ -101,7 +105,7 @@ func (p *pipe) run() (reason string, err error) {
 		defer wg.Done()
 		p.direction(p.server, p.up)
 	}()
-	p.direction(p.client, func() error { return p.copy(p.client, p.server) })
+	p.direction(p.client, func() error { return p.copy(p.client, p.server, &p.out) })
 	wg.Wait()
 	if w != nil {
 		w.stop()
@@ -145,27 +149,30 @@ func (p *pipe) up() error {
 			return err
 		}
 	}
-	return p.copy(p.server, src)
+	return p.copy(p.server, src, &p.in)
 }
 
 // write writes b to dst, counting it when the pipe counts.
 func (p *pipe) write(dst net.Conn, b []byte) error {
 	n, err := dst.Write(b)
+	p.in.Add(int64(n))
 	if p.counted {
 		p.moved.Add(uint64(n))
 	}
 	return err
 }
 
-// copy copies src to dst until EOF (nil) or an error. Uncounted, it
+// copy copies src to dst, adding to dir what it moves, until EOF (nil)
+// or an error. Uncounted, it
 // copies between the sockets themselves, which splices on Linux
 // (copyStream).
-func (p *pipe) copy(dst, src net.Conn) error {
+func (p *pipe) copy(dst, src net.Conn, dir *atomic.Int64) error {
 	if p.counted {
-		_, err := io.Copy(countingWriter{dst, &p.moved}, src)
+		n, err := io.Copy(countingWriter{dst, &p.moved}, src)
+		dir.Add(n)
 		return err
 	}
-	return copyStream(dst, src)
+	return copyStream(dst, src, dir)
 }
 
 // end records why the relay ends (the first reason wins) and, for any

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,14 +40,16 @@ const (
 	pipeIdle = time.Second
 )
 
-// copyStream copies src to dst until src's end of stream (nil) or an
+// copyStream copies src to dst, adding to moved what it moves, until
+// src's end of stream (nil) or an
 // error: with splice between two TCP sockets (see above), else with
 // io.Copy.
-func copyStream(dst, src net.Conn) error {
+func copyStream(dst, src net.Conn, moved *atomic.Int64) error {
 	d, ok := dst.(*net.TCPConn)
 	s, ok2 := src.(*net.TCPConn)
 	if !ok || !ok2 {
-		_, err := io.Copy(dst, src)
+		n, err := io.Copy(dst, src)
+		moved.Add(n)
 		return err
 	}
 	drc, err := d.SyscallConn()
@@ -67,6 +70,7 @@ func copyStream(dst, src net.Conn) error {
 		if err := st.move(n); err != nil {
 			return err
 		}
+		moved.Add(int64(n)) // queued bytes do not vanish: all of them moved
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"io"
 	"log/slog"
 	"net"
@@ -67,6 +68,10 @@ type TCP struct {
 	// the http.Server closes them). Nil: such connections are closed like
 	// any unmatched one.
 	ToHTTP *accept.Listener
+	// AccessLog returns the access log of the connections accepted now
+	// (called once per connection, so that a reload applies to new
+	// ones). Nil, or a nil *Logger: none.
+	AccessLog func() *accesslog.Logger
 	// Events summarizes the proxy's own connect failures, one line per
 	// kind and second: the bind's Gate's Events. Nil: a summarizer of its
 	// own over Log.
@@ -137,37 +142,34 @@ func (t *TCP) serveConn(tc *tcpConn) {
 		t.conns.remove(tc)
 	}()
 	deadline := t.headerDeadline()
+	lg := t.startLog(tc)
+	if lg != nil {
+		defer lg.write()
+	}
 	client, ok := t.acceptProxy(tc)
 	if !ok {
 		return
 	}
 	log := t.log.With("client", client.RemoteAddr().String())
+	lg.set(func(e *accesslog.Entry) { e.Client = client.RemoteAddr().String() })
 
 	var table *Table
 	if t.Table != nil {
 		table = t.Table()
 	}
-	var hello *sni.Hello
-	var replay []byte
-	if table.NeedHello() || t.ToHTTP != nil {
-		var err error
-		client.SetReadDeadline(deadline)
-		hello, replay, err = sni.Read(client)
-		client.SetReadDeadline(time.Time{})
-		if err != nil && !errors.Is(err, sni.ErrNotTLS) {
-			if tc.isClosed() {
-				return // by Shutdown
-			}
-			t.logHelloError(log, err, len(replay))
-			return
-		}
-	}
-	if pc, ok := client.(*proxyproto.Conn); ok {
-		replay = append(replay, pc.TakeBuffered()...)
+	hello, replay, ok := t.readHello(log, tc, client, table, deadline)
+	if !ok {
+		return
 	}
 
+	if hello != nil {
+		lg.set(func(e *accesslog.Entry) { e.SNI = hello.ServerName })
+	}
 	route := table.Match(hello)
 	if route == nil {
+		if hello != nil && t.ToHTTP != nil {
+			lg = lg.drop() // HTTP logs its requests
+		}
 		if hello != nil && t.ToHTTP != nil {
 			forwarded = t.toHTTP(log, tc, client, replay)
 			return
@@ -183,18 +185,49 @@ func (t *TCP) serveConn(tc *tcpConn) {
 	tc.ac.Routed()
 
 	b := route.Backend
+	lg.set(func(e *accesslog.Entry) { e.Backend = route.BackendName })
+	connectStart := time.Now()
 	server, m, err := t.connect(log, tc, b, route.BackendName, client.RemoteAddr())
 	if err != nil {
+		lg.set(func(e *accesslog.Entry) { e.State = connectState(err) })
 		return
 	}
 	defer b.Release(m)
 	log = log.With("server", m.State.Address)
+	lg.set(func(e *accesslog.Entry) { e.Server, e.Connect = m.State.Address, time.Since(connectStart) })
 
 	if !t.sendFirst(log, server, b.SendProxy(m), client, replay) {
 		server.Close()
+		lg.set(func(e *accesslog.Entry) { e.State = accesslog.ServerHeaders })
 		return
 	}
-	t.relay(log, tc, client, server)
+	lg.set(func(e *accesslog.Entry) { e.BytesIn = int64(len(replay)) })
+	t.relay(log, tc, client, server, lg)
+}
+
+// readHello reads the client's TLS ClientHello when the routes or
+// ToHTTP need it (nil when the client does not speak TLS), and returns it
+// with the bytes read, to replay to the server. It reports false when
+// the connection is to be closed (it has logged why).
+func (t *TCP) readHello(log *slog.Logger, tc *tcpConn, client net.Conn, table *Table, deadline time.Time) (*sni.Hello, []byte, bool) {
+	var hello *sni.Hello
+	var replay []byte
+	if table.NeedHello() || t.ToHTTP != nil {
+		var err error
+		client.SetReadDeadline(deadline)
+		hello, replay, err = sni.Read(client)
+		client.SetReadDeadline(time.Time{})
+		if err != nil && !errors.Is(err, sni.ErrNotTLS) {
+			if !tc.isClosed() { // else by Shutdown
+				t.logHelloError(log, err, len(replay))
+			}
+			return nil, nil, false
+		}
+	}
+	if pc, ok := client.(*proxyproto.Conn); ok {
+		replay = append(replay, pc.TakeBuffered()...)
+	}
+	return hello, replay, true
 }
 
 // sendFirst writes to a new server connection what comes before the
@@ -242,12 +275,18 @@ func (t *TCP) acceptProxy(tc *tcpConn) (net.Conn, bool) {
 
 // relay relays client (as accepted: tc.client or a *proxyproto.Conn over
 // it) and server until both directions end, and logs how it ended.
-func (t *TCP) relay(log *slog.Logger, tc *tcpConn, client, server net.Conn) {
+func (t *TCP) relay(log *slog.Logger, tc *tcpConn, client, server net.Conn, lg *connLog) {
 	start := time.Now()
-	reason, err := newPipe(client, tc.client, server, t.IdleTimeout).run()
+	p := newPipe(client, tc.client, server, t.IdleTimeout)
+	reason, err := p.run()
 	if tc.isClosed() {
 		reason, err = endShutdown, nil
 	}
+	lg.set(func(e *accesslog.Entry) {
+		e.BytesIn += p.in.Load()
+		e.BytesOut = p.out.Load()
+		e.State = relayState(reason, err, server)
+	})
 	switch reason {
 	case endRefused:
 		log.Warn("closing connection: PROXY header from an untrusted peer", "error", err)

@@ -3,6 +3,7 @@ package l4
 import (
 	"context"
 	"errors"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -78,6 +79,9 @@ type UDP struct {
 	MaxFlows int
 	// Log receives warnings (rate-limited) and debug events. Nil: none.
 	Log *slog.Logger
+	// AccessLog returns the access log of the flows starting now (called
+	// once per flow). Nil, or a nil *Logger: none.
+	AccessLog func() *accesslog.Logger
 	// Gate, when not nil, counts every flow as a connection of its client
 	// IP against the frontend's connection limits, from its first
 	// datagram until it ends: a datagram that would start a flow over a
@@ -111,14 +115,15 @@ type UDPStats struct {
 // udpRelay is the live state of a UDP: its flows and counters, apart from
 // the configuration fields.
 type udpRelay struct {
-	frontend string
-	backend  func() (*upstream.Backend, string)
-	idle     time.Duration
-	maxFlows int
-	log      *slog.Logger
-	gate     *limit.Gate   // nil: no limits
-	events   *limit.Events // the Gate's, or one of its own
-	epoch    time.Time     // flows record times as nanoseconds since epoch
+	frontend  string
+	backend   func() (*upstream.Backend, string)
+	accessLog func() *accesslog.Logger
+	idle      time.Duration
+	maxFlows  int
+	log       *slog.Logger
+	gate      *limit.Gate   // nil: no limits
+	events    *limit.Events // the Gate's, or one of its own
+	epoch     time.Time     // flows record times as nanoseconds since epoch
 
 	mu       sync.Mutex
 	flows    map[udpFlowKey]*udpFlow
@@ -146,14 +151,15 @@ type udpFlowKey struct {
 func (u *UDP) live() *udpRelay {
 	u.init.Do(func() {
 		r := &udpRelay{
-			frontend: u.Frontend,
-			backend:  u.Backend,
-			idle:     u.IdleTimeout,
-			maxFlows: u.MaxFlows,
-			log:      u.Log,
-			gate:     u.Gate,
-			epoch:    time.Now(),
-			flows:    make(map[udpFlowKey]*udpFlow),
+			frontend:  u.Frontend,
+			backend:   u.Backend,
+			accessLog: u.AccessLog,
+			idle:      u.IdleTimeout,
+			maxFlows:  u.MaxFlows,
+			log:       u.Log,
+			gate:      u.Gate,
+			epoch:     time.Now(),
+			flows:     make(map[udpFlowKey]*udpFlow),
 		}
 		if r.maxFlows <= 0 {
 			r.maxFlows = DefaultUDPMaxFlows

@@ -3,6 +3,7 @@ package l4
 import (
 	"context"
 	"errors"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,9 @@ type udpFlow struct {
 	conn         *net.UDPConn
 	backend      *upstream.Backend
 	m            *balance.Member
+
+	// log is the flow's access-log line; nil without an access log.
+	log *flowLog
 }
 
 // udpSendResult is what became of a client's datagram given to a flow.
@@ -62,6 +66,9 @@ func newUDPFlow(r *udpRelay, key udpFlowKey, ifindex uint32, first []byte) *udpF
 	f.last.Store(r.now())
 	f.pending = [][]byte{append([]byte(nil), first...)}
 	f.pendingBytes = len(first)
+	if r.accessLog != nil {
+		f.log = newFlowLog(r, key)
+	}
 	return f
 }
 
@@ -88,6 +95,7 @@ func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 	if f.r.backend != nil {
 		b, name = f.r.backend()
 	}
+	f.log.setBackend(name)
 	if b == nil {
 		f.fail(name, errNoBackend)
 		return nil, false
@@ -108,6 +116,7 @@ func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 		}
 		rd, err := f.dial(b, m)
 		if err == nil {
+			f.log.setServer(m.State.Address)
 			if f.attach(rd.conn, b, m) {
 				return rd, true
 			}
@@ -171,7 +180,9 @@ func (f *udpFlow) attach(conn *net.UDPConn, b *upstream.Backend, m *balance.Memb
 	for i, p := range f.pending {
 		// A fresh socket has no ICMP error queued; other errors lose
 		// the datagram, as the network may.
-		_, _ = conn.Write(p)
+		if n, err := conn.Write(p); err == nil {
+			f.log.addIn(n)
+		}
 		f.pending[i] = nil
 	}
 	f.pending, f.pendingBytes = nil, 0
@@ -200,9 +211,10 @@ func (f *udpFlow) send(b []byte) udpSendResult {
 		}
 		f.mu.Unlock()
 	}
-	_, err := f.conn.Write(b)
+	n, err := f.conn.Write(b)
 	switch {
 	case err == nil:
+		f.log.addIn(n)
 		return udpSent
 	case errors.Is(err, syscall.ECONNREFUSED):
 		// The kernel reports an ICMP port unreachable from the server
@@ -241,6 +253,9 @@ func (f *udpFlow) relayReplies(rd *udpServerReader) {
 			_, err = f.key.pc.WriteToUDPAddrPort(buf[:n], f.key.client)
 		}
 		udpBuffers.Put(buf)
+		if err == nil {
+			f.log.addOut(n)
+		}
 		if errors.Is(err, net.ErrClosed) {
 			f.end()
 			return
@@ -253,7 +268,7 @@ func (f *udpFlow) relayReplies(rd *udpServerReader) {
 // unreachable: nothing listens there), which passive health checks count
 // as a failure. The client's next datagram starts a new flow.
 func (f *udpFlow) refused() {
-	if ended, _ := f.close(true); ended {
+	if ended, _ := f.close(true, accesslog.ServerData); ended {
 		f.r.log.Debug("UDP flow ended: the server refused a datagram (port unreachable)",
 			"frontend", f.r.frontend, "client", f.key.client.String(), "server", f.m.State.Address)
 	}
@@ -262,12 +277,16 @@ func (f *udpFlow) refused() {
 // end closes the flow: it leaves the table, its socket closes (which ends
 // its goroutine) and its server's in-flight count is released. It is safe
 // to call more than once and from any goroutine.
-func (f *udpFlow) end() { f.close(false) }
+func (f *udpFlow) end() { f.close(false, accesslog.Normal) }
 
 // fail ends a flow that no server could take, and counts and logs the
 // drop of its datagrams.
 func (f *udpFlow) fail(backend string, err error) {
-	if ended, dropped := f.close(false); ended {
+	st := connectState(err)
+	if errors.Is(err, errNoBackend) {
+		st = accesslog.NoServer
+	}
+	if ended, dropped := f.close(false, st); ended {
 		f.r.dropNoServer(f, backend, dropped, err)
 	}
 }
@@ -275,16 +294,17 @@ func (f *udpFlow) fail(backend string, err error) {
 // drop ends a flow that the proxy could not open (its own failure,
 // summarized by the caller), counting the drop of its datagrams.
 func (f *udpFlow) drop(err error) {
-	if ended, dropped := f.close(false); ended {
+	if ended, dropped := f.close(false, accesslog.Resource); ended {
 		f.r.droppedNoServer.Add(uint64(dropped))
 		f.r.log.Debug("UDP flow dropped: the proxy could not open its socket", "frontend", f.r.frontend, "client", f.key.client.String(), "error", err)
 	}
 }
 
 // close is end, reporting a failure to passive health checks first when
-// refused is set. It reports whether this call ended the flow, and how
-// many datagrams were still waiting for a server.
-func (f *udpFlow) close(refused bool) (ended bool, dropped int) {
+// refused is set, and writing the access-log line with state st. It
+// reports whether this call ended the flow, and how many datagrams were
+// still waiting for a server.
+func (f *udpFlow) close(refused bool, st accesslog.State) (ended bool, dropped int) {
 	f.mu.Lock()
 	if f.ended {
 		f.mu.Unlock()
@@ -308,5 +328,6 @@ func (f *udpFlow) close(refused bool) (ended bool, dropped int) {
 		conn.Close()
 		b.Release(m)
 	}
+	f.log.write(st)
 	return true, dropped
 }

@@ -185,6 +185,9 @@ func aborted(w http.ResponseWriter, r *http.Request, v any) {
 // logged one by one. When the client went away first there is nobody to
 // answer.
 func (b *Backend) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if lg := logFrom(r.Context()); lg != nil {
+		lg.err = err
+	}
 	if cb := clientFault(err, r.Body); cb != nil {
 		b.clientFailed(w, r, cb)
 		return
@@ -214,6 +217,9 @@ func (b *Backend) fail(w http.ResponseWriter, r *http.Request, err error) {
 // clientFailed answers a request whose body failed on the client's side,
 // or aborts it when the client is gone.
 func (b *Backend) clientFailed(w http.ResponseWriter, r *http.Request, cb *clientBodyError) {
+	if lg := logFrom(r.Context()); lg != nil {
+		lg.err = cb
+	}
 	kind := cb.kind
 	if kind == bodyMalformed && r.Context().Err() != nil {
 		// An HTTP/2 or HTTP/3 stream the client reset fails its body

@@ -40,6 +40,10 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	b.up.Request()
+	lg := logFrom(req.Context())
+	if lg != nil {
+		lg.backend = b.up.Name()
+	}
 	var hash uint64
 	if b.hashKey != nil {
 		hash = b.hashKey(req)
@@ -51,7 +55,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	var lastErr error
 	var lastServer string
 	for attempt := 1; ; attempt++ {
-		m, err := b.acquire(req, hash, tried)
+		m, err := b.acquireLogged(req, hash, tried, lg)
 		if err != nil {
 			if lastErr != nil && errors.Is(err, upstream.ErrNoServer) {
 				err = lastErr // every server was tried: report why the last failed
@@ -69,9 +73,15 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			b.log.Info("retrying on another server", "failed", lastServer, "server", m.State.Address, "attempt", attempt, "method", req.Method, "path", req.URL.Path, "error", lastErr)
 		}
+		if lg != nil {
+			lg.server, lg.retries = m.State.Address, attempt-1
+		}
 		resp, err := b.send(req, m, body)
 		if err == nil {
 			body.finish()
+			if lg != nil {
+				lg.headers = time.Since(lg.start)
+			}
 			return resp, nil
 		}
 		lastErr, lastServer = err, m.State.Address
@@ -81,6 +91,18 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, &roundTripError{err: err, server: lastServer, attempts: attempt}
 		}
 	}
+}
+
+// acquireLogged is acquire that adds the time it took to the request's
+// queue wait when the request is logged (lg not nil).
+func (b *Backend) acquireLogged(req *http.Request, hash uint64, tried []*balance.Member, lg *requestLog) (*balance.Member, error) {
+	if lg == nil {
+		return b.acquire(req, hash, tried)
+	}
+	start := time.Now()
+	m, err := b.acquire(req, hash, tried)
+	lg.queue += time.Since(start)
+	return m, err
 }
 
 // acquire returns a server that has counted the request as in flight: the
@@ -370,6 +392,9 @@ func (b *releaseBody) Read(p []byte) (int, error) {
 		// failure.
 		b.failed = true
 		b.srv.Observe(false)
+		if lg := logFrom(b.client); lg != nil {
+			lg.serverCut.Store(true)
+		}
 	}
 	return n, err
 }

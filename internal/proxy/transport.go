@@ -52,6 +52,9 @@ func newTransport(u Upstream, connectTimeout time.Duration, onConnect func(net.C
 		if err != nil {
 			return nil, newDialError(err, start, connectTimeout)
 		}
+		if lg := logFrom(ctx); lg != nil {
+			lg.connect.Store(int64(time.Since(start)))
+		}
 		if onConnect != nil {
 			return onConnect(c)
 		}
@@ -110,6 +113,9 @@ func newTransport(u Upstream, connectTimeout time.Duration, onConnect func(net.C
 			if err := tc.HandshakeContext(ctx); err != nil {
 				raw.Close()
 				return nil, newDialError(err, start, connectTimeout)
+			}
+			if lg := logFrom(ctx); lg != nil {
+				lg.connect.Store(int64(time.Since(start))) // with the handshake
 			}
 			return tc, nil
 		}

@@ -12,7 +12,7 @@ import (
 )
 
 // loop serves until SIGTERM or SIGINT (or a listener failure), reloading on
-// SIGHUP, then stops gracefully within the current configuration's grace.
+// SIGHUP and reopening the access logs on SIGUSR1, then stops gracefully within the current configuration's grace.
 // On SIGUSR2 it starts a binary upgrade; once the new process serves,
 // this one stops accepting, finishes its connections within grace and
 // returns (signals that arrive meanwhile are left to the new process).
@@ -34,6 +34,9 @@ wait:
 				}
 				s.log.Info("reloaded", "took", time.Since(start).Round(time.Millisecond))
 				n.Ready("serving the reloaded configuration")
+				continue
+			case syscall.SIGUSR1:
+				s.reopen()
 				continue
 			case syscall.SIGUSR2:
 				if upgraded = s.upgrade(n); upgraded {
@@ -67,6 +70,18 @@ wait:
 		s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	}
 	return runErr
+}
+
+// reopen reopens the access-log files (SIGUSR1: logrotate moved them).
+func (s *serving) reopen() {
+	if s.reopenLogs == nil {
+		return
+	}
+	if err := s.reopenLogs(); err != nil {
+		s.log.Error("access log: reopening failed; lines go to the file as it was", "error", err)
+		return
+	}
+	s.log.Info("access logs reopened")
 }
 
 // firstLine returns s up to its first newline.

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"log/slog"
 	"sync"
 
@@ -23,6 +24,10 @@ type registry struct {
 	conns  map[string]*limit.Conns
 	global *limit.Conns
 	events *limit.Events
+	// logs are the running access-log writers, by destination (guarded
+	// by mu); log receives their reports.
+	logs map[string]*accesslog.Writer
+	log  *slog.Logger
 }
 
 func newRegistry(log *slog.Logger) *registry {
@@ -31,6 +36,8 @@ func newRegistry(log *slog.Logger) *registry {
 		conns:   map[string]*limit.Conns{},
 		global:  limit.NewConns(nil),
 		events:  limit.NewEvents(log, 0),
+		logs:    map[string]*accesslog.Writer{},
+		log:     log,
 	}
 }
 
@@ -78,9 +85,10 @@ func (r *registry) commit(g *compile.Graph) {
 	r.conns = conns
 	r.mu.Unlock()
 	r.servers.Commit(servers)
+	r.commitLogs(g)
 }
 
-// stop stops every health check.
+// stop stops every health check and closes the access logs.
 func (r *registry) stop() {
 	r.commit(nil)
 }

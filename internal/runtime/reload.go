@@ -66,8 +66,12 @@ func (s *serving) reload(path string, reg *registry) error {
 	if err != nil {
 		return err
 	}
+	if err := reg.openLogs(g); err != nil {
+		return err
+	}
 	started, err := s.startUnits(d, running)
 	if err != nil {
+		reg.closeUnused(g)
 		return err
 	}
 

@@ -98,7 +98,7 @@ func Run(opt Options) error {
 	// SIGTERM during startup must not kill the process with its default
 	// action.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
 	reg := newRegistry(log)
@@ -133,12 +133,20 @@ func Run(opt Options) error {
 		closeSteering(steer)
 		return err
 	}
+	// Access logs are opened by the process that serves: after a drop,
+	// as global.user (docs/logging.md).
+	if err := reg.openLogs(g); err != nil {
+		closeSteering(steer)
+		return err
+	}
 	srv, err := serve(g, sockets, st, log)
 	if err != nil {
+		reg.closeUnused(g)
 		return err
 	}
 	reg.commit(g)
 	defer reg.stop()
+	srv.reopenLogs = reg.reopenLogs
 	srv.started(g, sockets, up, notifier, opt)
 	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
 }

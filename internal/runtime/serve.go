@@ -37,6 +37,8 @@ type serving struct {
 	// prev is the process a binary upgrade replaced with this one, while
 	// it drains (upgrade_successor.go).
 	prev atomic.Pointer[predecessor]
+	// reopenLogs reopens the access-log files (SIGUSR1); nil: none.
+	reopenLogs func() error
 
 	mu sync.Mutex
 	// units are the listeners of the current graph, by key (unit.go).

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"net"
 	"net/http"
 	"sync"
@@ -88,6 +89,7 @@ func (u *tcpUnit) handler(b *compile.Bind) accept.Handler {
 			HeaderTimeout: b.L4.HeaderTimeout,
 			IdleTimeout:   b.L4.IdleTimeout,
 			Log:           u.s.log,
+			AccessLog:     u.accessLog,
 			ToHTTP:        u.toHTTP,
 		}
 		if b.Gate != nil {
@@ -99,6 +101,15 @@ func (u *tcpUnit) handler(b *compile.Bind) accept.Handler {
 		return &accept.ProxyHeader{Trusted: b.L4.Trusted, Timeout: b.L4.HeaderTimeout, Log: log, Next: u.toHTTP}
 	}
 	return u.toHTTP
+}
+
+// accessLog is the access log of the connections the current bind
+// relays; nil without one.
+func (u *tcpUnit) accessLog() *accesslog.Logger {
+	if l4 := u.cur.Load().L4; l4 != nil {
+		return l4.Log
+	}
+	return nil
 }
 
 func (u *tcpUnit) spec() unitSpec            { return *u.us.Load() }

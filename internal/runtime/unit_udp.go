@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"net"
 	"sync/atomic"
 
@@ -54,6 +55,7 @@ func (s *serving) startRelay(us unitSpec, sock *listen.Socket) (*relayUnit, erro
 		},
 		IdleTimeout: r.IdleTimeout,
 		Log:         s.log,
+		AccessLog:   func() *accesslog.Logger { return u.cur.Load().Log },
 		Gate:        r.Gate,
 	}
 	go func() {

@@ -1,0 +1,93 @@
+package runtime
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/portcullis/portcullis/internal/accesslog"
+	"github.com/portcullis/portcullis/internal/compile"
+)
+
+// AccessLog returns the writer of access-log destination to: the running
+// one, kept across reloads so that no line is lost or written twice, or
+// a new one, opened only once a graph that uses it is about to serve
+// (openLogs). A nil registry makes writers that are never opened
+// (compile.Live).
+func (r *registry) AccessLog(to string) *accesslog.Writer {
+	if r == nil {
+		return accesslog.NewWriter(to, 0, slog.New(slog.DiscardHandler))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.logs[to]; w != nil {
+		return w
+	}
+	return accesslog.NewWriter(to, 0, r.log)
+}
+
+// openLogs opens the access logs of g that are not open yet (a file is
+// created, as the user the process runs as). On failure it closes those
+// it opened: the graph does not serve.
+func (r *registry) openLogs(g *compile.Graph) error {
+	r.mu.Lock()
+	running := r.logs
+	r.mu.Unlock()
+	var opened []*accesslog.Writer
+	for to, w := range g.AccessLogs {
+		if running[to] == w {
+			continue
+		}
+		if err := w.Open(); err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return err
+		}
+		opened = append(opened, w)
+	}
+	return nil
+}
+
+// closeUnused closes the writers of g that the running configuration
+// does not use (g is a graph that will not serve: a refused reload).
+func (r *registry) closeUnused(g *compile.Graph) {
+	r.mu.Lock()
+	running := r.logs
+	r.mu.Unlock()
+	for to, w := range g.AccessLogs {
+		if running[to] != w {
+			w.Close()
+		}
+	}
+}
+
+// commitLogs makes the access logs of g (nil: none) the running ones and
+// closes, after flushing them, those no longer used.
+func (r *registry) commitLogs(g *compile.Graph) {
+	next := map[string]*accesslog.Writer{}
+	if g != nil {
+		next = g.AccessLogs
+	}
+	r.mu.Lock()
+	old := r.logs
+	r.logs = next
+	r.mu.Unlock()
+	for to, w := range old {
+		if next[to] != w {
+			w.Close()
+		}
+	}
+}
+
+// reopenLogs reopens every access-log file (SIGUSR1, after logrotate
+// moved them away).
+func (r *registry) reopenLogs() error {
+	r.mu.Lock()
+	logs := r.logs
+	r.mu.Unlock()
+	var errs []error
+	for _, w := range logs {
+		errs = append(errs, w.Reopen())
+	}
+	return errors.Join(errs...)
+}
