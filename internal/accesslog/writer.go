@@ -1,8 +1,10 @@
 package accesslog
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -67,6 +69,49 @@ func (w *Writer) Open() error {
 	return nil
 }
 
+// OpenWith is Open with f, the destination file already opened (by
+// OpenFile, before a privilege drop): the Writer owns it from then on.
+func (w *Writer) OpenWith(f *os.File) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.opened {
+		f.Close()
+		return nil
+	}
+	w.file, w.out = f, f
+	w.opened = true
+	go w.run()
+	return nil
+}
+
+// IsFile reports whether destination to is a file (not stdout or
+// stderr).
+func IsFile(to string) bool { return to != "stdout" && to != "stderr" }
+
+// OpenFile opens the access-log file at path for appending, creating it
+// with mode 0640 if needed. A file it creates is given to uid and gid
+// (≥ 0; -1 leaves it): the user a privileged process drops to, who will
+// reopen it.
+func OpenFile(path string, uid, gid int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o640)
+	if err == nil {
+		if uid >= 0 || gid >= 0 {
+			if err := f.Chown(uid, gid); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("access log: %w", err)
+			}
+		}
+		return f, nil
+	}
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w (the directory must exist and be writable by the user portcullis runs as)", err)
+	}
+	return f, nil
+}
+
 // openDest sets w.out (and w.file for a file).
 func (w *Writer) openDest() error {
 	switch w.To {
@@ -77,9 +122,9 @@ func (w *Writer) openDest() error {
 		w.out = os.Stderr
 		return nil
 	}
-	f, err := os.OpenFile(w.To, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := OpenFile(w.To, -1, -1)
 	if err != nil {
-		return fmt.Errorf("access log: %w (the directory must exist and be writable by the user portcullis runs as)", err)
+		return err
 	}
 	w.file, w.out = f, f
 	return nil

@@ -53,6 +53,13 @@ type Handoff struct {
 	Steering map[string]quiclb.SteeringFDs
 	// Upgrade is set for the new process of a binary upgrade.
 	Upgrade *Upgrade `json:",omitempty"`
+	// Logs are the descriptors, in the next image, of the access-log
+	// files opened while privileged, by path. Set by Write from LogFiles.
+	Logs map[string]int `json:",omitempty"`
+	// LogFiles are the access-log files to pass, by path (a privilege
+	// drop opens them as root, so that a file in a directory only root
+	// may write to stays writable). Not encoded: Write passes them.
+	LogFiles map[string]*os.File `json:"-"`
 }
 
 // Socket is a listening socket in a handoff.
@@ -85,6 +92,17 @@ func (h *Handoff) Write(sockets []*listen.Socket, steer map[string]*quiclb.Steer
 	}
 	if err := h.passSockets(sockets, p); err != nil {
 		return "", nil, err
+	}
+	h.Logs = nil
+	for path, f := range h.LogFiles {
+		fd, err := p.Pass(f)
+		if err != nil {
+			return "", nil, fmt.Errorf("access log %s: %w", path, err)
+		}
+		if h.Logs == nil {
+			h.Logs = map[string]int{}
+		}
+		h.Logs[path] = fd
 	}
 	data, err := json.Marshal(h)
 	if err != nil {
@@ -173,6 +191,11 @@ func Take() (*Handoff, []*listen.Passed, error) {
 	}
 	if h.Upgrade != nil {
 		h.Upgrade.closeOnExec()
+	}
+	h.LogFiles = map[string]*os.File{}
+	for path, fd := range h.Logs {
+		unix.CloseOnExec(fd)
+		h.LogFiles[path] = os.NewFile(uintptr(fd), path)
 	}
 	var passed []*listen.Passed
 	for _, s := range h.Sockets {

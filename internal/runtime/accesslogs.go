@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"log/slog"
+	"os"
 
 	"github.com/portcullis/portcullis/internal/accesslog"
 	"github.com/portcullis/portcullis/internal/compile"
@@ -28,10 +29,20 @@ func (r *registry) AccessLog(to string) *accesslog.Writer {
 // openLogs opens the access logs of g that are not open yet (a file is
 // created, as the user the process runs as). On failure it closes those
 // it opened: the graph does not serve.
-func (r *registry) openLogs(g *compile.Graph) error {
+//
+// passed are files opened before a privilege drop (handoff.LogFiles), by
+// path: a writer of the same path takes its file; the others are closed.
+func (r *registry) openLogs(g *compile.Graph, passed map[string]*os.File) error {
 	r.mu.Lock()
 	running := r.logs
 	r.mu.Unlock()
+	for to, f := range passed {
+		if w := g.AccessLogs[to]; w != nil && running[to] != w {
+			w.OpenWith(f)
+		} else {
+			f.Close()
+		}
+	}
 	var opened []*accesslog.Writer
 	for to, w := range g.AccessLogs {
 		if running[to] == w {

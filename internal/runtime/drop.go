@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"log/slog"
 	"os"
 
@@ -52,6 +53,11 @@ func dropAndExec(g *compile.Graph, sockets []*listen.Socket, steer map[string]*q
 		target = *g.User
 	}
 	h := &handoff.Handoff{Dropped: true, Executable: exe, Files: files, Shards: g.ShardCounts()}
+	logs, err := openLogFiles(g, target)
+	if err != nil {
+		return err
+	}
+	h.LogFiles = logs
 	env, f, err := h.Write(sockets, steer, handoff.InPlace{})
 	if err != nil {
 		return err
@@ -60,4 +66,30 @@ func dropAndExec(g *compile.Graph, sockets []*listen.Socket, steer map[string]*q
 	log.Debug("dropping privileges", "uid", target.UID, "gid", target.GID, "switch", target.Switch)
 	err = privilege.ExecDropped(target, argv, append(os.Environ(), env))
 	return errors.Join(err, errors.New("cannot drop privileges"))
+}
+
+// openLogFiles opens the access-log files of g while privileged, for the
+// process after the drop: a file in a directory that only root may write
+// to stays writable through its descriptor. A file created here is given
+// to target's user and group.
+func openLogFiles(g *compile.Graph, target privilege.Target) (map[string]*os.File, error) {
+	uid, gid := -1, -1
+	if target.Switch {
+		uid, gid = target.UID, target.GID
+	}
+	files := map[string]*os.File{}
+	for to := range g.AccessLogs {
+		if !accesslog.IsFile(to) {
+			continue
+		}
+		f, err := accesslog.OpenFile(to, uid, gid)
+		if err != nil {
+			for _, o := range files {
+				o.Close()
+			}
+			return nil, err
+		}
+		files[to] = f
+	}
+	return files, nil
 }

@@ -66,7 +66,7 @@ func (s *serving) reload(path string, reg *registry) error {
 	if err != nil {
 		return err
 	}
-	if err := reg.openLogs(g); err != nil {
+	if err := reg.openLogs(g, nil); err != nil {
 		return err
 	}
 	started, err := s.startUnits(d, running)

@@ -133,9 +133,14 @@ func Run(opt Options) error {
 		closeSteering(steer)
 		return err
 	}
-	// Access logs are opened by the process that serves: after a drop,
-	// as global.user (docs/logging.md).
-	if err := reg.openLogs(g); err != nil {
+	// Access logs are opened by the process that serves, but for the
+	// files opened before a privilege drop, which it takes over
+	// (docs/logging.md).
+	var passedLogs map[string]*os.File
+	if h != nil {
+		passedLogs = h.LogFiles
+	}
+	if err := reg.openLogs(g, passedLogs); err != nil {
 		closeSteering(steer)
 		return err
 	}

@@ -294,3 +294,35 @@ func TestAccessLogTCP(t *testing.T) {
 		t.Errorf("tcp line: %+v (want 1000 bytes in, 1003 out: the greeting and the echo)", l)
 	}
 }
+
+// TestAccessLogBeforeDrop: a log file in a directory only root may write
+// to is opened before the drop to nobody, and written through that
+// descriptor; the file it created belongs to nobody, who reopens it.
+func TestAccessLogBeforeDrop(t *testing.T) {
+	a := startUp(t, "a", "127.0.0.1:0")
+	path := filepath.Join(sharedDir(t), "access.log") // root's, mode 0755
+	s, _ := startLB(t, withAccessLog(lbConfig("", lbServer{addr: a.addr}), "web", "logfmt", path))
+	c := clientFor(t, s, "HTTP/1.1", 2)
+	for _, r := range load(c, 10, 2, func(i int) string { return fmt.Sprintf("/d/%d", i) }, 0, nil) {
+		if r.err != nil || r.status != 200 {
+			t.Fatalf("%v", r)
+		}
+	}
+	lines := waitLines(t, 10, path)
+	if len(lines) != 10 {
+		t.Fatalf("%d lines, want 10", len(lines))
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, " protocol=HTTP/1.1 ") || !strings.Contains(l, " status=200 ") || !strings.Contains(l, " server="+a.addr+" ") {
+			t.Errorf("logfmt line: %s", l)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := user.Lookup("nobody")
+	if st := fi.Sys().(*syscall.Stat_t); strconv.Itoa(int(st.Uid)) != u.Uid || fi.Mode().Perm() != 0o640 {
+		t.Errorf("the file is owned by uid %d with mode %v; want nobody's, 0640", st.Uid, fi.Mode().Perm())
+	}
+}
