@@ -192,9 +192,11 @@ func Take() (*Handoff, []*listen.Passed, error) {
 	if h.Upgrade != nil {
 		h.Upgrade.closeOnExec()
 	}
-	h.LogFiles = map[string]*os.File{}
 	for path, fd := range h.Logs {
 		unix.CloseOnExec(fd)
+		if h.LogFiles == nil {
+			h.LogFiles = map[string]*os.File{}
+		}
 		h.LogFiles[path] = os.NewFile(uintptr(fd), path)
 	}
 	var passed []*listen.Passed
