@@ -62,6 +62,8 @@ type requestLog struct {
 	connect atomic.Int64
 	// serverCut: the server cut the response body.
 	serverCut atomic.Bool
+	// id holds the value of the X-Request-ID header given to the request.
+	id [1]string
 }
 
 type logKey struct{}
@@ -110,7 +112,9 @@ func (h *loggedHandler) begin(l *requestLog, r *http.Request) {
 	}
 	if id == "" {
 		id = newRequestID()
-		r.Header.Set("X-Request-ID", id)
+		// The header's slice lives in l: one allocation less than Set.
+		l.id[0] = id
+		r.Header["X-Request-Id"] = l.id[:]
 	}
 	e.RequestID = id
 }

@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 
+	"github.com/portcullis/portcullis/internal/accesslog"
 	"github.com/portcullis/portcullis/internal/hostname"
 )
 
@@ -104,8 +106,20 @@ func benchHandler(b *testing.B, body []byte) *Handler {
 
 // benchDirect sends one GET per iteration straight to the handler and
 // checks that the whole body went through.
-func benchDirect(b *testing.B, size int) {
-	h := benchHandler(b, bytes.Repeat([]byte("x"), size))
+func benchDirect(b *testing.B, size int) { benchDirectWith(b, size, false) }
+
+// benchDirectWith is benchDirect, with a JSON access log to a file when
+// logged is set.
+func benchDirectWith(b *testing.B, size int, logged bool) {
+	var h http.Handler = benchHandler(b, bytes.Repeat([]byte("x"), size))
+	if logged {
+		w := accesslog.NewWriter(filepath.Join(b.TempDir(), "access.log"), 0, slog.New(slog.DiscardHandler))
+		if err := w.Open(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { w.Close() })
+		h = Logged(h, LogOptions{Log: &accesslog.Logger{W: w, Format: accesslog.JSON}, Frontend: "web"})
+	}
 	req, err := http.NewRequest("GET", "http://app.example.test/v1/users/42", nil)
 	if err != nil {
 		b.Fatal(err)
@@ -159,6 +173,7 @@ func benchLoopback(b *testing.B, h http.Handler) {
 func BenchmarkProxyGET(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { benchDirect(b, 2) })
 	b.Run("loopback", func(b *testing.B) { benchLoopback(b, benchHandler(b, []byte("ok"))) })
+	b.Run("direct-jsonlog", func(b *testing.B) { benchDirectWith(b, 2, true) })
 }
 
 // serveBench serves h on 127.0.0.1:0 with a plain http.Server.
