@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/accesslog"
 	"github.com/portcullis/portcullis/internal/compile"
@@ -73,18 +74,26 @@ func (r *registry) closeUnused(g *compile.Graph) {
 }
 
 // commitLogs makes the access logs of g (nil: none) the running ones and
-// closes, after flushing them, those no longer used.
+// closes, after flushing them, those no longer used: at once when g is
+// nil (the process stops, its connections are over), else after g's
+// grace, so that the requests the replaced configuration still serves
+// get their lines.
 func (r *registry) commitLogs(g *compile.Graph) {
 	next := map[string]*accesslog.Writer{}
+	var wait time.Duration
 	if g != nil {
-		next = g.AccessLogs
+		next, wait = g.AccessLogs, g.Grace+time.Second
 	}
 	r.mu.Lock()
 	old := r.logs
 	r.logs = next
 	r.mu.Unlock()
 	for to, w := range old {
-		if next[to] != w {
+		switch {
+		case next[to] == w:
+		case wait > 0:
+			time.AfterFunc(wait, func() { w.Close() })
+		default:
 			w.Close()
 		}
 	}
