@@ -56,6 +56,9 @@ type requestLog struct {
 	server         string
 	backend        string
 	retries        int
+	// upgraded: the server switched protocols (101), which ReverseProxy
+	// writes to the hijacked connection, past the ResponseWriter.
+	upgraded bool
 	// err is the failure the error path answered (Backend.fail).
 	err error
 	// connect is set by the dial (the transport's goroutine), in ns.
@@ -125,7 +128,10 @@ func (h *loggedHandler) end(l *requestLog, r *http.Request, v any) {
 	e := &l.e
 	e.Total = time.Since(l.start)
 	e.Status = l.w.status
-	if e.Status == 0 && l.w.bytes > 0 {
+	switch {
+	case e.Status == 0 && l.upgraded:
+		e.Status = http.StatusSwitchingProtocols
+	case e.Status == 0 && l.w.bytes > 0:
 		e.Status = http.StatusOK
 	}
 	e.BytesIn, e.BytesOut = l.body.n.Load(), l.w.bytes
@@ -147,13 +153,12 @@ func (l *requestLog) state(v any, gone bool) accesslog.State {
 	case l.serverCut.Load():
 		return accesslog.ServerData
 	case v != nil || gone:
-		switch {
-		case l.w.status == 0:
+		// Cut short, and not by the server (serverCut): the client went
+		// away, or writing to it failed.
+		if l.w.status == 0 {
 			return accesslog.ClientHeaders
-		case gone:
-			return accesslog.ClientData
 		}
-		return accesslog.ServerData // ReverseProxy cut a response the server cut
+		return accesslog.ClientData
 	}
 	switch l.w.status {
 	case http.StatusBadRequest, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong,

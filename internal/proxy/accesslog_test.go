@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,9 +17,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/accesslog"
 	"github.com/portcullis/portcullis/internal/hostname"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -154,5 +159,101 @@ func TestRequestID(t *testing.T) {
 			t.Fatalf("id %q: want 32 hex digits, unique", id)
 		}
 		seen[id] = true
+	}
+}
+
+// serveLogged serves lt's handler on loopback and returns its address.
+func serveLogged(t *testing.T, lt *loggedTest) string {
+	t.Helper()
+	front := httptest.NewServer(lt.h)
+	t.Cleanup(front.Close)
+	return strings.TrimPrefix(front.URL, "http://")
+}
+
+// TestLoggedClientLeavesDuringBody: a client that closes its connection
+// in the middle of the response body gets CD, with the bytes it was sent.
+func TestLoggedClientLeavesDuringBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "0123456789")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	lt := newLoggedTest(t, strings.TrimPrefix(srv.URL, "http://"), false)
+	addr := serveLogged(t, lt)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: app.test\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	e := waitLoggedLine(t, lt)
+	if e["state"] != "CD" || e["status"] != 200.0 || e["bytes_out"].(float64) < 10 {
+		t.Errorf("line %v, want CD, 200 and the 10 bytes sent", e)
+	}
+}
+
+// TestLoggedUpgrade: an upgraded connection (WebSocket) goes through the
+// logged handler (it hijacks through Unwrap) and is logged with its 101
+// when the tunnel ends.
+func TestLoggedUpgrade(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+		line, _ := brw.ReadString('\n')
+		io.WriteString(c, line)
+	}))
+	defer srv.Close()
+	lt := newLoggedTest(t, strings.TrimPrefix(srv.URL, "http://"), false)
+	c, err := net.Dial("tcp", serveLogged(t, lt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, "ping\n")
+	if got, _ := br.ReadString('\n'); got != "ping\n" {
+		t.Fatalf("echo %q", got)
+	}
+	c.Close() // the tunnel ends when both sides have
+	e := waitLoggedLine(t, lt)
+	if e["status"] != 101.0 || e["state"] != "--" || e["path"] != "/ws" {
+		t.Errorf("line %v, want 101 and --", e)
+	}
+}
+
+// waitLoggedLine waits for lt's first line and returns it.
+func waitLoggedLine(t *testing.T, lt *loggedTest) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(testutil.Scaled(5 * time.Second))
+	for {
+		b, _ := os.ReadFile(lt.path)
+		if bytes.Count(b, []byte("\n")) > 0 || time.Now().After(deadline) {
+			lines := lt.lines(t)
+			if len(lines) != 1 {
+				t.Fatalf("%d lines, want 1", len(lines))
+			}
+			return lines[0]
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -81,6 +81,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			body.finish()
 			if lg != nil {
 				lg.headers = time.Since(lg.start)
+				lg.upgraded = resp.StatusCode == http.StatusSwitchingProtocols
 			}
 			return resp, nil
 		}
