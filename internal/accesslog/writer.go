@@ -107,7 +107,7 @@ func OpenFile(path string, uid, gid int) (*os.File, error) {
 		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("access log: %w (the directory must exist and be writable by the user portcullis runs as)", err)
+		return nil, fmt.Errorf("access log: %w (the directory must exist, and the file, or the directory for a new file, be writable by the user portcullis runs as; docs/logging.md)", err)
 	}
 	return f, nil
 }
@@ -208,13 +208,28 @@ func (w *Writer) reopenFile() error {
 	if w.file == nil {
 		return nil
 	}
-	old := w.file
-	if err := w.openDest(); err != nil {
-		w.file, w.out = old, old
+	f, err := OpenFile(w.To, -1, -1)
+	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	old := w.file
+	w.file, w.out = f, f
+	w.mu.Unlock()
 	old.Close()
 	return nil
+}
+
+// File returns the open file of a file destination (to hand it to the
+// new process of a binary upgrade), nil for stdout, stderr or a Writer
+// not open. It stays valid until the next Reopen or Close.
+func (w *Writer) File() *os.File {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.opened || w.closed {
+		return nil
+	}
+	return w.file
 }
 
 // Reopen makes a file destination write to a new file at its path (after

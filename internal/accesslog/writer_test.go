@@ -108,7 +108,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 
 func TestWriterOpenError(t *testing.T) {
 	w := NewWriter(filepath.Join(t.TempDir(), "missing", "access.log"), 0, slog.New(slog.DiscardHandler))
-	if err := w.Open(); err == nil || !strings.Contains(err.Error(), "directory must exist") {
+	if err := w.Open(); err == nil || !strings.Contains(err.Error(), "the directory must exist") {
 		t.Errorf("Open: %v", err)
 	}
 	w.Close()

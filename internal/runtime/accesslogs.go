@@ -111,3 +111,17 @@ func (r *registry) reopenLogs() error {
 	}
 	return errors.Join(errs...)
 }
+
+// logFiles returns the open access-log files, by path, for the new
+// process of a binary upgrade.
+func (r *registry) logFiles() map[string]*os.File {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	files := map[string]*os.File{}
+	for to, w := range r.logs {
+		if f := w.File(); f != nil {
+			files[to] = f
+		}
+	}
+	return files
+}

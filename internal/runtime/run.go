@@ -151,7 +151,7 @@ func Run(opt Options) error {
 	}
 	reg.commit(g)
 	defer reg.stop()
-	srv.reopenLogs = reg.reopenLogs
+	srv.reopenLogs, srv.logFiles = reg.reopenLogs, reg.logFiles
 	srv.started(g, sockets, up, notifier, opt)
 	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
 }

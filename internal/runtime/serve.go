@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type serving struct {
 	prev atomic.Pointer[predecessor]
 	// reopenLogs reopens the access-log files (SIGUSR1); nil: none.
 	reopenLogs func() error
+	// logFiles returns the open access-log files, by path, for a binary
+	// upgrade to hand over; nil: none.
+	logFiles func() map[string]*os.File
 
 	mu sync.Mutex
 	// units are the listeners of the current graph, by key (unit.go).

@@ -128,6 +128,11 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 	p := s.start.proc
 	up := &handoff.Upgrade{PID: os.Getpid(), Generation: next, QUIC: map[string]handoff.QUICBind{}, TicketKeys: s.tickets.Current()}
 	h := &handoff.Handoff{Dropped: p.dropped, Executable: p.exe, Files: *s.files.Load(), Shards: s.graph.Load().ShardCounts(), Upgrade: up}
+	if s.logFiles != nil {
+		// The new process writes to the same files, whatever the
+		// permissions of their directories (docs/logging.md).
+		h.LogFiles = s.logFiles()
+	}
 	pu := &pendingUpgrade{gen: next, peers: map[string]*net.UnixConn{}, exited: make(chan struct{})}
 	c := &handoff.ToChild{}
 	defer c.Close()

@@ -326,3 +326,41 @@ func TestAccessLogBeforeDrop(t *testing.T) {
 		t.Errorf("the file is owned by uid %d with mode %v; want nobody's, 0640", st.Uid, fi.Mode().Perm())
 	}
 }
+
+// TestAccessLogUpgrade: the access-log file (root's, in a directory only
+// root may write to) is handed to the new process of a binary upgrade,
+// which logs to it as nobody: every connection before and after has its
+// line.
+func TestAccessLogUpgrade(t *testing.T) {
+	e := startUp(t, "e1", "127.0.0.1:0", "-tcp-echo")
+	dir := sharedDir(t)
+	path := filepath.Join(dir, "access.log")
+	writeFile(t, path, "", 0o640) // root's: nobody could not open it
+	const front = "127.0.0.1:7011"
+	cfg := filepath.Join(dir, "portcullis.yaml")
+	writeFile(t, cfg, withAccessLog(tcpEchoConfig(front, "", e.addr), "echo", "json", path), 0o644)
+	exe := executableDir(t, defaultBinary(t))
+	p := start(t, asRoot(exe, cfg), startOptions{Outlived: true})
+	p.waitReady()
+	c := newChain(t, p, exe)
+	echo := func(n int) {
+		for range n {
+			if name, err := echoOnce(front, []byte("hello")); err != nil || name != "e1" {
+				t.Fatalf("echo: %q %v", name, err)
+			}
+		}
+	}
+	echo(3)
+	c.upgrade(2*time.Second, true)
+	echo(4)
+	c.stop()
+	lines := fileLines(t, path)
+	if len(lines) != 7 {
+		t.Fatalf("%d lines, want 7 (3 before the upgrade, 4 after):\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for _, l := range parseJSONLines(t, lines) {
+		if l.Protocol != "tcp" || l.State != "--" || l.BytesIn != 5 || l.BytesOut != 8 {
+			t.Errorf("line %+v", l)
+		}
+	}
+}
