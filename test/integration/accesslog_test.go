@@ -364,3 +364,38 @@ func TestAccessLogUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogReload: a reload in the middle of a load keeps the
+// writer of the file it still names: every request has exactly one line.
+func TestAccessLogReload(t *testing.T) {
+	a := startUp(t, "a", "127.0.0.1:0", "-delay", "5ms") // the load lasts about 750ms
+	path := filepath.Join(logDir(t), "access.log")
+	config := func(settings string) string {
+		return withAccessLog(lbConfig(settings, lbServer{addr: a.addr}), "web", "json", path)
+	}
+	s, p := startLB(t, config(""))
+	c := clientFor(t, s, "HTTP/2", 4)
+	const n = 600
+	done := make(chan []result)
+	third := make(chan struct{})
+	go func() {
+		done <- load(c, n, 4, func(i int) string { return fmt.Sprintf("/r/%d", i) }, n/3, func() { close(third) })
+	}()
+	<-third
+	if line := reload(t, s, p, config("    retries: 1\n")); !strings.Contains(line, "msg=reloaded") {
+		t.Fatalf("reload: %s", line)
+	}
+	reloaded := time.Now()
+	results := <-done
+	for _, r := range results {
+		if r.err != nil || r.status != 200 {
+			t.Fatalf("%v", r)
+		}
+	}
+	if last := results[n-1].start; !last.After(reloaded) {
+		t.Errorf("the load ended before the reload was applied: the test proves nothing")
+	}
+	if lines := waitLines(t, n, path); len(lines) != n {
+		t.Errorf("%d lines, want %d", len(lines), n)
+	}
+}
