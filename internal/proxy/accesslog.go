@@ -52,10 +52,13 @@ type requestLog struct {
 	w     countingWriter
 	body  countingBody
 	// Set by the round trip (its goroutine, before the response body).
-	queue, headers time.Duration
-	server         string
-	backend        string
-	retries        int
+	// connected is connect as it was at the response headers: a dial
+	// that ends later served another request.
+	queue, headers, connected time.Duration
+	gotHeaders                bool
+	server                    string
+	backend                   string
+	retries                   int
 	// upgraded: the server switched protocols (101), which ReverseProxy
 	// writes to the hijacked connection, past the ResponseWriter.
 	upgraded bool
@@ -137,7 +140,10 @@ func (h *loggedHandler) end(l *requestLog, r *http.Request, v any) {
 	e.BytesIn, e.BytesOut = l.body.n.Load(), l.w.bytes
 	e.Backend, e.Server, e.Retries = l.backend, l.server, l.retries
 	e.Queue, e.Headers = l.queue, l.headers
-	e.Connect = time.Duration(l.connect.Load())
+	e.Connect = l.connected
+	if !l.gotHeaders {
+		e.Connect = time.Duration(l.connect.Load())
+	}
 	e.State = l.state(v, r.Context().Err() != nil)
 	h.opt.Log.Log(e)
 }

@@ -80,7 +80,8 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			body.finish()
 			if lg != nil {
-				lg.headers = time.Since(lg.start)
+				lg.connected = time.Duration(lg.connect.Load())
+				lg.headers, lg.gotHeaders = time.Since(lg.start), true
 				lg.upgraded = resp.StatusCode == http.StatusSwitchingProtocols
 			}
 			return resp, nil
