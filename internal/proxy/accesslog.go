@@ -20,10 +20,11 @@ type LogOptions struct {
 	Log *accesslog.Logger
 	// Frontend is the frontend's name, written in every line.
 	Frontend string
-	// TrustRequestID keeps the X-Request-ID a client sent (its peer is a
-	// trusted proxy: the bind accepts PROXY headers from trusted_proxies
-	// only). False: every request gets a new id, which replaces the one
-	// the client sent.
+	// TrustRequestID keeps the X-Request-ID a client sent over TCP (its
+	// peer is a trusted proxy: the bind accepts PROXY headers from
+	// trusted_proxies only; HTTP/3 requests are never trusted). False:
+	// every request gets a new id, which replaces the one the client
+	// sent.
 	TrustRequestID bool
 }
 
@@ -113,7 +114,8 @@ func (h *loggedHandler) begin(l *requestLog, r *http.Request) {
 	e.Method, e.Host, e.Path, e.Query = r.Method, r.Host, r.URL.Path, r.URL.RawQuery
 	e.Referer, e.UserAgent = r.Header.Get("Referer"), r.Header.Get("User-Agent")
 	id := ""
-	if h.opt.TrustRequestID {
+	if h.opt.TrustRequestID && r.ProtoMajor < 3 {
+		// HTTP/3 reads no PROXY header: its clients come straight.
 		id = r.Header.Get("X-Request-ID")
 	}
 	if id == "" {
