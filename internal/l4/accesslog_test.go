@@ -2,6 +2,7 @@ package l4
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -34,6 +35,13 @@ func TestUDPFlowLogged(t *testing.T) {
 	c.reply("hello") // the server answers "a:hello"
 	c.reply("again")
 	udpWaitFor(t, "the flow to expire", func() bool { return u.Stats().Flows == 0 })
+	// The sweeper writes the line just after the flow stops counting:
+	// Shutdown waits for it.
+	ctx, cancel := context.WithTimeout(context.Background(), udpBound())
+	defer cancel()
+	if err := u.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
 	w.Close()
 	b, err := os.ReadFile(path)
 	if err != nil {
