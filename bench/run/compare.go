@@ -111,9 +111,10 @@ func compareMain(args []string) {
 	only := fs.String("only", "portcullis,haproxy,nginx,caddy", "proxies to run")
 	keep := fs.Bool("keep", false, "keep the work directory (binaries, configurations, logs)")
 	scen := fs.String("scenarios", "", "run only the scenarios whose name contains one of these comma-separated strings (default: all)")
+	accessLog := fs.String("access-log", "", "portcullis's HTTP frontends write an access log in this format (json, combined, logfmt) to access.log in the work directory (default: none, as the other proxies)")
 	fs.Parse(args)
 
-	r := &runner{}
+	r := &runner{accessLog: *accessLog}
 	code := 0
 	err := r.compare(*dur, *warmup, *idle, strings.Split(*only, ","), *keep, selectScenarios(*scen))
 	if r.stopping.Load() {

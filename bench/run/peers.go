@@ -131,7 +131,7 @@ frontends:
   plain:
     bind:
       - address: %s
-    routes:
+%s    routes:
       - backend: bench
   tls:
     bind:
@@ -148,13 +148,13 @@ frontends:
     # scenarios' connections, as HAProxy's maxconn below.
     limits:
       max_conns_per_client: %d
-    routes:
+%s    routes:
       - backend: bench
 %sbackends:
   bench:
     servers:
       - address: %s
-%s`, idle+200, t.plain, t.tls, idle+200, portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
+%s`, idle+200, t.plain, r.portcullisAccessLog(), t.tls, idle+200, r.portcullisAccessLog(), portcullisL4(t.tcp), backend, portcullisL4Backend(t.tcp, backendTCP))
 		argv = []string{filepath.Join(dir, "portcullis"), "run", "-c", filepath.Join(dir, confName)}
 		env = []string{"GOMAXPROCS=1"}
 	case "haproxy":
@@ -320,6 +320,16 @@ https://%s {
 // portcullisL4 returns the layer-4 part of portcullis's configuration:
 // one frontend on addr relaying every connection to the backend's byte
 // source, nothing for addr "".
+// portcullisAccessLog is the access_log setting of portcullis's HTTP
+// frontends: none, or r.accessLog's format into access.log in the work
+// directory (compare -access-log).
+func (r *runner) portcullisAccessLog() string {
+	if r.accessLog == "" {
+		return ""
+	}
+	return fmt.Sprintf("    access_log: {format: %s, to: access.log}\n", r.accessLog)
+}
+
 func portcullisL4(addr string) string {
 	if addr == "" {
 		return ""

@@ -108,6 +108,9 @@ type runner struct {
 	procs    []*exec.Cmd
 	keep     bool
 	stopping atomic.Bool // a signal arrived: errors from here on are ours
+	// accessLog is the access-log format of portcullis's HTTP frontends
+	// in compare; "": none.
+	accessLog string
 }
 
 func (r *runner) main(dur, warmup time.Duration, rounds int, shardList, retry string, pin, keep bool) error {
