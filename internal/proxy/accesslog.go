@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -238,17 +240,11 @@ func tlsVersion(v uint16) string {
 // newRequestID returns 16 random bytes in hex (math/rand/v2's
 // generator: per-thread ChaCha8, cheap, not for secrets).
 func newRequestID() string {
-	var b [32]byte
-	for i, u := range [2]uint64{rand.Uint64(), rand.Uint64()} {
-		for j := range 8 {
-			c := byte(u >> (8 * j))
-			b[16*i+2*j], b[16*i+2*j+1] = hexDigits[c>>4], hexDigits[c&0xf]
-		}
-	}
-	return string(b[:])
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	return hex.EncodeToString(b[:])
 }
-
-const hexDigits = "0123456789abcdef"
 
 // countingWriter counts the status and the body bytes of a response.
 type countingWriter struct {

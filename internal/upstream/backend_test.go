@@ -35,15 +35,7 @@ func TestAcquireSpreads(t *testing.T) {
 	ctx := context.Background()
 	t.Run("round_robin", func(t *testing.T) {
 		b, members := connBackend(t, 3, 0, Options{})
-		count := map[*balance.Member]int{}
-		for range 6 {
-			m, err := b.Acquire(ctx, 0, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			count[m]++
-			b.Release(m)
-		}
+		count := picks(t, b, 6, nil)
 		for i, m := range members {
 			if count[m] != 2 {
 				t.Errorf("server %d took %d of 6 connections, want 2", i, count[m])
@@ -99,15 +91,7 @@ func TestAcquireSpreads(t *testing.T) {
 	})
 	t.Run("random", func(t *testing.T) {
 		b, members := connBackend(t, 3, 0, Options{Algorithm: balance.Random})
-		count := map[*balance.Member]int{}
-		for range 300 {
-			m, err := b.Acquire(ctx, 0, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			count[m]++
-			b.Release(m)
-		}
+		count := picks(t, b, 300, nil)
 		for i, m := range members {
 			if count[m] == 0 {
 				t.Errorf("server %d took none of 300 connections", i)
@@ -119,15 +103,8 @@ func TestAcquireSpreads(t *testing.T) {
 func TestAcquireTried(t *testing.T) {
 	ctx := context.Background()
 	b, members := connBackend(t, 3, 0, Options{})
-	for range 6 {
-		m, err := b.Acquire(ctx, 0, members[:2])
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Release(m)
-		if m != members[2] {
-			t.Fatalf("with servers 0 and 1 tried, got %s", m.ID)
-		}
+	if n := picks(t, b, 6, members[:2])[members[2]]; n != 6 {
+		t.Fatalf("with servers 0 and 1 tried, server 2 took %d of 6 connections, want all", n)
 	}
 	if m, err := b.Acquire(ctx, 0, members); !errors.Is(err, ErrNoServer) {
 		t.Fatalf("with every server tried: %v, %v; want ErrNoServer", m, err)
@@ -244,4 +221,20 @@ func TestBackendSettings(t *testing.T) {
 	if b.HashSource() {
 		t.Error("HashSource() = true with hash_key uri")
 	}
+}
+
+// picks acquires and releases a server of b n times, tried excluded, and
+// counts the picks of each.
+func picks(t *testing.T, b *Backend, n int, tried []*balance.Member) map[*balance.Member]int {
+	t.Helper()
+	count := map[*balance.Member]int{}
+	for range n {
+		m, err := b.Acquire(context.Background(), 0, tried)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[m]++
+		b.Release(m)
+	}
+	return count
 }
