@@ -43,8 +43,10 @@ var allowed = map[string][]string{
 	"h3":         {"quiclb"},
 	// Configuration to graph, once.
 	"compile": {"accesslog", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
+	// The admin interface: what the runtime lets it see and do.
+	"admin": {},
 	// The lifecycle.
-	"runtime": {"accesslog", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb"},
+	"runtime": {"accesslog", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "balance", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb", "admin"},
 }
 
 func TestLayering(t *testing.T) {

@@ -62,6 +62,10 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		}
 		g.User = t
 	}
+	var err *config.Error
+	if g.Admin, err = g.compileAdmin(cfg, readFile); err != nil {
+		errs = append(errs, err)
+	}
 	backends := map[string]*proxy.Backend{}
 	upstreams := map[string]*upstream.Backend{}
 	for _, b := range cfg.Backends {
@@ -76,6 +80,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 			g.SendProxy = g.SendProxy || srv.SendProxy != ""
 		}
 		g.Backends = append(g.Backends, pb)
+		g.Upstreams = append(g.Upstreams, ub)
 		g.Servers = append(g.Servers, ub.Servers()...)
 	}
 	for _, fe := range cfg.Frontends {
@@ -230,7 +235,7 @@ func (g *Graph) specs(udp func(*Bind) []listen.Spec) []listen.Spec {
 			specs = append(specs, r.Spec)
 		}
 	}
-	return specs
+	return append(specs, g.Admin.specs()...)
 }
 
 // lookupUser looks up global.user and global.group, the identity to drop

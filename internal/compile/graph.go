@@ -36,6 +36,9 @@ type Graph struct {
 	// User is who to become after binding when started as root; nil when
 	// global.user is not set.
 	User *privilege.Target
+	// Upstreams are the backends' servers and balancers, in the order of
+	// the file.
+	Upstreams []*upstream.Backend
 	// Servers are the servers of every backend, which the runtime makes
 	// the live set (upstream.Registry.Commit) once the graph serves.
 	Servers []*upstream.Server
@@ -60,6 +63,8 @@ type Graph struct {
 	// opens the new ones before the graph serves, reopens them on
 	// SIGUSR1 and closes those a reload leaves unused.
 	AccessLogs map[string]*accesslog.Writer
+	// Admin is the admin socket and listener; nil: none.
+	Admin *Admin
 }
 
 // Frontend is a compiled frontend.

@@ -17,6 +17,8 @@ type Config struct {
 	Global    Global      `yaml:"global"`
 	Frontends []*Frontend `yaml:"frontends"` // a YAML mapping: name → frontend, in file order
 	Backends  []*Backend  `yaml:"backends"`  // a YAML mapping: name → backend, in file order
+	// Admin is the admin socket and listener (docs/admin.md). Nil: none.
+	Admin *Admin `yaml:"admin"`
 
 	At Positions `yaml:"-"`
 }

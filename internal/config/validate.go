@@ -39,6 +39,9 @@ func (c *Config) validate() error {
 	for _, fe := range c.Frontends {
 		fe.validate(backends, c.Backends, bound, add)
 	}
+	if c.Admin != nil {
+		c.Admin.validate(bound, add)
+	}
 	uses := c.backendUses()
 	for _, b := range c.Backends {
 		b.validate(uses[b.Name], add)

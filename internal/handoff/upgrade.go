@@ -29,6 +29,22 @@ type Upgrade struct {
 	// TicketKeys are the TLS session ticket keys, newest first:
 	// resumption works across the upgrade.
 	TicketKeys [][32]byte
+	// Process is the new process's generation: 1 for the first upgrade
+	// of a chain, +1 for each next one.
+	Process int
+	// Overrides are the servers' admin overrides, which outlive the
+	// upgrade.
+	Overrides []Override `json:",omitempty"`
+}
+
+// Override is a server's admin override (upstream.Override) in a
+// handoff.
+type Override struct {
+	Backend, Address string
+	// State is "active", "drain" or "disabled"; "": not overridden.
+	State string `json:",omitempty"`
+	// Weight is above 0 when overridden.
+	Weight int `json:",omitempty"`
 }
 
 // QUICBind is what an HTTP/3 bind's transports share across an upgrade.

@@ -25,6 +25,7 @@ type Monitor struct {
 	failures atomic.Int64 // Passive.Failures; 0: passive checks off
 	count5xx atomic.Bool  // Passive.Count5xx
 	streak   atomic.Int64 // consecutive failed requests
+	checks   history      // the last active checks
 
 	// wg counts the running check loop and an armed cooldown timer, so
 	// that Stop can wait for both.
@@ -343,6 +344,11 @@ func (m *Monitor) checkOnce(ctx context.Context) {
 	if ctx.Err() != nil || epoch != m.epoch || m.probe == nil {
 		return // stopped, restarted or overtaken: the result does not count
 	}
+	c := Check{Time: time.Now(), OK: err == nil}
+	if err != nil {
+		c.Err = err.Error()
+	}
+	m.checks.add(c)
 	cfg := m.probe.cfg // the newest thresholds
 	if err == nil {
 		m.fails = 0

@@ -24,10 +24,10 @@ import (
 type Spec struct {
 	// Frontend names the frontend, for messages.
 	Frontend string
-	// Network is "tcp" or "udp".
+	// Network is "tcp", "udp" or "unix" (a stream socket).
 	Network string
 	// Address is the canonical bind address: "IP:port", "[IPv6]:port" or
-	// ":port" (every address).
+	// ":port" (every address); a unix socket's absolute path.
 	Address string
 	// FDName, when set, selects the passed socket with this name.
 	FDName string
@@ -43,6 +43,9 @@ type Spec struct {
 	// survive a binary upgrade: one set per process generation). Sets ≤ 1:
 	// one set.
 	Set, Sets int
+	// Group is the group a unix socket's file is given (its mode is
+	// 0660); -1: the process's own.
+	Group int
 }
 
 // ReusePort says whether the socket is one of several bound to its
@@ -50,6 +53,9 @@ type Spec struct {
 func (s Spec) ReusePort() bool { return s.Shards > 1 || s.Sets > 1 }
 
 func (s Spec) String() string {
+	if s.Frontend == "" {
+		return fmt.Sprintf("%s %s %s", s.Purpose, s.Network, s.Address)
+	}
 	if s.Sets > 1 {
 		return fmt.Sprintf("frontend %q: %s %s (%s, set %d, shard %d of %d)", s.Frontend, s.Network, s.Address, s.Purpose, s.Set, s.Shard, s.Shards)
 	}
@@ -95,6 +101,9 @@ type BindError struct {
 }
 
 func (e *BindError) Error() string {
+	if e.Spec.Frontend == "" {
+		return fmt.Sprintf("%s: bind %s %s: %v", e.Spec.Purpose, e.Spec.Network, e.Spec.Address, e.Err)
+	}
 	return fmt.Sprintf("frontend %q: bind %s %s (%s): %v", e.Spec.Frontend, e.Spec.Network, e.Spec.Address, e.Spec.Purpose, e.Err)
 }
 
@@ -139,9 +148,12 @@ func Acquire(specs []Spec, passed []*Passed, bind bool) ([]*Socket, error) {
 			continue
 		}
 		var f *os.File
-		if spec.Network == "udp" {
+		switch spec.Network {
+		case "udp":
 			f, err = bindUDP(spec.Address, spec.ReusePort())
-		} else {
+		case "unix":
+			f, err = BindUnix(spec.Address, spec.Group)
+		default:
 			f, err = Bind(spec.Network, spec.Address)
 		}
 		if err != nil {
@@ -153,7 +165,7 @@ func Acquire(specs []Spec, passed []*Passed, bind bool) ([]*Socket, error) {
 	for i, p := range passed {
 		if !used[i] {
 			errs = append(errs, fmt.Errorf("%s passed socket fd %d (name %q, %s %s) but no bind uses it: add a bind with address %s (or fd_name: %s), or remove it from the socket unit",
-				passer(p.Source), p.File.Fd(), p.Name, p.Network, p.Addr, p.Addr, p.Name))
+				passer(p.Source), p.File.Fd(), p.Name, p.Network, p.where(), p.where(), p.Name))
 		}
 	}
 	if len(errs) > 0 {
@@ -181,7 +193,7 @@ func match(spec Spec, passed []*Passed, used []bool) (int, error) {
 		for i, p := range passed {
 			if !used[i] && p.Name == spec.FDName && p.Network == spec.Network {
 				if !p.MatchesAddress(spec.Address) {
-					return -1, fmt.Errorf("the passed socket named %q is %s %s, not %s", p.Name, p.Network, p.Addr, spec.Address)
+					return -1, fmt.Errorf("the passed socket named %q is %s %s, not %s", p.Name, p.Network, p.where(), spec.Address)
 				}
 				return i, nil
 			}

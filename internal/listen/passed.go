@@ -14,15 +14,20 @@ import (
 type Passed struct {
 	File    *os.File
 	Name    string
-	Network string // "tcp" or "udp"
+	Network string // "tcp", "udp" or "unix"
 	Addr    netip.AddrPort
-	Source  string // SourceSystemd, SourceInherited or SourceBoundBeforeDrop
+	// Path is a unix socket's path; "" for the others.
+	Path   string
+	Source string // SourceSystemd, SourceInherited or SourceBoundBeforeDrop
 }
 
 // MatchesAddress reports whether the socket is bound to the canonical bind
 // address: the same IP (IPv4-mapped IPv6 counts as IPv4) and port, or any
 // wildcard address for ":port".
 func (p *Passed) MatchesAddress(address string) bool {
+	if p.Network == "unix" {
+		return p.Path == address
+	}
 	if port, ok := strings.CutPrefix(address, ":"); ok {
 		return p.Addr.Addr().Unmap().IsUnspecified() && strconv.Itoa(int(p.Addr.Port())) == port
 	}
@@ -33,8 +38,8 @@ func (p *Passed) MatchesAddress(address string) bool {
 	return want.Addr() == p.Addr.Addr().Unmap() && want.Port() == p.Addr.Port()
 }
 
-// FromFD describes an open socket: its type and local address. A TCP
-// socket must be listening.
+// FromFD describes an open socket: its type and local address. A TCP or
+// unix stream socket must be listening.
 func FromFD(fd int, name, source string) (*Passed, error) {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
@@ -46,12 +51,14 @@ func FromFD(fd int, name, source string) (*Passed, error) {
 	}
 	var addr netip.AddrPort
 	switch sa := sa.(type) {
+	case *unix.SockaddrUnix:
+		return fromUnixFD(fd, name, source, typ, sa.Name)
 	case *unix.SockaddrInet4:
 		addr = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
 	case *unix.SockaddrInet6:
 		addr = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	default:
-		return nil, fmt.Errorf("fd %d (%q) is not an IPv4 or IPv6 socket", fd, name)
+		return nil, fmt.Errorf("fd %d (%q) is not an IPv4, IPv6 or unix socket", fd, name)
 	}
 	p := &Passed{Name: name, Addr: addr, Source: source}
 	switch typ {

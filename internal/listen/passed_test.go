@@ -196,13 +196,21 @@ func TestFromFDRejects(t *testing.T) {
 		}
 		check(t, fd, "is not a socket")
 	})
-	t.Run("unix socket", func(t *testing.T) {
+	t.Run("unix socket not listening", func(t *testing.T) {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer unix.Close(fds[1])
-		check(t, fds[0], "not an IPv4 or IPv6 socket")
+		check(t, fds[0], "is not listening")
+	})
+	t.Run("unix datagram socket", func(t *testing.T) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[1])
+		check(t, fds[0], "not a stream socket")
 	})
 }
 

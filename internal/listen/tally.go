@@ -7,16 +7,21 @@ import (
 
 // Tally says how many sockets specs are and which, in the words validate
 // and the "ready" line both use: "6 sockets: 2 TCP, 4 UDP (QUIC on
-// 127.0.0.1:443: 2 shards × 2 sets)". A UDP address with several sockets
+// 127.0.0.1:443: 2 shards × 2 sets)", with ", 1 unix" for an admin
+// socket. A UDP address with several sockets
 // (QUIC shards, and a set of them per process generation when steered)
 // is explained; a single socket is not.
 func Tally(specs []Spec) string {
-	var tcp, udp int
+	var tcp, udp, unix int
 	var groups []string
 	seen := map[string]bool{}
 	for _, s := range specs {
-		if s.Network == "tcp" {
+		switch s.Network {
+		case "tcp":
 			tcp++
+			continue
+		case "unix":
+			unix++
 			continue
 		}
 		udp++
@@ -30,7 +35,10 @@ func Tally(specs []Spec) string {
 		}
 		groups = append(groups, g)
 	}
-	out := fmt.Sprintf("%s: %d TCP, %d UDP", plural(tcp+udp, "socket"), tcp, udp)
+	out := fmt.Sprintf("%s: %d TCP, %d UDP", plural(tcp+udp+unix, "socket"), tcp, udp)
+	if unix > 0 {
+		out += fmt.Sprintf(", %d unix", unix)
+	}
 	if len(groups) > 0 {
 		out += " (" + strings.Join(groups, "; ") + ")"
 	}

@@ -40,11 +40,14 @@ import (
 //     in the background for up to the new global.grace.
 //
 // In-flight requests finish with the configuration they started with.
-func (s *serving) reload(path string, reg *registry) error {
+//
+// rec reads the files: handoff.NewRecorder for a reload, handoff.Replay of
+// the running files to apply the running configuration again (after an
+// admin override of a weight).
+func (s *serving) reload(path string, reg *registry, rec *handoff.Recorder) error {
 	if path == "" {
 		return errors.New("the embedded configuration has no file to reload")
 	}
-	rec := handoff.NewRecorder()
 	read := &deniedReads{read: rec.ReadFile}
 	cfg, err := config.Load(path, read.ReadFile)
 	g, err := compileAll(cfg, err, read.ReadFile, s.log, reg)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/testutil"
 )
@@ -72,7 +73,7 @@ func serveFile(t *testing.T, dir, yaml string) (*serving, func(yaml string) erro
 		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return s.reload(path, reg)
+		return s.reload(path, reg, handoff.NewRecorder())
 	}
 }
 

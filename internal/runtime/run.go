@@ -106,6 +106,9 @@ func Run(opt Options) error {
 	if err != nil {
 		return err
 	}
+	if h != nil && h.Upgrade != nil {
+		reg.servers.Restore(takeOverrides(h.Upgrade.Overrides))
+	}
 	g, files, err := load(opt, h, reg)
 	if err != nil {
 		return err
@@ -128,7 +131,7 @@ func Run(opt Options) error {
 		closeSteering(steer)
 		return err
 	}
-	st := &startState{steer: steer, files: files, proc: proc}
+	st := &startState{steer: steer, files: files, proc: proc, reg: reg, version: opt.Version}
 	if err := st.takeUpgrade(up); err != nil {
 		closeSteering(steer)
 		return err
@@ -153,7 +156,13 @@ func Run(opt Options) error {
 	defer reg.stop()
 	srv.reopenLogs, srv.logFiles = reg.reopenLogs, reg.logFiles
 	srv.started(g, sockets, up, notifier, opt)
-	return srv.loop(sigs, notifier, func() error { return srv.reload(opt.ConfigPath, reg) })
+	return srv.loop(sigs, notifier, func(replay bool) error {
+		rec := handoff.NewRecorder()
+		if replay {
+			rec = handoff.Replay(*srv.files.Load())
+		}
+		return srv.reload(opt.ConfigPath, reg, rec)
+	})
 }
 
 // load compiles the configuration to start with: the file, or the
@@ -191,7 +200,7 @@ func (st *startState) takeUpgrade(up *handoff.Upgrade) error {
 	if up == nil {
 		return nil
 	}
-	st.gen, st.ticketKeys = up.Generation, up.TicketKeys
+	st.gen, st.ticketKeys, st.generation = up.Generation, up.TicketKeys, up.Process
 	st.peers = map[string]*net.UnixConn{}
 	for addr, f := range up.Peers() {
 		c, err := h3.PeerConn(f)
@@ -268,6 +277,9 @@ func logListening(sockets []*listen.Socket, log *slog.Logger) {
 			continue // said with shard 0 of set 0
 		}
 		attrs := []any{"frontend", s.Frontend, "network", s.Network, "address", s.Address, "serves", s.Purpose, "socket", s.Source}
+		if s.Frontend == "" {
+			attrs = attrs[2:]
+		}
 		if s.Sets > 1 {
 			attrs = append(attrs, "shards", s.Shards, "steering", "by connection ID and generation (reuseport eBPF)")
 		}

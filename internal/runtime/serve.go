@@ -9,6 +9,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -35,6 +38,15 @@ type serving struct {
 	clients sync.Map // net.Conn → *proxy.ClientConn
 	errs    chan error
 	start   startState
+	// requests are reloads and replays the admin API asks the loop for;
+	// history counts the reloads.
+	requests chan reloadRequest
+	history  reloadHistory
+	// since is when the process started serving.
+	since time.Time
+	// gatherer is the process's metrics, which the admin units serve;
+	// nil: none.
+	gatherer prometheus.Gatherer
 	// prev is the process a binary upgrade replaced with this one, while
 	// it drains (upgrade_successor.go).
 	prev atomic.Pointer[predecessor]
@@ -74,6 +86,15 @@ type startState struct {
 	files map[string][]byte
 	// proc is how this process was started.
 	proc procInfo
+	// reg is the live state of the running configuration (servers and
+	// their overrides, connection counters); nil in tests that serve a
+	// graph without one.
+	reg *registry
+	// generation is 0 for a process started afresh, +1 per binary
+	// upgrade.
+	generation int
+	// version is the program's version, for the admin API.
+	version string
 }
 
 // procInfo is how the process was started, for a binary upgrade, which
@@ -99,6 +120,8 @@ func serve(g *compile.Graph, sockets []*listen.Socket, st *startState, log *slog
 	s := &serving{
 		log:      log,
 		errs:     make(chan error, 16),
+		requests: make(chan reloadRequest),
+		since:    time.Now(),
 		tickets:  tickets.New(st.ticketKeys),
 		start:    *st,
 		units:    map[string]unit{},
@@ -164,6 +187,8 @@ func (s *serving) startUnit(us unitSpec, socks []*listen.Socket) (unit, error) {
 		return s.startQUIC(us, socks)
 	case unitUDP:
 		return s.startRelay(us, socks[0])
+	case unitAdmin:
+		return s.startAdmin(us, socks[0])
 	}
 	return nil, fmt.Errorf("internal error: unit %q", us.key)
 }

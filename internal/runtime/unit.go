@@ -19,6 +19,8 @@ import (
 //	"quic ADDR"  the UDP sockets (shards) of an http bind's HTTP/3 and
 //	             their h3.Server (one quic.Transport each)
 //	"udp ADDR"   the UDP socket of a udp frontend's bind and its l4.UDP
+//	"admin ADDR" the admin listener, or the admin unix socket (ADDR its
+//	             path), and its HTTP server (unit_admin.go)
 //
 // Each unit owns its sockets and its servers. A reload compares the running
 // units with those the new graph needs (diffUnits): a unit with the same
@@ -75,6 +77,8 @@ type unitSpec struct {
 	bind *compile.Bind
 	// relay is the bind of a "udp" unit.
 	relay *compile.Relay
+	// admin is the admin block of an "admin" unit.
+	admin *compile.Admin
 }
 
 // Kinds of units: the first word of a unit's key.
@@ -112,7 +116,7 @@ func unitSpecs(g *compile.Graph) []unitSpec {
 			out = append(out, unitSpec{key: unitUDP + " " + r.Spec.Address, kind: relayKind(r), specs: []listen.Spec{r.Spec}, relay: r})
 		}
 	}
-	return out
+	return append(out, adminUnitSpecs(g)...)
 }
 
 // tcpKind is what the servers of a bind's TCP socket are started for: the

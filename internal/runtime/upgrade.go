@@ -126,7 +126,8 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 		return nil, err
 	}
 	p := s.start.proc
-	up := &handoff.Upgrade{PID: os.Getpid(), Generation: next, QUIC: map[string]handoff.QUICBind{}, TicketKeys: s.tickets.Current()}
+	up := &handoff.Upgrade{PID: os.Getpid(), Generation: next, QUIC: map[string]handoff.QUICBind{}, TicketKeys: s.tickets.Current(),
+		Process: s.start.generation + 1, Overrides: giveOverrides(s.start.reg)}
 	h := &handoff.Handoff{Dropped: p.dropped, Executable: p.exe, Files: *s.files.Load(), Shards: s.graph.Load().ShardCounts(), Upgrade: up}
 	if s.logFiles != nil {
 		// The new process writes to the same files, whatever the

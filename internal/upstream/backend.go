@@ -92,6 +92,14 @@ func NewBackend(name string, servers []*Server, opt Options) (*Backend, error) {
 // Name is the backend's name in the configuration.
 func (b *Backend) Name() string { return b.name }
 
+// Algorithm is the backend's balancing algorithm.
+func (b *Backend) Algorithm() balance.Algorithm {
+	if b.opt.Algorithm == "" {
+		return balance.RoundRobin
+	}
+	return b.opt.Algorithm
+}
+
 // Servers lists the backend's servers, primaries and backups, in the
 // order given to NewBackend.
 func (b *Backend) Servers() []*Server {

@@ -18,6 +18,9 @@ type key struct{ backend, address string }
 type live struct {
 	state   *balance.State
 	monitor *health.Monitor
+	// configured is what the committed configuration gives the server,
+	// to which ClearOverride returns it.
+	configured Configured
 }
 
 // plan is what a compiled configuration wants for one server once it is
@@ -27,7 +30,10 @@ type plan struct {
 	live    *live
 	active  *health.Active
 	passive health.Passive
-	admin   balance.Admin
+	// configured is the server's configuration, override what the
+	// registry overrode when the server was made.
+	configured Configured
+	override   Override
 }
 
 // ServerConfig is the configuration of one server of a backend.
@@ -58,15 +64,16 @@ type ServerConfig struct {
 // once it serves, so that a rejected reload leaves no trace. A nil
 // *Registry makes fresh servers, for a configuration that never runs.
 type Registry struct {
-	mu      sync.Mutex
-	servers map[key]*live
-	log     *slog.Logger
+	mu        sync.Mutex
+	servers   map[key]*live
+	overrides map[key]Override
+	log       *slog.Logger
 }
 
 // NewRegistry returns an empty registry that logs changes of servers'
 // administrative states to log.
 func NewRegistry(log *slog.Logger) *Registry {
-	return &Registry{servers: map[key]*live{}, log: log}
+	return &Registry{servers: map[key]*live{}, overrides: map[key]Override{}, log: log}
 }
 
 // Server returns server c of backend with the live state (health,
@@ -79,9 +86,14 @@ func NewRegistry(log *slog.Logger) *Registry {
 func (r *Registry) Server(backend string, c ServerConfig, active *health.Active, passive health.Passive, log *slog.Logger) *Server {
 	k := key{backend, c.Address}
 	ls := r.lookup(k, active, passive, log)
+	o := r.override(k)
+	weight := c.Weight
+	if o.Weight > 0 {
+		weight = o.Weight
+	}
 	m := &balance.Member{
 		State:     ls.state,
-		Weight:    c.Weight,
+		Weight:    weight,
 		Backup:    c.Backup,
 		MaxConns:  c.MaxConns,
 		SlowStart: c.SlowStart,
@@ -91,7 +103,7 @@ func (r *Registry) Server(backend string, c ServerConfig, active *health.Active,
 		member:    m,
 		observe:   ls.monitor.Observe,
 		sendProxy: c.SendProxy,
-		plan:      &plan{key: k, live: ls, active: active, passive: passive, admin: c.Admin},
+		plan:      &plan{key: k, live: ls, active: active, passive: passive, configured: Configured{Weight: c.Weight, State: c.Admin}, override: o},
 	}
 }
 
@@ -111,8 +123,10 @@ func (r *Registry) lookup(k key, active *health.Active, passive health.Passive, 
 
 // Commit makes servers (from Server) the live set: new servers start
 // their checks, kept ones take the new settings, the others stop.
-// Administrative states (drain, disabled) are applied here and logged
-// when they change. Servers made by NewServer are ignored.
+// Administrative states (drain, disabled) are applied here, overrides
+// first, and logged when they change. Servers made by NewServer are
+// ignored. Overrides of servers the configuration no longer has stay, in
+// case they come back.
 func (r *Registry) Commit(servers []*Server) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -123,14 +137,14 @@ func (r *Registry) Commit(servers []*Server) {
 			continue
 		}
 		keep[p.key] = true
-		if p.live.state.SetAdmin(p.admin) {
-			r.log.Info("server state", "backend", p.key.backend, "server", p.key.address, "state", p.admin.String())
-		}
-		if r.servers[p.key] == p.live {
+		p.live.configured = p.configured
+		kept := r.servers[p.key] == p.live
+		r.servers[p.key] = p.live
+		r.applyState(p.key)
+		if kept {
 			p.live.monitor.Update(p.active, p.passive)
 			continue
 		}
-		r.servers[p.key] = p.live
 		p.live.monitor.Start()
 	}
 	for k, ls := range r.servers {
