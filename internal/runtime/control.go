@@ -95,7 +95,11 @@ func (c control) Backends() []admin.Backend {
 	for _, b := range g.Upstreams {
 		ab := admin.Backend{Name: b.Name(), Algorithm: string(b.Algorithm()), Servers: []admin.Server{}}
 		for _, srv := range b.Servers() {
-			ab.Servers = append(ab.Servers, server(srv))
+			as := server(srv)
+			if reg := c.s.start.reg; reg != nil {
+				as.Override = override(reg.servers.Override(b.Name(), srv.Address()))
+			}
+			ab.Servers = append(ab.Servers, as)
 		}
 		out = append(out, ab)
 	}
@@ -123,12 +127,6 @@ func server(srv *upstream.Server) admin.Server {
 	default:
 		as.State = "down"
 	}
-	if o := srv.Override(); !o.IsZero() {
-		as.Override = &admin.Change{Weight: o.Weight}
-		if o.State != nil {
-			as.Override.State = o.State.String()
-		}
-	}
 	for _, ch := range srv.Checks() {
 		as.Checks = append(as.Checks, admin.Check{Time: ch.Time, OK: ch.OK, Error: ch.Err})
 		if !ch.OK {
@@ -136,6 +134,18 @@ func server(srv *upstream.Server) admin.Server {
 		}
 	}
 	return as
+}
+
+// override is o for the admin API; nil for none.
+func override(o upstream.Override) *admin.Change {
+	if o.IsZero() {
+		return nil
+	}
+	c := &admin.Change{Weight: o.Weight}
+	if o.State != nil {
+		c.State = o.State.String()
+	}
+	return c
 }
 
 // find returns the running server address of backend, or a

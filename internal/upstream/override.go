@@ -126,13 +126,10 @@ func (r *Registry) override(k key) Override {
 	return r.overrides[k]
 }
 
-// Override returns the server's override (the zero Override without
-// one).
-func (s *Server) Override() Override {
-	if s.plan == nil {
-		return Override{}
-	}
-	return s.plan.override
+// Override returns the override of server address of backend (the zero
+// Override without one).
+func (r *Registry) Override(backend, address string) Override {
+	return r.override(key{backend, address})
 }
 
 // Configured returns what the configuration gave the server.

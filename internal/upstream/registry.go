@@ -30,10 +30,8 @@ type plan struct {
 	live    *live
 	active  *health.Active
 	passive health.Passive
-	// configured is the server's configuration, override what the
-	// registry overrode when the server was made.
+	// configured is the server's configuration.
 	configured Configured
-	override   Override
 }
 
 // ServerConfig is the configuration of one server of a backend.
@@ -103,7 +101,7 @@ func (r *Registry) Server(backend string, c ServerConfig, active *health.Active,
 		member:    m,
 		observe:   ls.monitor.Observe,
 		sendProxy: c.SendProxy,
-		plan:      &plan{key: k, live: ls, active: active, passive: passive, configured: Configured{Weight: c.Weight, State: c.Admin}, override: o},
+		plan:      &plan{key: k, live: ls, active: active, passive: passive, configured: Configured{Weight: c.Weight, State: c.Admin}},
 	}
 }
 

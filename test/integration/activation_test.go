@@ -41,6 +41,13 @@ func activation(t *testing.T, socks ...passedSocket) ([]*os.File, []string) {
 				f, err = pc.(*net.UDPConn).File()
 				pc.Close()
 			}
+		case "unix":
+			var ln *net.UnixListener
+			if ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: s.addr, Net: "unix"}); err == nil {
+				ln.SetUnlinkOnClose(false)
+				f, err = ln.File()
+				ln.Close()
+			}
 		default:
 			err = fmt.Errorf("unknown network %q", s.network)
 		}
