@@ -12,21 +12,6 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// statsToken is the admin token of the stats page tests.
-const statsToken = "stats-page-token-0123456789"
-
-// startStatsLB starts portcullis as root with backend pool of servers,
-// health-checked, and admin.listen on 127.0.0.1:9100 with statsToken.
-func startStatsLB(t *testing.T, servers ...lbServer) *site {
-	t.Helper()
-	s := newSite(t, siteOptions{User: true, App: [2]string{"127.0.0.1:1", "127.0.0.1:2"}, API: "127.0.0.1:3"})
-	writeFile(t, filepath.Join(s.dir, "admin.token"), statsToken+"\n", 0o600)
-	config := lbConfig(checkHealth, servers...) + "admin:\n  listen: 127.0.0.1:9100\n  token_file: admin.token\n"
-	writeFile(t, s.config, config, 0o644)
-	start(t, asRoot(defaultBinary(t), s.config), startOptions{}).waitReady()
-	return s
-}
-
 // newBrowser starts Debian's chromium, headless, for the test; the
 // context ends with the test or after a minute.
 func newBrowser(t *testing.T) context.Context {
@@ -125,11 +110,12 @@ func TestStatsPage(t *testing.T) {
 	ctx := newBrowser(t)
 	a := startUp(t, "a", "127.0.0.1:0")
 	b := startUp(t, "b", "127.0.0.1:0")
-	s := startStatsLB(t, lbServer{addr: a.addr}, lbServer{addr: b.addr})
+	sock := filepath.Join(sharedDir(t), "run", "admin.sock")
+	s, _ := startLB(t, withAdmin(t, lbConfig(checkHealth, lbServer{addr: a.addr}, lbServer{addr: b.addr}), sock, true))
 	srvA, srvB := "pool/"+a.addr, "pool/"+b.addr
 	page := statsPage{t, ctx}
 
-	page.do("open the stats page", chromedp.Navigate("http://127.0.0.1:9100/stats"))
+	page.do("open the stats page", chromedp.Navigate("http://"+adminListen+"/stats"))
 	for _, srv := range []string{srvA, srvB} {
 		page.waitCell(srv, "state", is("up"))
 		passed := fmt.Sprintf(`tr[data-server=%q] .checks span.ok`, srv)
@@ -173,7 +159,7 @@ func TestStatsPage(t *testing.T) {
 	}
 	// The right token drains.
 	page.do("drain with the token",
-		chromedp.SendKeys(chromedp.ID("token"), statsToken),
+		chromedp.SendKeys(chromedp.ID("token"), adminToken),
 		chromedp.Click(chromedp.ID("token-use")),
 		chromedp.Click(chromedp.CSS(drain)))
 	page.waitCell(srvA, "state", func(s string) bool { return strings.HasPrefix(s, "drain") })
