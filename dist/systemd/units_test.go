@@ -23,6 +23,7 @@ var units = []string{
 	"portcullis-ambient.service",
 	"portcullis-activated.service",
 	"portcullis-activated.socket",
+	"portcullis-admin.socket",
 }
 
 // maxExposure is the highest "systemd-analyze security --offline=true"

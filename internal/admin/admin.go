@@ -190,9 +190,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /api/servers/{backend}/{server}", a.write(a.setServer))
 	mux.HandleFunc("DELETE /api/servers/{backend}/{server}/override", a.write(a.clearServer))
 	mux.HandleFunc("POST /api/reload", a.write(a.reload))
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/admin.md)")
-	})
+	mux.HandleFunc("/api/", notFound)
 	mux.Handle("GET /metrics", a.metrics())
 	mux.Handle("GET /stats", statsPage())
 	mux.Handle("GET /{$}", http.RedirectHandler("/stats", http.StatusFound))

@@ -172,6 +172,29 @@ func (a *api) metrics() http.Handler {
 	return promhttp.HandlerFor(a.o.Gatherer, promhttp.HandlerOpts{ErrorLog: nil})
 }
 
+// notFound answers a request that no endpoint takes: 405 with the
+// method that the path takes, or 404.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	allow := ""
+	switch {
+	case p == "/api/status" || p == "/api/frontends" || p == "/api/backends":
+		allow = "GET"
+	case p == "/api/reload":
+		allow = "POST"
+	case strings.HasPrefix(p, "/api/servers/") && strings.HasSuffix(p, "/override"):
+		allow = "DELETE"
+	case strings.HasPrefix(p, "/api/servers/") && strings.Count(p, "/") == 4:
+		allow = "POST"
+	}
+	if allow == "" {
+		writeError(w, http.StatusNotFound, "no such API endpoint: "+p+" (see docs/admin.md)")
+		return
+	}
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, r.Method+" "+p+": use "+allow)
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

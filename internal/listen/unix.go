@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,8 +31,17 @@ func BindUnix(path string, group int) (*os.File, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	// The umask makes the socket 0660 from its creation on: no moment
-	// where anyone else could connect.
+	// The socket is created with the group and mode it keeps: no moment
+	// where anyone else could connect. The group is the process's
+	// effective group for the bind (which needs CAP_SETGID, as the drop
+	// does; chown would need CAP_CHOWN, which the units do not grant).
+	if group >= 0 && group != os.Getegid() {
+		egid := os.Getegid()
+		if err := syscall.Setegid(group); err != nil {
+			return nil, fmt.Errorf("create the socket with group %d: setegid: %v", group, err)
+		}
+		defer syscall.Setegid(egid)
+	}
 	old := unix.Umask(0o777 &^ UnixMode)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
@@ -40,12 +50,6 @@ func BindUnix(path string, group int) (*os.File, error) {
 	}
 	l.SetUnlinkOnClose(false)
 	defer l.Close()
-	if group >= 0 {
-		if err := os.Lchown(path, -1, group); err != nil {
-			os.Remove(path)
-			return nil, fmt.Errorf("give the socket to group %d: %v", group, unwrapPath(err))
-		}
-	}
 	return l.File()
 }
 

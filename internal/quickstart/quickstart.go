@@ -93,6 +93,7 @@ try:
   curl -k %s --http2 https://127.0.0.1:8443/
   curl -k %s --http3-only https://127.0.0.1:8443/    (needs a curl built with HTTP/3)
 repeat a request to see round robin between demo-1 and demo-2; Ctrl-C stops
+watch it: http://127.0.0.1:9100/stats (live), /metrics (Prometheus), /api/backends (JSON)
 `, q.Fingerprint, pin, pin, pin)
 }
 
