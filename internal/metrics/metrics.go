@@ -154,9 +154,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range ss {
 		s.collect(ch)
 	}
-	for _, q := range qs {
-		q.collect(ch, m.base)
-	}
+	collectQUIC(ch, qs, m.base)
 	m.life.collect(ch)
 }
 

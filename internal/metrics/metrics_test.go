@@ -69,11 +69,11 @@ func TestFrontendCountsOnceCommitted(t *testing.T) {
 		key("frontend_requests_total", "frontend", "web", "protocol", "http1", "code_class", "2xx"): 3,
 		key("frontend_requests_total", "frontend", "web", "protocol", "http2", "code_class", "4xx"): 1,
 		key("frontend_requests_total", "frontend", "web", "protocol", "http3", "code_class", "5xx"): 1,
-		key("frontend_connections_accepted_total", "frontend", "web", "protocol", "http1"):         1,
-		key("frontend_connections_accepted_total", "frontend", "web", "protocol", "http2"):         1,
-		key("frontend_connections_open", "frontend", "web", "protocol", "http1"):                   1,
-		key("frontend_connections_open", "frontend", "web", "protocol", "http2"):                   0,
-		key("frontend_request_duration_seconds_count", "frontend", "web", "protocol", "http1"):     3,
+		key("frontend_connections_accepted_total", "frontend", "web", "protocol", "http1"):          1,
+		key("frontend_connections_accepted_total", "frontend", "web", "protocol", "http2"):          1,
+		key("frontend_connections_open", "frontend", "web", "protocol", "http1"):                    1,
+		key("frontend_connections_open", "frontend", "web", "protocol", "http2"):                    0,
+		key("frontend_request_duration_seconds_count", "frontend", "web", "protocol", "http1"):      3,
 	}
 	for k, w := range want {
 		if got, ok := v[k]; !ok || got != w {
@@ -107,18 +107,18 @@ func TestServerAndBackend(t *testing.T) {
 	v := values(t, m)
 	srv := []string{"backend", "app", "server", "127.0.0.1:9001"}
 	want := map[string]float64{
-		key("server_requests_total", srv...):                                   2,
-		key("server_retries_total", srv...):                                    1,
-		key("server_failures_total", append(srv, "cause", "connect")...):       1,
-		key("server_failures_total", append(srv, "cause", "status_5xx")...):    1,
+		key("server_requests_total", srv...):                                  2,
+		key("server_retries_total", srv...):                                   1,
+		key("server_failures_total", append(srv, "cause", "connect")...):      1,
+		key("server_failures_total", append(srv, "cause", "status_5xx")...):   1,
 		key("server_response_duration_seconds_count", srv...):                 1,
-		key("server_in_flight", srv...):                                        2,
-		key("server_state", append(srv, "state", "drain")...):                  1,
-		key("server_state", append(srv, "state", "up")...):                     0,
+		key("server_in_flight", srv...):                                       2,
+		key("server_state", append(srv, "state", "drain")...):                 1,
+		key("server_state", append(srv, "state", "up")...):                    0,
 		key("server_health_checks_total", append(srv, "result", "ok")...):     5,
 		key("server_health_checks_total", append(srv, "result", "failed")...): 1,
-		key("backend_queue_length", "backend", "app"):                          1,
-		key("backend_queue_timeouts_total", "backend", "app"):                  1,
+		key("backend_queue_length", "backend", "app"):                         1,
+		key("backend_queue_timeouts_total", "backend", "app"):                 1,
 	}
 	for k, w := range want {
 		if got, ok := v[k]; !ok || got != w {
@@ -156,17 +156,17 @@ func TestHandedToTheNextProcess(t *testing.T) {
 	next.Commit([]string{"web"}, []string{"app"}, [][2]string{{"app", "a:1"}})
 	after := values(t, next)
 	for k, want := range map[string]float64{
-		key("frontend_connections_accepted_total", "frontend", "web", "protocol", "tcp"): 1,
-		key("frontend_received_bytes_total", "frontend", "web", "protocol", "tcp"):       100,
-		key("frontend_sent_bytes_total", "frontend", "web", "protocol", "tcp"):           2000,
+		key("frontend_connections_accepted_total", "frontend", "web", "protocol", "tcp"):            1,
+		key("frontend_received_bytes_total", "frontend", "web", "protocol", "tcp"):                  100,
+		key("frontend_sent_bytes_total", "frontend", "web", "protocol", "tcp"):                      2000,
 		key("frontend_requests_total", "frontend", "web", "protocol", "http1", "code_class", "2xx"): 2,
-		key("frontend_request_duration_seconds_count", "frontend", "web", "protocol", "http1"):     2,
-		key("server_requests_total", "backend", "app", "server", "a:1"):                           1,
-		key("server_health_checks_total", "backend", "app", "server", "a:1", "result", "ok"):      8,
-		key("reloads_total", "result", "ok"):                                                     1,
-		key("reloads_total", "result", "failed"):                                                 1,
-		key("quic_handshakes_total", "frontend", "web", "address", ":443", "shard", "0"):          5,
-		key("backend_queue_length", "backend", "app"):                                            0,
+		key("frontend_request_duration_seconds_count", "frontend", "web", "protocol", "http1"):      2,
+		key("server_requests_total", "backend", "app", "server", "a:1"):                             1,
+		key("server_health_checks_total", "backend", "app", "server", "a:1", "result", "ok"):        8,
+		key("reloads_total", "result", "ok"):                                                        1,
+		key("reloads_total", "result", "failed"):                                                    1,
+		key("quic_handshakes_total", "frontend", "web", "address", ":443", "shard", "0"):            5,
+		key("backend_queue_length", "backend", "app"):                                               0,
 	} {
 		if got := after[k]; got != want {
 			t.Errorf("after the upgrade %s = %v, want %v (before: %v)", k, got, want, before[k])
@@ -269,4 +269,20 @@ func populate(m *Metrics) {
 	m.Upgraded(false)
 	m.QUIC("web", ":443", func() []QUICShard { return []QUICShard{{1, 1, 1, 1, 1}} })
 	m.Commit([]string{"web"}, []string{"app"}, [][2]string{{"app", "a:1"}})
+}
+
+// TestTwoServersOfOneQUICBind: while a replaced HTTP/3 server drains
+// beside its successor, their shards are added up, and /metrics still
+// gathers.
+func TestTwoServersOfOneQUICBind(t *testing.T) {
+	m := New(nil)
+	m.QUIC("web", ":443", func() []QUICShard { return []QUICShard{{Handshakes: 2}, {Retries: 1}} })
+	m.QUIC("web", ":443", func() []QUICShard { return []QUICShard{{Handshakes: 3}} })
+	v := values(t, m)
+	if got := v[key("quic_handshakes_total", "frontend", "web", "address", ":443", "shard", "0")]; got != 5 {
+		t.Errorf("handshakes of shard 0: %v, want 5", got)
+	}
+	if got := v[key("quic_retry_packets_sent_total", "frontend", "web", "address", ":443", "shard", "1")]; got != 1 {
+		t.Errorf("Retry packets of shard 1: %v, want 1", got)
+	}
 }

@@ -68,15 +68,36 @@ func (q *QUIC) Remove() {
 	q.m.mu.Unlock()
 }
 
-func (q *QUIC) collect(ch chan<- prometheus.Metric, base handed) {
-	for i, s := range q.read() {
-		shard := strconv.Itoa(i)
-		vals := [5]uint64{s.PacketsIn, s.Forwarded, s.Misrouted, s.Retries, s.Handshakes}
-		for j, v := range vals {
-			k := seriesKey(Prefix+quicNames[j][0], prometheus.Labels{"frontend": q.labels[0], "address": q.labels[1], "shard": shard})
-			total := float64(v) + base.Values[k]
-			if total > 0 {
-				ch <- prometheus.MustNewConstMetric(q.descs[j], prometheus.CounterValue, total, shard)
+// collectQUIC sends the shard counters of every bind, plus what the old
+// process handed over. Two servers of one bind (a replaced one that
+// drains while its successor serves) are added up: a series is sent once.
+func collectQUIC(ch chan<- prometheus.Metric, qs []*QUIC, base handed) {
+	byBind := map[[2]string][]uint64{} // per bind: 5 counts per shard
+	first := map[[2]string]*QUIC{}
+	for _, q := range qs {
+		sum := byBind[q.labels]
+		for i, s := range q.read() {
+			if len(sum) < 5*(i+1) {
+				sum = append(sum, make([]uint64, 5*(i+1)-len(sum))...)
+			}
+			for j, v := range [5]uint64{s.PacketsIn, s.Forwarded, s.Misrouted, s.Retries, s.Handshakes} {
+				sum[5*i+j] += v
+			}
+		}
+		byBind[q.labels] = sum
+		if first[q.labels] == nil {
+			first[q.labels] = q
+		}
+	}
+	for bind, sum := range byBind {
+		q := first[bind]
+		for i := 0; i < len(sum)/5; i++ {
+			shard := strconv.Itoa(i)
+			for j := range quicNames {
+				k := seriesKey(Prefix+quicNames[j][0], prometheus.Labels{"frontend": bind[0], "address": bind[1], "shard": shard})
+				if total := float64(sum[5*i+j]) + base.Values[k]; total > 0 {
+					ch <- prometheus.MustNewConstMetric(q.descs[j], prometheus.CounterValue, total, shard)
+				}
 			}
 		}
 	}
