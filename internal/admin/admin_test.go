@@ -110,4 +110,24 @@ func TestQuantile(t *testing.T) {
 	}
 }
 
-var _ http.Handler = Handler(Options{Control: &process{}})
+// FuzzAPI sends arbitrary requests to the API: every answer is JSON with
+// a 2xx or 4xx status, never a panic or a 5xx.
+func FuzzAPI(f *testing.F) {
+	f.Add("POST", "/api/servers/app/127.0.0.1:1", `{"state": "drain"}`)
+	f.Add("POST", "/api/servers/app/127.0.0.1:1", `{"weight": 5, "state": "active"}`)
+	f.Add("DELETE", "/api/servers/app/127.0.0.1:1/override", ``)
+	f.Add("GET", "/api/backends", ``)
+	f.Add("POST", "/api/reload", `{}`)
+	h := Handler(Options{Control: &process{}, Full: true})
+	f.Fuzz(func(t *testing.T, method, path, body string) {
+		req, err := http.NewRequest(method, "http://admin"+path, strings.NewReader(body))
+		if err != nil || !strings.HasPrefix(req.URL.Path, "/api/") {
+			return
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code >= 500 || !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+			t.Errorf("%s %s %q: %d %s", method, path, body, w.Code, w.Body)
+		}
+	})
+}

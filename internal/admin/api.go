@@ -169,7 +169,7 @@ func (a *api) metrics() http.Handler {
 			http.Error(w, "no metrics in this process", http.StatusNotFound)
 		})
 	}
-	return promhttp.HandlerFor(a.o.Gatherer, promhttp.HandlerOpts{ErrorLog: nil})
+	return promhttp.HandlerFor(a.o.Gatherer, promhttp.HandlerOpts{})
 }
 
 // notFound answers a request that no endpoint takes: 405 with the

@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// MaxWeight is the highest weight of a server, in the file and through
+// the admin API.
+const MaxWeight = 1000
+
 // Backend defaults: what a backend gets for a key the file leaves out.
 // They are defined here only; the compile step passes the values to the
 // packages that use them (health takes its settings as given).
@@ -27,7 +31,6 @@ const (
 	DefaultPassiveCooldown = 10 * time.Second
 	DefaultStickyCookie    = "portcullis_server"
 	DefaultExpectStatus    = "200-399"
-	maxWeight              = 1000
 	maxRetries             = 10
 	// defaultBalance is balance.RoundRobin; the compile step parses the
 	// name (balance.ParseAlgorithm).
@@ -222,8 +225,8 @@ func (b *Backend) validateServers(uses []backendUse, where string, add func(Pos,
 		} else {
 			seen[s.Address] = s.At.Value("address")
 		}
-		if s.Weight < 1 || s.Weight > maxWeight {
-			add(s.At.Value("weight"), "%s: weight %d: want 1 to %d (to take a server out, use state: disabled)", where, s.Weight, maxWeight)
+		if s.Weight < 1 || s.Weight > MaxWeight {
+			add(s.At.Value("weight"), "%s: weight %d: want 1 to %d (to take a server out, use state: disabled)", where, s.Weight, MaxWeight)
 		}
 		if s.MaxConns < 0 {
 			add(s.At.Value("max_conns"), "%s: max_conns must be 0 (no limit) or more", where)

@@ -9,6 +9,7 @@ import (
 	"github.com/portcullis/portcullis/internal/admin"
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/compile"
+	"github.com/portcullis/portcullis/internal/config"
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
@@ -170,9 +171,6 @@ func (c control) find(backend, address string) error {
 	return &admin.NotFoundError{What: "backend", Name: backend, Known: names}
 }
 
-// maxWeight is the highest weight a server may have (config.Server).
-const maxWeight = 1000
-
 // SetServer overrides a server's state and/or weight. A new weight
 // applies the running configuration again (its balancers hold the
 // weights); a state applies at once.
@@ -189,8 +187,8 @@ func (c control) SetServer(backend, address string, ch admin.Change) error {
 		o.State = &a
 	}
 	if ch.Weight != 0 {
-		if ch.Weight < 1 || ch.Weight > maxWeight {
-			return fmt.Errorf("weight %d: want 1 to %d", ch.Weight, maxWeight)
+		if ch.Weight < 1 || ch.Weight > config.MaxWeight {
+			return fmt.Errorf("weight %d: want 1 to %d", ch.Weight, config.MaxWeight)
 		}
 		o.Weight = ch.Weight
 	}

@@ -65,7 +65,6 @@ func (s *serving) startAdmin(us unitSpec, sock *listen.Socket) (*adminUnit, erro
 		ReadTimeout:       adminReadTimeout,
 		IdleTimeout:       adminIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
 	}
 	go func() {
 		if err := u.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
