@@ -257,7 +257,7 @@ func (c *Client) apiError(resp *http.Response, b []byte) error {
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized && c.URL != "":
-		e.Hint = "give the token with -token-file FILE or in $" + TokenEnv + ", or use the admin socket with -s SOCKET"
+		e.Hint = "portcullis ctl takes it from -token-file FILE or $" + TokenEnv
 	case resp.StatusCode == http.StatusForbidden && c.Token != "":
 		e.Hint = "the token sent came from " + c.TokenFrom
 	}
