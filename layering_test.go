@@ -27,28 +27,29 @@ var allowed = map[string][]string{
 	"proxyproto": {},
 	"limit":      {},
 	"accesslog":  {},
+	"metrics":    {},
 	"quiclb":     {},
 	"tickets":    {},
 	"testutil":   {},
 	"handoff":    {"listen", "quiclb"},
 	// The model of the servers.
 	"health":   {"balance"},
-	"upstream": {"balance", "health", "limit"},
+	"upstream": {"balance", "health", "limit", "metrics"},
 	// The HTTP request path.
-	"proxy": {"accesslog", "balance", "proxyproto", "limit", "upstream", "hostname"},
+	"proxy": {"accesslog", "balance", "proxyproto", "limit", "upstream", "hostname", "metrics"},
 	// The protocols' servers.
 	"accept":     {"limit", "proxyproto"},
-	"httpserver": {"limit", "proxy"},
-	"l4":         {"accesslog", "balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept"},
+	"httpserver": {"limit", "proxy", "metrics"},
+	"l4":         {"accesslog", "balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept", "metrics"},
 	"h3":         {"quiclb"},
 	// Configuration to graph, once.
-	"compile": {"accesslog", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
+	"compile": {"accesslog", "metrics", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
 	// The admin interface: what the runtime lets it see and do.
 	"admin": {},
 	// The admin API's client (portcullis ctl): the API's JSON types only.
 	"ctl": {"admin"},
 	// The lifecycle.
-	"runtime": {"accesslog", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "balance", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb", "admin"},
+	"runtime": {"accesslog", "metrics", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "balance", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb", "admin"},
 }
 
 func TestLayering(t *testing.T) {

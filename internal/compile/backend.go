@@ -59,6 +59,7 @@ func compileBackend(cfg *config.Config, b *config.Backend, readFile config.ReadF
 		QueueTimeout:   b.QueueTimeout,
 		ConnectTimeout: b.Timeouts.Connect,
 		Count5xx:       b.PassiveHealth.Count5xx,
+		Metrics:        live.Metrics().Backend(b.Name),
 	})
 	if err != nil {
 		errs = append(errs, cfg.Errorf(b.At.Value("balance"), "backend %q: %v", b.Name, err))

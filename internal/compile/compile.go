@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis/portcullis/internal/hostname"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/privilege"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -35,6 +36,9 @@ type Live interface {
 	// stderr or a file's absolute path): the running one, or a new one
 	// not yet opened.
 	AccessLog(to string) *accesslog.Writer
+	// Metrics is the process's metrics, whose handles compiled objects
+	// count into; nil: none.
+	Metrics() *metrics.Metrics
 }
 
 // Compile builds the graph of cfg: it reads certificates and keys through
@@ -84,7 +88,7 @@ func Compile(cfg *config.Config, readFile config.ReadFileFunc, log *slog.Logger,
 		g.Servers = append(g.Servers, ub.Servers()...)
 	}
 	for _, fe := range cfg.Frontends {
-		f := &Frontend{Name: fe.Name, Mode: fe.Mode}
+		f := &Frontend{Name: fe.Name, Mode: fe.Mode, Metrics: live.Metrics().Frontend(fe.Name)}
 		g.Frontends = append(g.Frontends, f)
 		var err *config.Error
 		if f.AccessLog, err = g.accessLog(cfg, fe, live); err != nil {
@@ -144,7 +148,7 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 	}
 	for _, b := range fe.Bind {
 		limited := func(h http.Handler) http.Handler {
-			lim := proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name)
+			lim := proxy.Measured(proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name), f.Metrics)
 			return proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy})
 		}
 		l4b, l4errs := compileL4(cfg, fe, b, upstreams)

@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis/portcullis/internal/httpserver"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/privilege"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -79,6 +80,9 @@ type Frontend struct {
 	Relays []*Relay
 	// AccessLog writes the frontend's access log; nil without one.
 	AccessLog *accesslog.Logger
+	// Metrics counts the frontend's connections and requests; nil
+	// without metrics.
+	Metrics *metrics.Frontend
 }
 
 // Bind is a compiled bind: its sockets and what serves them.
@@ -109,6 +113,8 @@ type Bind struct {
 type fresh struct{}
 
 func (fresh) Servers() *upstream.Registry { return nil }
+
+func (fresh) Metrics() *metrics.Metrics { return nil }
 
 func (fresh) AccessLog(to string) *accesslog.Writer {
 	return accesslog.NewWriter(to, 0, slog.New(slog.DiscardHandler))

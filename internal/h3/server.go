@@ -120,6 +120,8 @@ type Server struct {
 	// request earlier anyway.
 	lns     []*quic.Listener
 	forward *ForwardConn
+	// metrics counts what each shard sees (Start).
+	metrics *Metrics
 	// cancel ends the shard metrics and the TLS tracking.
 	cancel    func()
 	steerDone sync.Once
@@ -166,6 +168,7 @@ func (s *Server) Start() error {
 		}
 	})
 	metrics := NewMetrics(s.Format, len(s.Shards))
+	s.metrics = metrics
 	var counters *quiclb.Counters
 	if s.Steering != nil {
 		counters = s.Steering.Counters
@@ -204,6 +207,15 @@ func (s *Server) start(tlsConf *tls.Config, metrics *Metrics) error {
 		return fmt.Errorf("QUIC on %s: %w", s.Address, err)
 	}
 	return nil
+}
+
+// ShardStats returns each shard's counters since Start, in shard order;
+// nil before Start.
+func (s *Server) ShardStats() []ShardStats {
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.Snapshot()
 }
 
 // Handshakes returns the admission of new connections (their limits and

@@ -35,6 +35,9 @@ type Upgrade struct {
 	// Overrides are the servers' admin overrides, which outlive the
 	// upgrade.
 	Overrides []Override `json:",omitempty"`
+	// Metrics are the old process's counters (metrics.Metrics.Snapshot),
+	// from which the new process's start.
+	Metrics []byte `json:",omitempty"`
 }
 
 // Override is a server's admin override (upstream.Override) in a

@@ -24,6 +24,8 @@ type history struct {
 	ring [historyLen]Check
 	next int // where the next check goes
 	n    int // checks held, up to historyLen
+	// ok and failed count every check since the monitor was made.
+	ok, failed uint64
 }
 
 func (h *history) add(c Check) {
@@ -32,6 +34,11 @@ func (h *history) add(c Check) {
 	h.ring[h.next] = c
 	h.next = (h.next + 1) % historyLen
 	h.n = min(h.n+1, historyLen)
+	if c.OK {
+		h.ok++
+	} else {
+		h.failed++
+	}
 }
 
 // list returns the checks held, oldest first.
@@ -43,6 +50,14 @@ func (h *history) list() []Check {
 		out = append(out, h.ring[(h.next-h.n+i+historyLen)%historyLen])
 	}
 	return out
+}
+
+// CheckCounts returns how many active health checks of the server
+// passed and failed since its monitor was made (it survives reloads).
+func (m *Monitor) CheckCounts() (ok, failed uint64) {
+	m.checks.mu.Lock()
+	defer m.checks.mu.Unlock()
+	return m.checks.ok, m.checks.failed
 }
 
 // Checks returns the server's last active health checks (up to 20),

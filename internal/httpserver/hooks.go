@@ -14,7 +14,7 @@ import (
 // its guard, and, with send_proxy, its ClientConn (http.Server.ConnContext).
 func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	ctx = proxy.WithTunnels(ctx, &s.tunnels)
-	g := &proxy.ConnGuard{Frontend: s.config.Frontend, Address: s.config.Address, Events: s.config.Events}
+	g := &proxy.ConnGuard{Frontend: s.config.Frontend, Address: s.config.Address, Events: s.config.Events, Metrics: s.config.Metrics}
 	s.guards.Store(c, g)
 	ctx, cc := proxy.ForConn(ctx, g, c.RemoteAddr(), c.LocalAddr(), s.config.SendProxy != nil && s.config.SendProxy())
 	if cc != nil {
@@ -37,8 +37,12 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 		if cc, ok := s.clients.LoadAndDelete(c); ok {
 			cc.(*proxy.ClientConn).Close()
 		}
-		if g, ok := s.guards.LoadAndDelete(c); ok && st == http.StateClosed {
-			noteHeadLimit(c, g.(*proxy.ConnGuard), s.config.Limits.MaxHeaderBytes)
+		if g, ok := s.guards.LoadAndDelete(c); ok {
+			g := g.(*proxy.ConnGuard)
+			g.Closed()
+			if st == http.StateClosed {
+				noteHeadLimit(c, g, s.config.Limits.MaxHeaderBytes)
+			}
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/proxy"
 )
 
@@ -42,6 +43,9 @@ type Config struct {
 	// proxy.ClientConn, for the private server connections that PROXY
 	// headers need. Nil: never.
 	SendProxy func() bool
+	// Metrics counts the bind's connections by protocol (at their first
+	// request) and requests; nil: not counted.
+	Metrics *metrics.Frontend
 	// Log receives net/http's own errors (TLS handshakes, malformed
 	// requests) at debug level. Nil: slog.Default().
 	Log *slog.Logger

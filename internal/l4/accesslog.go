@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/accesslog"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -97,8 +98,9 @@ func relayState(reason string, err error, server net.Conn) accesslog.State {
 	return accesslog.ClientData
 }
 
-// flowLog is the access-log line of one udp flow, written when it ends.
-// A nil *flowLog logs nothing.
+// flowLog is the access-log line of one udp flow, written when it ends,
+// and its byte counts (for the metrics too: then l may be nil). A nil
+// *flowLog logs nothing.
 type flowLog struct {
 	l       *accesslog.Logger
 	e       accesslog.Entry
@@ -110,8 +112,11 @@ type flowLog struct {
 // newFlowLog begins the line of a flow starting now; nil when the
 // frontend logs nothing.
 func newFlowLog(r *udpRelay, key udpFlowKey) *flowLog {
-	l := r.accessLog()
-	if l == nil {
+	var l *accesslog.Logger
+	if r.accessLog != nil {
+		l = r.accessLog()
+	}
+	if l == nil && r.metrics == nil {
 		return nil
 	}
 	now := time.Now()
@@ -148,7 +153,7 @@ func (lg *flowLog) addOut(n int) {
 
 // write writes the line with state st (once: the flow's close calls it).
 func (lg *flowLog) write(st accesslog.State) {
-	if lg == nil {
+	if lg == nil || lg.l == nil {
 		return
 	}
 	lg.mu.Lock()
@@ -156,4 +161,12 @@ func (lg *flowLog) write(st accesslog.State) {
 	lg.e.BytesIn, lg.e.BytesOut = lg.in.Load(), lg.out.Load()
 	lg.e.Total, lg.e.State = time.Since(lg.start), st
 	lg.l.Log(&lg.e)
+}
+
+// count ends the flow's count in m (opened by newUDPFlow) with its bytes.
+func (lg *flowLog) count(m *metrics.Frontend) {
+	if lg != nil && m != nil {
+		m.Bytes(metrics.UDP, lg.in.Load(), lg.out.Load())
+		m.Closed(metrics.UDP)
+	}
 }

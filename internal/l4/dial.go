@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 )
 
 // Connecting to a server, and whose fault a failed connect is.
@@ -170,4 +171,13 @@ func (w *dialWatch) verdict() (synSent bool, state string) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// connectCause is the cause under which a failed connect to a server is
+// counted.
+func connectCause(err error) metrics.Cause {
+	if isTimeout(err) {
+		return metrics.Timeout
+	}
+	return metrics.Connect
 }

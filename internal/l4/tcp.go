@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis/portcullis/internal/accept"
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/proxyproto"
 	"github.com/portcullis/portcullis/internal/sni"
 	"github.com/portcullis/portcullis/internal/upstream"
@@ -76,6 +77,9 @@ type TCP struct {
 	// kind and second: the bind's Gate's Events. Nil: a summarizer of its
 	// own over Log.
 	Events *limit.Events
+	// Metrics counts the connections relayed (once routed) and their
+	// bytes; nil: not counted.
+	Metrics *metrics.Frontend
 
 	initOnce sync.Once
 	log      *slog.Logger
@@ -183,6 +187,8 @@ func (t *TCP) serveConn(tc *tcpConn) {
 	}
 	log = log.With("backend", route.BackendName)
 	tc.ac.Routed()
+	t.Metrics.Open(metrics.TCP)
+	defer t.Metrics.Closed(metrics.TCP)
 
 	b := route.Backend
 	lg.set(func(e *accesslog.Entry) { e.Backend = route.BackendName })
@@ -202,6 +208,7 @@ func (t *TCP) serveConn(tc *tcpConn) {
 		return
 	}
 	lg.set(func(e *accesslog.Entry) { e.BytesIn = int64(len(replay)) })
+	t.Metrics.Bytes(metrics.TCP, int64(len(replay)), 0)
 	t.relay(log, tc, client, server, lg)
 }
 
@@ -279,6 +286,7 @@ func (t *TCP) relay(log *slog.Logger, tc *tcpConn, client, server net.Conn, lg *
 	start := time.Now()
 	p := newPipe(client, tc.client, server, t.IdleTimeout)
 	reason, err := p.run()
+	t.Metrics.Bytes(metrics.TCP, p.in.Load(), p.out.Load())
 	if tc.isClosed() {
 		reason, err = endShutdown, nil
 	}
@@ -367,6 +375,8 @@ func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b *upstream.Backend, backen
 			}
 			log.Log(t.ctx, level, "retrying on another server", "failed", lastServer, "server", m.State.Address, "attempt", attempt, "error", lastErr)
 		}
+		sm := b.Server(m).Metrics()
+		sm.Request(attempt > 1)
 		s, err := dialTCP(t.ctx, m.State.Address, b.ConnectTimeout())
 		if err == nil {
 			b.Observe(m, true)
@@ -387,6 +397,7 @@ func (t *TCP) connect(log *slog.Logger, tc *tcpConn, b *upstream.Backend, backen
 			t.noteOwnFailure(backend, err)
 		} else {
 			b.Observe(m, false)
+			sm.Failure(connectCause(err))
 		}
 		b.Release(m)
 		tried = append(tried, m)

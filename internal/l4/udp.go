@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -89,6 +90,8 @@ type UDP struct {
 	// Events also summarize the proxy's own failures to open a flow's
 	// socket. Nil: no limits, and those summaries go to Log.
 	Gate *limit.Gate
+	// Metrics counts the flows and their bytes; nil: not counted.
+	Metrics *metrics.Frontend
 
 	init  sync.Once
 	relay *udpRelay
@@ -121,9 +124,10 @@ type udpRelay struct {
 	idle      time.Duration
 	maxFlows  int
 	log       *slog.Logger
-	gate      *limit.Gate   // nil: no limits
-	events    *limit.Events // the Gate's, or one of its own
-	epoch     time.Time     // flows record times as nanoseconds since epoch
+	gate      *limit.Gate       // nil: no limits
+	metrics   *metrics.Frontend // nil: not counted
+	events    *limit.Events     // the Gate's, or one of its own
+	epoch     time.Time         // flows record times as nanoseconds since epoch
 
 	mu       sync.Mutex
 	flows    map[udpFlowKey]*udpFlow
@@ -158,6 +162,7 @@ func (u *UDP) live() *udpRelay {
 			maxFlows:  u.MaxFlows,
 			log:       u.Log,
 			gate:      u.Gate,
+			metrics:   u.Metrics,
 			epoch:     time.Now(),
 			flows:     make(map[udpFlowKey]*udpFlow),
 		}

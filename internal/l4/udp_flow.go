@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -66,9 +67,10 @@ func newUDPFlow(r *udpRelay, key udpFlowKey, ifindex uint32, first []byte) *udpF
 	f.last.Store(r.now())
 	f.pending = [][]byte{append([]byte(nil), first...)}
 	f.pendingBytes = len(first)
-	if r.accessLog != nil {
+	if r.accessLog != nil || r.metrics != nil {
 		f.log = newFlowLog(r, key)
 	}
+	r.metrics.Open(metrics.UDP)
 	return f
 }
 
@@ -114,6 +116,7 @@ func (f *udpFlow) connect(tried []*balance.Member) (*udpServerReader, bool) {
 			}
 			return nil, false
 		}
+		b.Server(m).Metrics().Request(attempt > 0)
 		rd, err := f.dial(b, m)
 		if err == nil {
 			f.log.setServer(m.State.Address)
@@ -324,10 +327,12 @@ func (f *udpFlow) close(refused bool, st accesslog.State) (ended bool, dropped i
 	if conn != nil {
 		if refused {
 			b.Observe(m, false)
+			b.Server(m).Metrics().Failure(metrics.Connect)
 		}
 		conn.Close()
 		b.Release(m)
 	}
 	f.log.write(st)
+	f.log.count(f.r.metrics)
 	return true, dropped
 }

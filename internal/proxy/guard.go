@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 )
 
 // Cancelled requests on one client connection.
@@ -30,9 +31,17 @@ type ConnGuard struct {
 	// Events, Frontend and Address report the connection when it trips.
 	Events            *limit.Events
 	Frontend, Address string
+	// Metrics, when set, counts the connection, as accepted and open,
+	// under the protocol of its first request, until Closed (HTTP/1.1
+	// and HTTP/2: the protocol is known then, h2c included). Nil: not
+	// counted.
+	Metrics *metrics.Frontend
 
 	requests, resets atomic.Int64
-	tripped          atomic.Bool
+	// proto is 0 before the first request, the metrics.Protocol + 1 of
+	// the connection after it, -1 once Closed.
+	proto   atomic.Int32
+	tripped atomic.Bool
 }
 
 // Requests is how many requests the connection has made.
@@ -53,9 +62,14 @@ func guardFrom(ctx context.Context) *ConnGuard {
 
 // admit counts a request; false when the connection has tripped and the
 // request was answered here.
-func (g *ConnGuard) admit(w http.ResponseWriter) bool {
+func (g *ConnGuard) admit(w http.ResponseWriter, r *http.Request) bool {
 	if !g.tripped.Load() {
-		g.requests.Add(1)
+		if g.requests.Add(1) == 1 && g.Metrics != nil {
+			p := metrics.ProtocolOf(r.ProtoMajor)
+			if g.proto.CompareAndSwap(0, int32(p)+1) {
+				g.Metrics.Open(p)
+			}
+		}
 		return true
 	}
 	if g.Close != nil {
@@ -65,6 +79,14 @@ func (g *ConnGuard) admit(w http.ResponseWriter) bool {
 	w.Header().Set("Connection", "close")
 	Error(w, http.StatusTooManyRequests)
 	return false
+}
+
+// Closed ends the count of the connection as open (Metrics): its server
+// closed or hijacked it.
+func (g *ConnGuard) Closed() {
+	if p := g.proto.Swap(-1); p > 0 && g.Metrics != nil {
+		g.Metrics.Closed(metrics.Protocol(p - 1))
+	}
 }
 
 // done ends a request admitted, cancelled or not by its client.

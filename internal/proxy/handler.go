@@ -18,7 +18,7 @@ type Handler struct {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g := guardFrom(r.Context()); g != nil {
-		if !g.admit(w) {
+		if !g.admit(w, r) {
 			return
 		}
 		defer g.done(r)

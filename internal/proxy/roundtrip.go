@@ -76,7 +76,10 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		if lg != nil {
 			lg.server, lg.retries = m.State.Address, attempt-1
 		}
+		sm, sent := b.up.Server(m).Metrics(), time.Now()
+		sm.Request(attempt > 1)
 		resp, err := b.send(req, m, body)
+		countAttempt(sm, req, resp, err, sent)
 		if err == nil {
 			body.finish()
 			if lg != nil {

@@ -92,6 +92,7 @@ func (s *serving) reloadNow(n *systemd.Notifier, reload func(replay bool) error,
 	start := time.Now()
 	err := reload(false)
 	s.history.record(err)
+	s.metrics().Reloaded(err == nil)
 	if err != nil {
 		s.log.Error("reload refused; the running configuration keeps serving", "error", err)
 		n.Ready("reload failed, still serving the previous configuration: " + firstLine(err.Error()))

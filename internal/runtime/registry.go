@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/limit"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/upstream"
 )
 
@@ -28,6 +29,9 @@ type registry struct {
 	// by mu); log receives their reports.
 	logs map[string]*accesslog.Writer
 	log  *slog.Logger
+	// metrics is the process's metrics (metrics.go); nil until
+	// useMetrics.
+	metrics *metrics.Metrics
 }
 
 func newRegistry(log *slog.Logger) *registry {
@@ -86,6 +90,7 @@ func (r *registry) commit(g *compile.Graph) {
 	r.mu.Unlock()
 	r.servers.Commit(servers)
 	r.commitLogs(g)
+	r.commitMetrics(g)
 }
 
 // stop stops every health check and closes the access logs.

@@ -106,6 +106,7 @@ func Run(opt Options) error {
 	if err != nil {
 		return err
 	}
+	reg.useMetrics(h)
 	if h != nil && h.Upgrade != nil {
 		reg.servers.Restore(takeOverrides(h.Upgrade.Overrides))
 	}
@@ -242,6 +243,7 @@ func (s *serving) announce(up *handoff.Upgrade, n *systemd.Notifier, status, ver
 		s.log.Info("ready", "status", status, "pid", os.Getpid(), "version", version)
 		err = n.Ready(status)
 	} else {
+		s.metrics().Upgraded(true)
 		s.watchPredecessor(&predecessor{pid: up.PID, gen: up.Generation.Other(), gone: make(chan struct{})})
 		if err := up.TellReady(); err != nil {
 			s.log.Warn("upgrade: cannot tell the previous process that this one is ready", "pid", up.PID, "error", err)

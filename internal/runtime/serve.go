@@ -128,6 +128,9 @@ func serve(g *compile.Graph, sockets []*listen.Socket, st *startState, log *slog
 		draining: map[unit]struct{}{},
 	}
 	s.files.Store(&st.files)
+	if m := s.metrics(); m != nil {
+		s.gatherer = m.Gatherer()
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.tickets.RotateEvery(s.ctx, tickets.Rotation)
 	s.tickets.UseGraph(g.TLSConfigs())

@@ -12,6 +12,7 @@ import (
 	"github.com/portcullis/portcullis/internal/handoff"
 	"github.com/portcullis/portcullis/internal/limit"
 	"github.com/portcullis/portcullis/internal/listen"
+	"github.com/portcullis/portcullis/internal/metrics"
 	"github.com/portcullis/portcullis/internal/proxy"
 	"github.com/portcullis/portcullis/internal/quiclb"
 )
@@ -43,6 +44,10 @@ type quicUnit struct {
 	forward *h3.ForwardConn
 	// keys are those the transports use, handed on by an upgrade.
 	keys handoff.QUICBind
+	// fm counts the bind's connections (admit); qm exports its shards'
+	// counters.
+	fm *metrics.Frontend
+	qm *metrics.QUIC
 }
 
 // startQUIC starts HTTP/3 on the shards of a "quic" unit, in shard order
@@ -50,7 +55,7 @@ type quicUnit struct {
 func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, error) {
 	b := us.bind
 	q := b.QUIC
-	u := &quicUnit{s: s, gen: s.start.gen, steer: s.takeSteering(b.TCP.Address)}
+	u := &quicUnit{s: s, gen: s.start.gen, steer: s.takeSteering(b.TCP.Address), fm: s.metrics().Frontend(b.TCP.Frontend)}
 	u.us.Store(&us)
 	u.socks.list = socks
 	u.cur.Store(b)
@@ -89,6 +94,7 @@ func (s *serving) startQUIC(us unitSpec, socks []*listen.Socket) (*quicUnit, err
 		return nil, err
 	}
 	u.forward = u.srv.Forward()
+	u.qm = u.quicMetrics(b.TCP.Frontend, b.UDP.Address)
 	return u, nil
 }
 
@@ -112,13 +118,21 @@ func (u *quicUnit) connContext(b *compile.Bind) func(context.Context, *quic.Conn
 func (u *quicUnit) admit(remote net.Addr) (release func(), ok bool) {
 	g := u.cur.Load().Gate
 	if g == nil {
-		return nil, true
+		u.fm.Open(metrics.HTTP3)
+		return func() { u.fm.Closed(metrics.HTTP3) }, true
 	}
 	t := g.HoldAddr(limit.AddrOf(remote))
 	if t == nil {
 		return nil, false
 	}
-	return t.Release, true
+	if u.fm == nil {
+		return t.Release, true
+	}
+	u.fm.Open(metrics.HTTP3)
+	return func() {
+		t.Release()
+		u.fm.Closed(metrics.HTTP3)
+	}, true
 }
 
 // noteLimit summarizes a handshake limit firing (h3.Server.OnLimit) in
@@ -156,6 +170,7 @@ func (u *quicUnit) drain(ctx context.Context) error { return u.srv.Shutdown(ctx)
 
 // close closes the server, then the sockets.
 func (u *quicUnit) close() {
+	u.qm.Remove()
 	u.srv.Close()
 	u.socks.closeFiles()
 }

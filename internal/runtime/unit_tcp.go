@@ -91,6 +91,7 @@ func (u *tcpUnit) handler(b *compile.Bind) accept.Handler {
 			Log:           u.s.log,
 			AccessLog:     u.accessLog,
 			ToHTTP:        u.toHTTP,
+			Metrics:       u.s.metrics().Frontend(b.TCP.Frontend),
 		}
 		if b.Gate != nil {
 			u.tcp.Events = b.Gate.Events
@@ -139,6 +140,7 @@ func (u *tcpUnit) serveHTTP(b *compile.Bind) {
 		Handler:   handler(&u.cur),
 		Limits:    b.Limits,
 		SendProxy: func() bool { return s.graph.Load().SendProxy },
+		Metrics:   s.metrics().Frontend(b.TCP.Frontend),
 		Log:       s.log,
 	}
 	if b.TLS != nil {

@@ -57,6 +57,7 @@ func (s *serving) startRelay(us unitSpec, sock *listen.Socket) (*relayUnit, erro
 		Log:         s.log,
 		AccessLog:   func() *accesslog.Logger { return u.cur.Load().Log },
 		Gate:        r.Gate,
+		Metrics:     s.metrics().Frontend(r.Spec.Frontend),
 	}
 	go func() {
 		if err := u.udp.Serve(udp); err != nil && !u.stopping.Load() {

@@ -48,6 +48,7 @@ func (s *serving) upgrade(n *systemd.Notifier) bool {
 	if err != nil {
 		s.log.Error("upgrade refused; this process keeps serving", "error", err)
 		n.Status("upgrade refused, still serving: " + firstLine(err.Error()))
+		s.metrics().Upgraded(false)
 		return false
 	}
 	pid := up.cmd.Process.Pid
@@ -57,6 +58,7 @@ func (s *serving) upgrade(n *systemd.Notifier) bool {
 		s.abortUpgrade(up)
 		s.log.Error("upgrade failed; this process keeps serving", "pid", pid, "error", err)
 		n.Status("upgrade failed, still serving: " + firstLine(err.Error()))
+		s.metrics().Upgraded(false)
 		return false
 	}
 	up.ready.Close()
@@ -127,7 +129,7 @@ func (s *serving) startUpgrade() (*pendingUpgrade, error) {
 	}
 	p := s.start.proc
 	up := &handoff.Upgrade{PID: os.Getpid(), Generation: next, QUIC: map[string]handoff.QUICBind{}, TicketKeys: s.tickets.Current(),
-		Process: s.start.generation + 1, Overrides: giveOverrides(s.start.reg)}
+		Process: s.start.generation + 1, Overrides: giveOverrides(s.start.reg), Metrics: s.metrics().Snapshot()}
 	h := &handoff.Handoff{Dropped: p.dropped, Executable: p.exe, Files: *s.files.Load(), Shards: s.graph.Load().ShardCounts(), Upgrade: up}
 	if s.logFiles != nil {
 		// The new process writes to the same files, whatever the

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/metrics"
 )
 
 // Options configure a Backend. The configuration's defaults are filled in
@@ -37,6 +38,8 @@ type Options struct {
 	// Count5xx makes a 5xx response count as a failure for passive health
 	// checks.
 	Count5xx bool
+	// Metrics counts the backend's queue; nil: not counted.
+	Metrics *metrics.Backend
 }
 
 // Sticky is how a backend pins HTTP clients to a server: a cookie naming
@@ -135,8 +138,13 @@ func (b *Backend) Acquire(ctx context.Context, hash uint64, tried []*balance.Mem
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(b.opt.QueueTimeout)
+			b.opt.Metrics.Queued()
+			defer b.opt.Metrics.Dequeued()
 		}
 		if err := b.queue.wait(ctx, deadline); err != nil {
+			if err == ErrQueueTimeout {
+				b.opt.Metrics.QueueTimeout()
+			}
 			return nil, err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/balance"
 	"github.com/portcullis/portcullis/internal/health"
+	"github.com/portcullis/portcullis/internal/metrics"
 )
 
 // key identifies a server across configurations: live state follows a
@@ -21,6 +22,8 @@ type live struct {
 	// configured is what the committed configuration gives the server,
 	// to which ClearOverride returns it.
 	configured Configured
+	// metrics counts the server's requests; nil: not counted.
+	metrics *metrics.Server
 }
 
 // plan is what a compiled configuration wants for one server once it is
@@ -66,12 +69,26 @@ type Registry struct {
 	servers   map[key]*live
 	overrides map[key]Override
 	log       *slog.Logger
+	// metrics gives each server its handle; nil: not counted.
+	metrics *metrics.Metrics
 }
 
 // NewRegistry returns an empty registry that logs changes of servers'
 // administrative states to log.
 func NewRegistry(log *slog.Logger) *Registry {
 	return &Registry{servers: map[key]*live{}, overrides: map[key]Override{}, log: log}
+}
+
+// UseMetrics gives the servers made from now on a handle of m (nil:
+// none). Call it before the first Server.
+func (r *Registry) UseMetrics(m *metrics.Metrics) { r.metrics = m }
+
+// Metrics is what UseMetrics set; nil for a nil Registry.
+func (r *Registry) Metrics() *metrics.Metrics {
+	if r == nil {
+		return nil
+	}
+	return r.metrics
 }
 
 // Server returns server c of backend with the live state (health,
@@ -101,6 +118,7 @@ func (r *Registry) Server(backend string, c ServerConfig, active *health.Active,
 		member:    m,
 		observe:   ls.monitor.Observe,
 		sendProxy: c.SendProxy,
+		metrics:   ls.metrics,
 		plan:      &plan{key: k, live: ls, active: active, passive: passive, configured: Configured{Weight: c.Weight, State: c.Admin}},
 	}
 }
@@ -116,7 +134,25 @@ func (r *Registry) lookup(k key, active *health.Active, passive health.Passive, 
 		}
 	}
 	st := balance.NewState(k.address)
-	return &live{state: st, monitor: health.NewMonitor(k.address, st, active, passive, log)}
+	ls := &live{state: st, monitor: health.NewMonitor(k.address, st, active, passive, log)}
+	if r != nil {
+		ls.metrics = r.metrics.Server(k.backend, k.address)
+		ls.metrics.SetLive(ls.read)
+	}
+	return ls
+}
+
+// read is what the server's metrics say of its live state.
+func (ls *live) read() metrics.ServerLive {
+	l := metrics.ServerLive{InFlight: ls.state.InFlight(), State: "up"}
+	switch {
+	case ls.state.Admin() != balance.Active:
+		l.State = ls.state.Admin().String()
+	case !ls.state.Healthy():
+		l.State = "down"
+	}
+	l.ChecksOK, l.ChecksFailed = ls.monitor.CheckCounts()
+	return l
 }
 
 // Commit makes servers (from Server) the live set: new servers start

@@ -11,6 +11,7 @@ import (
 	"errors"
 
 	"github.com/portcullis/portcullis/internal/balance"
+	"github.com/portcullis/portcullis/internal/metrics"
 )
 
 // Errors of Backend.Acquire, for callers to tell with errors.Is.
@@ -35,6 +36,8 @@ type Server struct {
 	// plan is what Registry.Commit applies; nil for a server made by
 	// NewServer, which no registry knows.
 	plan *plan
+	// metrics counts the server's requests; nil: not counted.
+	metrics *metrics.Server
 }
 
 // NewServer returns a server that no registry knows: m is its member
@@ -44,6 +47,16 @@ type Server struct {
 // cheap). Servers of a running configuration come from Registry.Server.
 func NewServer(m *balance.Member, sendProxy int, observe func(ok bool)) *Server {
 	return &Server{member: m, sendProxy: sendProxy, observe: observe}
+}
+
+// Metrics is the server's metrics handle, shared with the server of the
+// same backend and address in other configurations; nil when not counted
+// (a nil handle counts nothing).
+func (s *Server) Metrics() *metrics.Server {
+	if s == nil {
+		return nil
+	}
+	return s.metrics
 }
 
 // Member is the server's balancer member. Its fields must not be changed
