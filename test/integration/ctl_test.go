@@ -116,13 +116,20 @@ func (c *ctlSite) row(addr string) []string {
 // it is cleared.
 func TestCtlServers(t *testing.T) {
 	c := startCtlSite(t)
+	hc := clientFor(t, c.site, "HTTP/1.1", 1)
+	for i := 0; i < 10; i++ {
+		if r := get(hc, "/"); r.err != nil || r.status != 200 {
+			t.Fatalf("request %d: %v", i, r)
+		}
+	}
 	out := c.ok("servers")
 	if !strings.HasPrefix(out, "SERVER ") || strings.Count(out, "\n") != 3 {
 		t.Errorf("ctl servers: want a header and two servers:\n%s", out)
 	}
+	// Round robin: 5 requests each, with latencies.
 	for _, addr := range []string{c.a, c.b} {
-		if r := c.row(addr); r[1] != "up" || r[2] != "1" || r[8] != "-" {
-			t.Errorf("pool/%s: %q, want up, weight 1, no override", addr, r)
+		if r := c.row(addr); r[1] != "up" || r[2] != "1" || r[4] != "5" || r[5] != "0" || r[6] == "-" || r[7] == "-" || r[8] != "-" {
+			t.Errorf("pool/%s: %q, want up, weight 1, 5 requests, 0 failures, p50 and p99, no override", addr, r)
 		}
 	}
 
@@ -139,7 +146,8 @@ func TestCtlServers(t *testing.T) {
 	if r := c.row(c.b); r[1] != "up" || r[2] != "7 (configured 1)" || r[8] != "weight 7" {
 		t.Errorf("after weight: %q, want weight 7 (configured 1) and the override", r)
 	}
-	if out := c.ok("status"); !strings.Contains(out, "overrides   pool/"+c.a+": drain\n") || !strings.Contains(out, "pool/"+c.b+": weight 7\n") {
+	// The overrides are listed by backend and address: any order here.
+	if out := c.ok("status"); !strings.Contains(out, "overrides   pool/") || !strings.Contains(out, "pool/"+c.a+": drain\n") || !strings.Contains(out, "pool/"+c.b+": weight 7\n") {
 		t.Errorf("ctl status does not list both overrides:\n%s", out)
 	}
 	want = fmt.Sprintf("pool/%s: up, weight 1, 0 in flight, override: none\n", c.a)
