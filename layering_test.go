@@ -46,6 +46,8 @@ var allowed = map[string][]string{
 	"compile": {"accesslog", "metrics", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
 	// The admin interface: what the runtime lets it see and do.
 	"admin": {},
+	// The admin API's client (portcullis ctl): the API's JSON types only.
+	"ctl": {"admin"},
 	// The lifecycle.
 	"runtime": {"accesslog", "metrics", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "balance", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb", "admin"},
 }

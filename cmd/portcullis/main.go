@@ -3,6 +3,7 @@
 //
 //	portcullis run [-c FILE]     serve (the embedded quickstart without -c)
 //	portcullis validate -c FILE  check a configuration as run would, without binding
+//	portcullis ctl COMMAND       show and steer a running portcullis (admin API)
 //	portcullis version           print the version
 //
 // Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -36,6 +37,7 @@ var version = ""
 const usage = `usage:
   portcullis run [-c FILE] [-log-level LEVEL]   serve; without -c, the embedded quickstart
   portcullis validate -c FILE                   check FILE exactly as run would, without binding
+  portcullis ctl [-s SOCKET] [-json] COMMAND    show and steer a running portcullis: servers, drain, reload... (ctl -h)
   portcullis version                            print the version
 `
 
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args, stdout, stderr)
 	case "validate":
 		return cmdValidate(args[2:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(args[2:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "portcullis %s\n", versionString())
 		return exitOK

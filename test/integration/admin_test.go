@@ -119,7 +119,8 @@ func apiStatus(t *testing.T, c *http.Client, base string) (generation int, overr
 	return v.Generation, string(v.Overrides)
 }
 
-// TestAdminDrainUnderLoad drains a server through the admin socket while
+// TestAdminDrainUnderLoad drains a server with portcullis ctl (through the
+// admin socket) while
 // HTTP/1.1, HTTP/2 and HTTP/3 clients send requests: no request fails,
 // the request in flight on the drained server finishes, and no request
 // that starts after the drain reaches it. The override survives a reload
@@ -176,10 +177,10 @@ func TestAdminDrainUnderLoad(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 
-	code, body := adminDo(t, ac, base, "POST", "/api/servers/pool/"+a.addr, `{"state": "drain"}`)
+	r := runCtl(t, nil, exe, "ctl", "-s", sock, "drain", "pool/"+a.addr)
 	drained := time.Now()
-	if code != 200 || !strings.Contains(body, `"state": "drain"`) {
-		t.Fatalf("drain a: %d %s", code, body)
+	if r.code != 0 || !strings.Contains(r.stdout, "drain") {
+		t.Fatalf("portcullis ctl drain pool/%s: %s", a.addr, r)
 	}
 	if srv := apiServers(t, ac, base)[a.addr]; srv.State != "drain" || srv.InFlight != 1 || srv.Override == nil || srv.Override.State != "drain" {
 		t.Errorf("a after the drain: %+v, want state drain, 1 in flight, an override", srv)
@@ -236,8 +237,8 @@ func TestAdminDrainUnderLoad(t *testing.T) {
 	onlyB("upgraded")
 
 	// Clearing the override brings a back.
-	if code, body := adminDo(t, ac, base, "DELETE", "/api/servers/pool/"+a.addr+"/override", ""); code != 200 || !strings.Contains(body, `"state": "up"`) {
-		t.Fatalf("clear a's override: %d %s", code, body)
+	if r := runCtl(t, nil, exe, "ctl", "-s", sock, "clear", "pool/"+a.addr); r.code != 0 || !strings.Contains(r.stdout, "up") {
+		t.Fatalf("portcullis ctl clear pool/%s: %s", a.addr, r)
 	}
 	served := map[string]int{}
 	for i := range 20 {
