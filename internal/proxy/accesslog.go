@@ -52,7 +52,7 @@ type loggedHandler struct {
 type requestLog struct {
 	e     accesslog.Entry
 	start time.Time
-	w     countingWriter
+	w     statusWriter
 	body  countingBody
 	// Set by the round trip (its goroutine, before the response body).
 	// connected is connect as it was at the response headers: a dial
@@ -245,36 +245,6 @@ func newRequestID() string {
 	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	return hex.EncodeToString(b[:])
 }
-
-// countingWriter counts the status and the body bytes of a response.
-type countingWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *countingWriter) WriteHeader(code int) {
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// Unwrap gives http.ResponseController (Flush, Hijack, deadlines) the
-// server's ResponseWriter.
-func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// Flush flushes the server's ResponseWriter.
-func (w *countingWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
 
 // countingBody counts the bytes of a request body.
 type countingBody struct {

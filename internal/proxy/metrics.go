@@ -43,12 +43,14 @@ func (h *measuredHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.next.ServeHTTP(sw, r)
 }
 
-// statusWriter notes the status of a response: the first final one
+// statusWriter notes the status of a response (the first final one
 // written, 200 at the first body byte without one, 101 when the
-// connection is hijacked for an upgrade.
+// connection is hijacked for an upgrade) and counts its body bytes, for
+// the metrics and the access log.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -62,7 +64,9 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // Unwrap gives http.ResponseController (Flush, deadlines) the server's
