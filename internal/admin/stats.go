@@ -1,6 +1,3 @@
-// Package admin serves the operator's side of portcullis: the JSON admin
-// API, the Prometheus metrics and the live stats page, on the admin unix
-// socket and on admin.listen (see docs/admin.md).
 package admin
 
 import (
