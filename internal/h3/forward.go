@@ -63,6 +63,9 @@ type ForwardConn struct {
 	rbuf      []byte // Release's side: one forwarded message
 
 	forwarded, dropped atomic.Uint64
+	// counters, when set, count the datagrams ReadFrom returns and
+	// WriteTo sends.
+	counters *shardCounters
 }
 
 // Modes of a ForwardConn.
@@ -165,6 +168,14 @@ func (c *ForwardConn) Release(peer *net.UnixConn) error {
 
 // ReadFrom reads the next datagram this process keeps.
 func (c *ForwardConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := c.readFrom(p)
+	if err == nil && c.counters != nil {
+		c.counters.packets.Add(1)
+	}
+	return n, addr, err
+}
+
+func (c *ForwardConn) readFrom(p []byte) (int, net.Addr, error) {
 	for {
 		switch c.mode.Load() {
 		case modeHold:
@@ -339,7 +350,11 @@ func (c *ForwardConn) deadlinePassed() bool {
 
 // WriteTo writes on the socket, whichever process reads it.
 func (c *ForwardConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	return c.udp.WriteTo(p, addr)
+	n, err := c.udp.WriteTo(p, addr)
+	if err == nil && c.counters != nil {
+		c.counters.sent.Add(1)
+	}
+	return n, err
 }
 
 // Close closes this process's descriptor of the socket and its end of

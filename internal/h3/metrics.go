@@ -19,11 +19,13 @@ import (
 //
 // Where the numbers come from, and why (quic-go v0.65):
 //
-//   - A net.PacketConn wrapper around each socket would see every
-//     datagram, but quic-go's batched reads (recvmmsg), ECN and DF bits
-//     and GSO depend on type-asserting the *net.UDPConn it is given
-//     (sys_conn.go: OOBCapablePacketConn, SyscallConn), which a wrapper
-//     hides. Not used.
+//   - Packets and Sent are counted by the socket quic-go is given
+//     (countedConn, or the ForwardConn of an unsteered bind): a type that
+//     embeds the *net.UDPConn, so that quic-go still finds every method it
+//     looks for (OOBCapablePacketConn: batched reads, GSO, ECN, DF), and
+//     that counts the datagrams of each batch read and the packets of each
+//     write (a GSO write carries several). An atomic add per batch or
+//     write; nothing per packet.
 //   - quic-go's only per-packet hook is the per-connection qlog tracer
 //     (Config.Tracer). Once it returns a trace, quic-go builds and boxes a
 //     qlog event for every packet sent and received, with its frames, and
@@ -35,9 +37,6 @@ import (
 //
 // So:
 //
-//   - Packets: per-shard packet counts come from the steering program's
-//     own per-shard counters, added here with AddSteered. Without the
-//     steering program (one shard) they stay 0.
 //   - Accepted and Misrouted: ConnTracer wraps Config.Tracer, which quic-go
 //     calls once per new server connection with the Destination
 //     Connection ID of the client's first Initial (the one the steering
@@ -56,17 +55,21 @@ type Metrics struct {
 // shardCounters are one shard's counters, padded to a cache line so that
 // shards do not share one.
 type shardCounters struct {
-	packets, accepted, misrouted, retries, dropped atomic.Uint64
-	_                                              [64 - 5*8]byte
+	packets, sent, accepted, misrouted, retries, dropped atomic.Uint64
+	_                                                    [64 - 6*8]byte
 }
 
 // ShardStats are one shard's counters since the process started.
 type ShardStats struct {
 	// Shard is the shard's index.
 	Shard int
-	// Packets is how many packets the steering program sent to the shard
-	// (AddSteered).
+	// Packets is how many packets the shard's socket received (read by
+	// quic-go; those forwarded to the other process of an upgrade are
+	// not among them).
 	Packets uint64
+	// Sent is how many packets the shard's socket sent (each segment of
+	// a GSO write counts).
+	Sent uint64
 	// Accepted is how many connections quic-go accepted a client's
 	// Initial for and started a handshake, on this shard; failed
 	// handshakes included.
@@ -104,14 +107,6 @@ func (m *Metrics) shard(i int) *shardCounters {
 	return &m.shards[i]
 }
 
-// AddSteered adds n packets to shard's count: the packets the steering
-// program sent to it since the last call (a delta, not a total). Shards
-// out of range are ignored.
-func (m *Metrics) AddSteered(shard int, n uint64) {
-	if c := m.shard(shard); c != nil {
-		c.packets.Add(n)
-	}
-}
 
 // ConnTracerFunc is the type of quic.Config.Tracer.
 type ConnTracerFunc = func(ctx context.Context, isClient bool, connID quic.ConnectionID) qlogwriter.Trace
@@ -182,6 +177,7 @@ func (m *Metrics) Snapshot() []ShardStats {
 		out[i] = ShardStats{
 			Shard:     i,
 			Packets:   c.packets.Load(),
+			Sent:      c.sent.Load(),
 			Accepted:  c.accepted.Load(),
 			Misrouted: c.misrouted.Load(),
 			Retries:   c.retries.Load(),
@@ -195,7 +191,7 @@ func (m *Metrics) Snapshot() []ShardStats {
 // interval until ctx ends, with each counter's per-shard increase over
 // that interval as a list in shard order:
 //
-//	level=DEBUG msg="quic shards" interval=10s packets="[812 790 805 799]" accepted="[3 4 2 5]" misrouted="[0 0 0 0]" retries="[0 0 0 0]" dropped="[0 0 0 0]"
+//	level=DEBUG msg="quic shards" interval=10s packets="[812 790 805 799]" sent="[903 871 880 866]" accepted="[3 4 2 5]" misrouted="[0 0 0 0]" retries="[0 0 0 0]" dropped="[0 0 0 0]"
 //
 // An interval of zero or less writes nothing.
 func (m *Metrics) LogEvery(ctx context.Context, interval time.Duration, log *slog.Logger) {
@@ -217,11 +213,12 @@ func (m *Metrics) LogEvery(ctx context.Context, interval time.Duration, log *slo
 		cur := m.Snapshot()
 		if log.Enabled(ctx, slog.LevelDebug) {
 			n := len(cur)
-			packets, accepted, misrouted := make([]uint64, n), make([]uint64, n), make([]uint64, n)
+			packets, sent, accepted, misrouted := make([]uint64, n), make([]uint64, n), make([]uint64, n), make([]uint64, n)
 			retries, dropped := make([]uint64, n), make([]uint64, n)
 			for i, s := range cur {
 				p := prev[i]
 				packets[i] = s.Packets - p.Packets
+				sent[i] = s.Sent - p.Sent
 				accepted[i] = s.Accepted - p.Accepted
 				misrouted[i] = s.Misrouted - p.Misrouted
 				retries[i] = s.Retries - p.Retries
@@ -230,6 +227,7 @@ func (m *Metrics) LogEvery(ctx context.Context, interval time.Duration, log *slo
 			log.LogAttrs(ctx, slog.LevelDebug, "quic shards",
 				slog.Duration("interval", interval),
 				slog.Any("packets", packets),
+				slog.Any("sent", sent),
 				slog.Any("accepted", accepted),
 				slog.Any("misrouted", misrouted),
 				slog.Any("retries", retries),

@@ -99,7 +99,7 @@ func TestTransportTracer(t *testing.T) {
 	r.Close()
 }
 
-func TestAddSteeredAndSnapshot(t *testing.T) {
+func TestSnapshot(t *testing.T) {
 	m := NewMetrics(mustFormat(t, nil), 3)
 	if m.Shards() != 3 {
 		t.Fatalf("Shards() = %d", m.Shards())
@@ -108,14 +108,15 @@ func TestAddSteeredAndSnapshot(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for i := range 1000 {
-				m.AddSteered(i%3, 2)
+				m.shard(i%3).packets.Add(2)
 				m.Snapshot()
 			}
 		})
 	}
 	wg.Wait()
-	m.AddSteered(-1, 5)
-	m.AddSteered(3, 5)
+	if m.shard(-1) != nil || m.shard(3) != nil {
+		t.Error("shards out of range have counters")
+	}
 	for i, s := range m.Snapshot() {
 		want := uint64(8 * 2 * 333) // i%3 for i in 0..999: 334 zeros, 333 ones and twos
 		if i == 0 {
@@ -148,12 +149,12 @@ func TestLogEvery(t *testing.T) {
 		}
 	}
 	waitFor("quic shards") // LogEvery has taken its first snapshot
-	m.AddSteered(1, 9)
+	m.shard(1).packets.Add(9)
 	waitFor(`packets="[0 9]"`)
 	cancel()
 	<-done
 	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		for _, want := range []string{"level=DEBUG", `msg="quic shards"`, "interval=5ms", "packets=", "accepted=", "misrouted=", "retries=", "dropped="} {
+		for _, want := range []string{"level=DEBUG", `msg="quic shards"`, "interval=5ms", "packets=", "sent=", "accepted=", "misrouted=", "retries=", "dropped="} {
 			if !strings.Contains(line, want) {
 				t.Fatalf("line %q lacks %q", line, want)
 			}

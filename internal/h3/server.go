@@ -169,11 +169,7 @@ func (s *Server) Start() error {
 	})
 	metrics := NewMetrics(s.Format, len(s.Shards))
 	s.metrics = metrics
-	var counters *quiclb.Counters
-	if s.Steering != nil {
-		counters = s.Steering.Counters
-	}
-	watchShards(ctx, metrics, counters, s.Generation, log)
+	watchShards(ctx, metrics, log)
 	if err := s.start(tlsConf, metrics); err != nil {
 		s.closeServers()
 		s.releaseSteering()

@@ -15,7 +15,7 @@ import (
 // serveShard starts the transport of shard i on sh and serves HTTP/3 on
 // it.
 func (s *Server) serveShard(i int, sh Shard, tlsConf *tls.Config, metrics *Metrics) error {
-	conn, err := s.packetConn(sh)
+	conn, err := s.packetConn(sh, metrics.shard(i))
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,9 @@ func (s *Server) serveShard(i int, sh Shard, tlsConf *tls.Config, metrics *Metri
 // socket, or, for the one socket of a server without steering, a
 // ForwardConn on it (with Await, the new process of an upgrade waits for
 // its predecessor).
-func (s *Server) packetConn(sh Shard) (net.PacketConn, error) {
+//
+// Its reads and writes are counted into c (nil: not counted).
+func (s *Server) packetConn(sh Shard, c *shardCounters) (net.PacketConn, error) {
 	pc, err := net.FilePacketConn(sh.File)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", sh.Name, err)
@@ -65,9 +67,10 @@ func (s *Server) packetConn(sh Shard) (net.PacketConn, error) {
 	}
 	if s.Steering != nil || len(s.Shards) > 1 {
 		s.pcs = append(s.pcs, udp)
-		return udp, nil
+		return newCountedConn(udp, c), nil
 	}
 	s.forward = NewForwardConn(udp, s.Format, s.Generation)
+	s.forward.counters = c
 	if s.Await != nil {
 		s.forward.Await(s.Await)
 	}

@@ -267,7 +267,7 @@ func populate(m *Metrics) {
 	m.Reloaded(false)
 	m.Upgraded(true)
 	m.Upgraded(false)
-	m.QUIC("web", ":443", func() []QUICShard { return []QUICShard{{1, 1, 1, 1, 1}} })
+	m.QUIC("web", ":443", func() []QUICShard { return []QUICShard{{1, 1, 1, 1, 1, 1}} })
 	m.Commit([]string{"web"}, []string{"app"}, [][2]string{{"app", "a:1"}})
 }
 

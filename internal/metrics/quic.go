@@ -8,9 +8,10 @@ import (
 
 // QUICShard is what one QUIC shard counted since its server started.
 type QUICShard struct {
-	// PacketsIn is the packets the steering program sent to the shard
-	// (0 without steering).
+	// PacketsIn is the packets the shard's socket received.
 	PacketsIn uint64
+	// PacketsOut is the packets the shard's socket sent.
+	PacketsOut uint64
 	// Forwarded is the datagrams the shard passed to the other process
 	// of a binary upgrade, whose connections they belong to (without
 	// steering, where the kernel cannot send them there).
@@ -30,11 +31,15 @@ type QUIC struct {
 	m      *Metrics
 	labels [2]string // frontend, address
 	read   func() []QUICShard
-	descs  [5]*prometheus.Desc
+	descs  [nQUIC]*prometheus.Desc
 }
 
-var quicNames = [5][2]string{
-	{"quic_packets_received_total", "QUIC packets the steering program sent to the shard."},
+// nQUIC is the number of counters of a shard.
+const nQUIC = 6
+
+var quicNames = [nQUIC][2]string{
+	{"quic_packets_received_total", "QUIC packets the shard's socket received."},
+	{"quic_packets_sent_total", "QUIC packets the shard's socket sent (each GSO segment counts)."},
 	{"quic_packets_forwarded_total", "QUIC datagrams the shard passed to the other process of a binary upgrade (without steering)."},
 	{"quic_misrouted_connections_total", "QUIC connections that reached another shard than the one their first Initial is steered to."},
 	{"quic_retry_packets_sent_total", "QUIC Retry packets the shard sent."},
@@ -72,16 +77,16 @@ func (q *QUIC) Remove() {
 // process handed over. Two servers of one bind (a replaced one that
 // drains while its successor serves) are added up: a series is sent once.
 func collectQUIC(ch chan<- prometheus.Metric, qs []*QUIC, base handed) {
-	byBind := map[[2]string][]uint64{} // per bind: 5 counts per shard
+	byBind := map[[2]string][]uint64{} // per bind: nQUIC counts per shard
 	first := map[[2]string]*QUIC{}
 	for _, q := range qs {
 		sum := byBind[q.labels]
 		for i, s := range q.read() {
-			if len(sum) < 5*(i+1) {
-				sum = append(sum, make([]uint64, 5*(i+1)-len(sum))...)
+			if len(sum) < nQUIC*(i+1) {
+				sum = append(sum, make([]uint64, nQUIC*(i+1)-len(sum))...)
 			}
-			for j, v := range [5]uint64{s.PacketsIn, s.Forwarded, s.Misrouted, s.Retries, s.Handshakes} {
-				sum[5*i+j] += v
+			for j, v := range [nQUIC]uint64{s.PacketsIn, s.PacketsOut, s.Forwarded, s.Misrouted, s.Retries, s.Handshakes} {
+				sum[nQUIC*i+j] += v
 			}
 		}
 		byBind[q.labels] = sum
@@ -91,11 +96,11 @@ func collectQUIC(ch chan<- prometheus.Metric, qs []*QUIC, base handed) {
 	}
 	for bind, sum := range byBind {
 		q := first[bind]
-		for i := 0; i < len(sum)/5; i++ {
+		for i := 0; i < len(sum)/nQUIC; i++ {
 			shard := strconv.Itoa(i)
 			for j := range quicNames {
 				k := seriesKey(Prefix+quicNames[j][0], prometheus.Labels{"frontend": bind[0], "address": bind[1], "shard": shard})
-				if total := float64(sum[5*i+j]) + base.Values[k]; total > 0 {
+				if total := float64(sum[nQUIC*i+j]) + base.Values[k]; total > 0 {
 					ch <- prometheus.MustNewConstMetric(q.descs[j], prometheus.CounterValue, total, shard)
 				}
 			}

@@ -61,7 +61,7 @@ func (u *quicUnit) quicMetrics(frontend, address string) *metrics.QUIC {
 func quicShards(stats []h3.ShardStats, fwd *h3.ForwardConn) []metrics.QUICShard {
 	out := make([]metrics.QUICShard, len(stats))
 	for i, st := range stats {
-		out[i] = metrics.QUICShard{PacketsIn: st.Packets, Misrouted: st.Misrouted, Retries: st.Retries, Handshakes: st.Accepted}
+		out[i] = metrics.QUICShard{PacketsIn: st.Packets, PacketsOut: st.Sent, Misrouted: st.Misrouted, Retries: st.Retries, Handshakes: st.Accepted}
 	}
 	if fwd != nil && len(out) == 1 {
 		out[0].Forwarded, _ = fwd.Forwarded()

@@ -192,12 +192,19 @@ func TestMetricsCountTheMix(t *testing.T) {
 	got := samples(t, text)
 	checkSamples(t, "after the mix", got, want)
 	// The kernel picks the shard of a new connection's first packet.
-	handshakes := 0.0
+	var handshakes, in, out float64
 	for shard := range 8 { // at most 8 shards (docs/quic.md)
-		handshakes += got[series("portcullis_quic_handshakes_total", "address", "127.0.0.1:443", "frontend", "web", "shard", fmt.Sprint(shard))]
+		labels := []string{"address", "127.0.0.1:443", "frontend", "web", "shard", fmt.Sprint(shard)}
+		handshakes += got[series("portcullis_quic_handshakes_total", labels...)]
+		in += got[series("portcullis_quic_packets_received_total", labels...)]
+		out += got[series("portcullis_quic_packets_sent_total", labels...)]
 	}
 	if handshakes != 1 {
 		t.Errorf("%v QUIC handshakes counted on the shards, want 1 (one HTTP/3 connection)", handshakes)
+	}
+	// A handshake and n3 requests take several packets each way.
+	if in < float64(n3) || out < float64(n3) {
+		t.Errorf("QUIC packets: %v in, %v out, want at least %d each way", in, out, n3)
 	}
 	if got["go_goroutines"] == 0 || got["process_open_fds"] == 0 {
 		t.Errorf("the Go and process collectors are missing")
