@@ -107,7 +107,6 @@ func (m *Metrics) shard(i int) *shardCounters {
 	return &m.shards[i]
 }
 
-
 // ConnTracerFunc is the type of quic.Config.Tracer.
 type ConnTracerFunc = func(ctx context.Context, isClient bool, connID quic.ConnectionID) qlogwriter.Trace
 

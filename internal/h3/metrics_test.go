@@ -108,7 +108,7 @@ func TestSnapshot(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for i := range 1000 {
-				m.shard(i%3).packets.Add(2)
+				m.shard(i % 3).packets.Add(2)
 				m.Snapshot()
 			}
 		})
