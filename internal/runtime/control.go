@@ -196,8 +196,12 @@ func (c control) SetServer(backend, address string, ch admin.Change) error {
 	if reg == nil {
 		return fmt.Errorf("this process keeps no server state")
 	}
+	if o.Weight > 0 && c.s.start.proc.configPath == "" {
+		return fmt.Errorf("the embedded quickstart cannot change weights: a weight applies by compiling the configuration file again, and it has none (a state can be changed)")
+	}
+	prev := reg.servers.Override(backend, address)
 	if reg.servers.SetOverride(backend, address, o) {
-		return c.replay()
+		return c.replay(reg, backend, address, prev)
 	}
 	return nil
 }
@@ -208,16 +212,22 @@ func (c control) ClearServer(backend, address string) error {
 		return err
 	}
 	reg := c.s.start.reg
-	if reg != nil && reg.servers.ClearOverride(backend, address) {
-		return c.replay()
+	if reg == nil {
+		return nil
+	}
+	prev := reg.servers.Override(backend, address)
+	if reg.servers.ClearOverride(backend, address) {
+		return c.replay(reg, backend, address, prev)
 	}
 	return nil
 }
 
-// replay applies the running configuration again, with the overrides.
-func (c control) replay() error {
+// replay applies the running configuration again, with the overrides; if
+// that fails, the server's override goes back to prev.
+func (c control) replay(reg *registry, backend, address string, prev upstream.Override) error {
 	if err := c.s.request(true); err != nil {
-		return fmt.Errorf("the override is recorded, but applying it failed: %w", err)
+		reg.servers.PutOverride(backend, address, prev)
+		return fmt.Errorf("applying the new weight failed, nothing changed: %w", err)
 	}
 	return nil
 }

@@ -59,6 +59,21 @@ func (r *Registry) SetOverride(backend, address string, o Override) (weightChang
 	return next.Weight != prev.Weight
 }
 
+// PutOverride makes o the override of server address of backend (the zero
+// Override removes it), as it was before a change that could not be
+// applied, and applies its state at once.
+func (r *Registry) PutOverride(backend, address string, o Override) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := key{backend, address}
+	if o.IsZero() {
+		delete(r.overrides, k)
+	} else {
+		r.overrides[k] = o
+	}
+	r.applyState(k)
+}
+
 // ClearOverride removes the override of a server, which goes back to its
 // configured state at once. It reports whether a weight was overridden.
 func (r *Registry) ClearOverride(backend, address string) (weightChanged bool) {

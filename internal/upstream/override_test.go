@@ -48,6 +48,16 @@ func TestOverride(t *testing.T) {
 		t.Errorf("after clearing: weight %d, overrides %+v", s.Member().Weight, r.Overrides())
 	}
 
+	// A change that could not be applied is put back as it was.
+	r.PutOverride("app", conf.Address, Override{State: &drain})
+	if s.Member().State.Admin() != balance.Drain || len(r.Overrides()) != 1 {
+		t.Errorf("put back a drain: state %v, overrides %+v", s.Member().State.Admin(), r.Overrides())
+	}
+	r.PutOverride("app", conf.Address, Override{})
+	if s.Member().State.Admin() != balance.Active || len(r.Overrides()) != 0 {
+		t.Errorf("put back no override: state %v, overrides %+v", s.Member().State.Admin(), r.Overrides())
+	}
+
 	// Handed to a new registry (a binary upgrade), an override applies
 	// to the first configuration.
 	r2 := NewRegistry(slog.New(slog.DiscardHandler))
