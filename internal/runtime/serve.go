@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
 	"github.com/portcullis/portcullis/internal/quiclb"
@@ -44,9 +42,6 @@ type serving struct {
 	history  reloadHistory
 	// since is when the process started serving.
 	since time.Time
-	// gatherer is the process's metrics, which the admin units serve;
-	// nil: none.
-	gatherer prometheus.Gatherer
 	// prev is the process a binary upgrade replaced with this one, while
 	// it drains (upgrade_successor.go).
 	prev atomic.Pointer[predecessor]
@@ -128,9 +123,6 @@ func serve(g *compile.Graph, sockets []*listen.Socket, st *startState, log *slog
 		draining: map[unit]struct{}{},
 	}
 	s.files.Store(&st.files)
-	if m := s.metrics(); m != nil {
-		s.gatherer = m.Gatherer()
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.tickets.RotateEvery(s.ctx, tickets.Rotation)
 	s.tickets.UseGraph(g.TLSConfigs())

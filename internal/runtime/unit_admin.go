@@ -83,7 +83,7 @@ func (u *adminUnit) settle(context.Context)    {}
 func (u *adminUnit) update(us unitSpec) {
 	u.us.Store(&us)
 	u.socks.setSpecs(us.specs)
-	o := admin.Options{Control: control{u.s}, Gatherer: u.s.gatherer, Log: u.s.log}
+	o := admin.Options{Control: control{u.s}, Gatherer: u.s.metrics().Gatherer(), Log: u.s.log}
 	if us.specs[0].Network == "unix" {
 		o.Full = true
 	} else {
