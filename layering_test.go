@@ -47,7 +47,7 @@ var allowed = map[string][]string{
 	// The admin interface: what the runtime lets it see and do.
 	"admin": {},
 	// The admin API's client (portcullis ctl): the API's JSON types only.
-	"ctl": {"admin"},
+	"ctl": {"admin", "config"},
 	// The lifecycle.
 	"runtime": {"accesslog", "metrics", "config", "compile", "listen", "privilege", "systemd", "handoff", "tickets", "limit", "balance", "upstream", "proxy", "accept", "httpserver", "l4", "h3", "quiclb", "admin"},
 }

@@ -10,11 +10,8 @@ import (
 	"strings"
 
 	"github.com/portcullis/portcullis/internal/admin"
+	"github.com/portcullis/portcullis/internal/config"
 )
-
-// MaxWeight is the highest weight a server may be given; the API checks
-// it too (config.MaxWeight).
-const MaxWeight = 1000
 
 // Usage lists the commands, for the usage text of `portcullis ctl`.
 const Usage = `commands:
@@ -126,11 +123,11 @@ func ParseServer(s string) (backend, server string, err error) {
 }
 
 // ParseWeight checks a weight given on the command line: an integer from
-// 1 to MaxWeight.
+// 1 to config.MaxWeight.
 func ParseWeight(s string) (int, error) {
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > MaxWeight {
-		return 0, usageErr("weight %q: want an integer from 1 to %d", s, MaxWeight)
+	if err != nil || n < 1 || n > config.MaxWeight {
+		return 0, usageErr("weight %q: want an integer from 1 to %d", s, config.MaxWeight)
 	}
 	return n, nil
 }
