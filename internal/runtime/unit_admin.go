@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/portcullis/portcullis/internal/admin"
 	"github.com/portcullis/portcullis/internal/compile"
 	"github.com/portcullis/portcullis/internal/listen"
@@ -44,10 +46,15 @@ type adminUnit struct {
 	handler atomic.Pointer[http.Handler]
 }
 
-// adminTimeouts bound the admin server's connections.
+// The admin server's bounds: a client has adminReadTimeout to send a
+// request and its body, an idle keep-alive connection is closed after
+// adminIdleTimeout, and at most adminMaxConns connections are served at
+// once (more wait in the socket's backlog): the admin interface cannot
+// take the process's descriptors, whoever reaches it.
 const (
 	adminReadTimeout = 10 * time.Second
 	adminIdleTimeout = 60 * time.Second
+	adminMaxConns    = 64
 )
 
 // startAdmin starts the admin server of an "admin" unit on sock.
@@ -67,7 +74,7 @@ func (s *serving) startAdmin(us unitSpec, sock *listen.Socket) (*adminUnit, erro
 		MaxHeaderBytes:    64 << 10,
 	}
 	go func() {
-		if err := u.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := u.srv.Serve(netutil.LimitListener(l, adminMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.fail(fmt.Errorf("%s: %w", sock.Spec, err))
 		}
 	}()
