@@ -52,6 +52,7 @@ wait:
 			break wait
 		}
 	}
+	close(s.stopping)
 	grace := s.graph.Load().Grace
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -109,15 +110,10 @@ func (s *serving) request(replay bool) error {
 	req := reloadRequest{replay: replay, done: make(chan error, 1)}
 	select {
 	case s.requests <- req:
-	case <-s.ctx.Done():
+	case <-s.stopping:
 		return errStopping
 	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-s.ctx.Done():
-		return errStopping
-	}
+	return <-req.done // the loop answers every request it took
 }
 
 // errStopping is a request that came while the process stops.

@@ -40,6 +40,9 @@ type serving struct {
 	// history counts the reloads.
 	requests chan reloadRequest
 	history  reloadHistory
+	// stopping is closed when the loop stops taking requests (the
+	// process stops or hands over to an upgrade).
+	stopping chan struct{}
 	// since is when the process started serving.
 	since time.Time
 	// prev is the process a binary upgrade replaced with this one, while
@@ -116,6 +119,7 @@ func serve(g *compile.Graph, sockets []*listen.Socket, st *startState, log *slog
 		log:      log,
 		errs:     make(chan error, 16),
 		requests: make(chan reloadRequest),
+		stopping: make(chan struct{}),
 		since:    time.Now(),
 		tickets:  tickets.New(st.ticketKeys),
 		start:    *st,
