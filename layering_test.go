@@ -45,7 +45,7 @@ var allowed = map[string][]string{
 	// Configuration to graph, once.
 	"compile": {"accesslog", "metrics", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
 	// The admin interface: what the runtime lets it see and do.
-	"admin": {},
+	"admin": {"metrics"},
 	// The admin API's client (portcullis ctl): the API's JSON types only.
 	"ctl": {"admin", "config"},
 	// The lifecycle.

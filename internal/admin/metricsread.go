@@ -6,18 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-)
 
-// Names of the metrics the API reads (docs/metrics.md).
-const (
-	mConnsOpen      = "portcullis_frontend_connections_open"
-	mConnsAccepted  = "portcullis_frontend_connections_accepted_total"
-	mRequests       = "portcullis_frontend_requests_total"
-	mServerRequests = "portcullis_server_requests_total"
-	mServerFailures = "portcullis_server_failures_total"
-	mServerDuration = "portcullis_server_response_duration_seconds"
-	mQueueLength    = "portcullis_backend_queue_length"
-	mQueueTimeouts  = "portcullis_backend_queue_timeouts_total"
+	"github.com/portcullis/portcullis/internal/metrics"
 )
 
 // families are gathered metrics by name.
@@ -30,7 +20,7 @@ func gather(g prometheus.Gatherer) families {
 	}
 	mfs, _ := g.Gather() // a partial result is still worth showing
 	for _, mf := range mfs {
-		if strings.HasPrefix(mf.GetName(), "portcullis_") {
+		if strings.HasPrefix(mf.GetName(), metrics.Prefix) {
 			out[mf.GetName()] = mf
 		}
 	}
@@ -87,17 +77,17 @@ func readFrontends(g prometheus.Gatherer, list []Frontend) {
 		f.Connections = map[string]ConnCount{}
 		f.Requests = map[string]ReqCount{}
 		sel := map[string]string{"frontend": f.Name}
-		fs.each(mConnsOpen, sel, func(m *dto.Metric, l map[string]string) {
+		fs.each(metrics.FrontendConnectionsOpen, sel, func(m *dto.Metric, l map[string]string) {
 			c := f.Connections[l["protocol"]]
 			c.Open += value(m)
 			f.Connections[l["protocol"]] = c
 		})
-		fs.each(mConnsAccepted, sel, func(m *dto.Metric, l map[string]string) {
+		fs.each(metrics.FrontendConnectionsAccepted, sel, func(m *dto.Metric, l map[string]string) {
 			c := f.Connections[l["protocol"]]
 			c.Accepted += value(m)
 			f.Connections[l["protocol"]] = c
 		})
-		fs.each(mRequests, sel, func(m *dto.Metric, l map[string]string) {
+		fs.each(metrics.FrontendRequests, sel, func(m *dto.Metric, l map[string]string) {
 			c := f.Requests[l["protocol"]]
 			c.Total += value(m)
 			if l["code_class"] == "5xx" {
@@ -115,14 +105,14 @@ func readBackends(g prometheus.Gatherer, list []Backend) {
 	for i := range list {
 		b := &list[i]
 		sel := map[string]string{"backend": b.Name}
-		b.Queue = fs.sum(mQueueLength, sel)
-		b.QueueTimeouts = fs.sum(mQueueTimeouts, sel)
+		b.Queue = fs.sum(metrics.BackendQueueLength, sel)
+		b.QueueTimeouts = fs.sum(metrics.BackendQueueTimeouts, sel)
 		for j := range b.Servers {
 			s := &b.Servers[j]
 			sel := map[string]string{"backend": b.Name, "server": s.Address}
-			s.Requests = fs.sum(mServerRequests, sel)
-			s.Failures = fs.sum(mServerFailures, sel)
-			fs.each(mServerDuration, sel, func(m *dto.Metric, _ map[string]string) {
+			s.Requests = fs.sum(metrics.ServerRequests, sel)
+			s.Failures = fs.sum(metrics.ServerFailures, sel)
+			fs.each(metrics.ServerResponseDuration, sel, func(m *dto.Metric, _ map[string]string) {
 				if h := m.GetHistogram(); h != nil {
 					s.Latency = Latency{P50: quantile(0.5, h), P99: quantile(0.99, h)}
 				}

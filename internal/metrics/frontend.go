@@ -72,8 +72,8 @@ func (m *Metrics) Frontend(name string) *Frontend {
 	for p := range numProtocols {
 		fp := &f.protos[p]
 		l := prometheus.Labels{"frontend": name, "protocol": p.String()}
-		fp.open = prometheus.NewGauge(prometheus.GaugeOpts{Name: Prefix + "frontend_connections_open", Help: "Client connections (HTTP/1.1, HTTP/2, HTTP/3, TCP) and UDP flows open now.", ConstLabels: l})
-		fp.accepted = m.newCounter(Prefix+"frontend_connections_accepted_total", "Client connections and UDP flows accepted (HTTP: counted at their first request).", l)
+		fp.open = prometheus.NewGauge(prometheus.GaugeOpts{Name: FrontendConnectionsOpen, Help: "Client connections (HTTP/1.1, HTTP/2, HTTP/3, TCP) and UDP flows open now.", ConstLabels: l})
+		fp.accepted = m.newCounter(FrontendConnectionsAccepted, "Client connections and UDP flows accepted (HTTP: counted at their first request).", l)
 		fp.in = m.newCounter(Prefix+"frontend_received_bytes_total", "Bytes received from clients by layer-4 frontends (tcp, udp), counted when a connection or flow ends.", l)
 		fp.out = m.newCounter(Prefix+"frontend_sent_bytes_total", "Bytes sent to clients by layer-4 frontends (tcp, udp), counted when a connection or flow ends.", l)
 		if p > HTTP3 {
@@ -82,7 +82,7 @@ func (m *Metrics) Frontend(name string) *Frontend {
 		fp.duration = m.newHistogram(Prefix+"frontend_request_duration_seconds", "Time from a request's arrival to the end of its response.", l)
 		for c, class := range classNames {
 			cl := prometheus.Labels{"frontend": name, "protocol": p.String(), "code_class": class}
-			fp.requests[c] = m.newCounter(Prefix+"frontend_requests_total", "HTTP requests answered, by protocol and status class.", cl)
+			fp.requests[c] = m.newCounter(FrontendRequests, "HTTP requests answered, by protocol and status class.", cl)
 		}
 	}
 	m.frontends[name] = f

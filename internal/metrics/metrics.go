@@ -30,6 +30,19 @@ import (
 // Prefix starts the name of every metric of portcullis.
 const Prefix = "portcullis_"
 
+// Names of the metrics that the admin API reads back (docs/admin.md,
+// docs/metrics.md).
+const (
+	FrontendConnectionsOpen     = Prefix + "frontend_connections_open"
+	FrontendConnectionsAccepted = Prefix + "frontend_connections_accepted_total"
+	FrontendRequests            = Prefix + "frontend_requests_total"
+	ServerRequests              = Prefix + "server_requests_total"
+	ServerFailures              = Prefix + "server_failures_total"
+	ServerResponseDuration      = Prefix + "server_response_duration_seconds"
+	BackendQueueLength          = Prefix + "backend_queue_length"
+	BackendQueueTimeouts        = Prefix + "backend_queue_timeouts_total"
+)
+
 // durationBuckets are the upper bounds, in seconds, of the request and
 // response duration histograms: 1 ms to 30 s.
 var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}

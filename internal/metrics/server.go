@@ -53,8 +53,8 @@ func (m *Metrics) Backend(name string) *Backend {
 	}
 	l := prometheus.Labels{"backend": name}
 	b := &Backend{
-		queue:    prometheus.NewGauge(prometheus.GaugeOpts{Name: Prefix + "backend_queue_length", Help: "Requests and connections waiting in the backend's queue for a server below its max_conns.", ConstLabels: l}),
-		timeouts: m.newCounter(Prefix+"backend_queue_timeouts_total", "Requests and connections that left the queue because queue_timeout passed.", l),
+		queue:    prometheus.NewGauge(prometheus.GaugeOpts{Name: BackendQueueLength, Help: "Requests and connections waiting in the backend's queue for a server below its max_conns.", ConstLabels: l}),
+		timeouts: m.newCounter(BackendQueueTimeouts, "Requests and connections that left the queue because queue_timeout passed.", l),
 	}
 	m.backends[name] = b
 	return b
@@ -132,9 +132,9 @@ func (m *Metrics) Server(backend, address string) *Server {
 	l := prometheus.Labels{"backend": backend, "server": address}
 	s := &Server{
 		labels:   l,
-		requests: m.newCounter(Prefix+"server_requests_total", "Requests (and layer-4 connections and UDP flows) sent to the server, retries included.", l),
+		requests: m.newCounter(ServerRequests, "Requests (and layer-4 connections and UDP flows) sent to the server, retries included.", l),
 		retries:  m.newCounter(Prefix+"server_retries_total", "Requests and connections sent to the server as a retry, after another server failed.", l),
-		duration: m.newHistogram(Prefix+"server_response_duration_seconds", "Time from sending a request to the server to its response headers.", l),
+		duration: m.newHistogram(ServerResponseDuration, "Time from sending a request to the server to its response headers.", l),
 		descs: serverDescs{
 			inFlight: prometheus.NewDesc(Prefix+"server_in_flight", "Requests and connections at the server now.", nil, l),
 			state:    prometheus.NewDesc(Prefix+"server_state", "1 for the server's current state (up, down, drain, disabled), 0 for the others.", []string{"state"}, l),
@@ -143,7 +143,7 @@ func (m *Metrics) Server(backend, address string) *Server {
 	}
 	for c := range numCauses {
 		cl := prometheus.Labels{"backend": backend, "server": address, "cause": c.String()}
-		s.failures[c] = m.newCounter(Prefix+"server_failures_total", "Requests and connections that failed at the server, by cause.", cl)
+		s.failures[c] = m.newCounter(ServerFailures, "Requests and connections that failed at the server, by cause.", cl)
 	}
 	for i, r := range []string{"ok", "failed"} {
 		s.checks[i] = m.base.Values[seriesKey(Prefix+"server_health_checks_total", prometheus.Labels{"backend": backend, "server": address, "result": r})]
