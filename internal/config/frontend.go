@@ -26,6 +26,9 @@ func (fe *Frontend) setDefaults() {
 		}
 	}
 	fe.Limits.setDefaults()
+	if fe.RateLimits != nil {
+		fe.RateLimits.setDefaults()
+	}
 	if a := fe.AccessLog; a != nil {
 		if !a.At.hasValue("format") {
 			a.Format = DefaultAccessLogFormat
@@ -73,6 +76,9 @@ func (fe *Frontend) validate(backends map[string]*Backend, all []*Backend, bound
 	}
 	fe.validateRoutes(mode, where, backends, all, add)
 	fe.Limits.validate(mode, where, add)
+	if fe.RateLimits != nil {
+		fe.RateLimits.validate(mode, where, add)
+	}
 	if a := fe.AccessLog; a != nil && a.At.Has("to") && a.To == "" {
 		add(a.At.Value("to"), "%s: access_log to is empty: write stdout, stderr or a file's path (leave it out for stdout)", where)
 	}

@@ -78,6 +78,9 @@ type Frontend struct {
 	// Limits bound what the frontend's clients can take
 	// (docs/security.md). Every key has a default.
 	Limits Limits `yaml:"limits"`
+	// RateLimits limit each client's request rate (http frontends). Nil:
+	// no limit.
+	RateLimits *RateLimits `yaml:"rate_limits"`
 	// AccessLog, when set, logs one line per HTTP request, tcp connection
 	// or udp flow (docs/logging.md). Nil: no access log.
 	AccessLog *AccessLog `yaml:"access_log"`
