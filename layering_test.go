@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"sni":        {},
 	"proxyproto": {},
 	"limit":      {},
+	"ratelimit":  {},
 	"accesslog":  {},
 	"metrics":    {},
 	"quiclb":     {},
@@ -36,14 +37,14 @@ var allowed = map[string][]string{
 	"health":   {"balance"},
 	"upstream": {"balance", "health", "limit", "metrics"},
 	// The HTTP request path.
-	"proxy": {"accesslog", "balance", "proxyproto", "limit", "upstream", "hostname", "metrics"},
+	"proxy": {"accesslog", "balance", "proxyproto", "limit", "ratelimit", "upstream", "hostname", "metrics"},
 	// The protocols' servers.
 	"accept":     {"limit", "proxyproto"},
 	"httpserver": {"limit", "proxy", "metrics"},
 	"l4":         {"accesslog", "balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept", "metrics"},
 	"h3":         {"quiclb"},
 	// Configuration to graph, once.
-	"compile": {"accesslog", "metrics", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "httpserver", "l4", "h3", "quiclb"},
+	"compile": {"accesslog", "metrics", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "ratelimit", "httpserver", "l4", "h3", "quiclb"},
 	// The admin interface: what the runtime lets it see and do.
 	"admin": {"metrics"},
 	// The admin API's client (portcullis ctl): the API's JSON types only.

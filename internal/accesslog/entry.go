@@ -59,7 +59,8 @@ type Entry struct {
 // the first says who ended the request (- nobody: it ended normally, C
 // the client, S the server, s the proxy on the server's side (a
 // timeout), P the proxy's policy, R the proxy's resources, N no server), the second in which phase (Q queue, C
-// connect, H waiting for the response headers, D data, R request).
+// connect, H waiting for the response headers, D data, R request; L
+// for a rate limit, which refuses in the request phase).
 type State string
 
 // Termination states (docs/logging.md has the table).
@@ -85,6 +86,9 @@ const (
 	// Refused: refused by a limit or policy for the client's fault (400,
 	// 408, 413, 414, 429, 431, 501) before any server was tried.
 	Refused State = "PR"
+	// RateLimited: refused by a rate limit (429, rate_limits) before any
+	// server was tried.
+	RateLimited State = "PL"
 	// NoServer: no server of the backend was usable.
 	NoServer State = "NS"
 	// IdleData: a tcp connection or udp flow carried no byte for its

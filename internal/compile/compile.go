@@ -146,9 +146,12 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
 		}
 	}
+	rl, rerrs := rateLimit(cfg, fe)
+	errs = append(errs, rerrs...)
 	for _, b := range fe.Bind {
 		limited := func(h http.Handler) http.Handler {
-			lim := proxy.Measured(proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name), f.Metrics)
+			lim := proxy.RateLimited(proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name), rl, events, fe.Name)
+			lim = proxy.Measured(lim, f.Metrics)
 			return proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy})
 		}
 		l4b, l4errs := compileL4(cfg, fe, b, upstreams)

@@ -67,6 +67,8 @@ type requestLog struct {
 	upgraded bool
 	// err is the failure the error path answered (Backend.fail).
 	err error
+	// refused is the state of a request a policy refused (RateLimited).
+	refused accesslog.State
 	// connect is set by the dial (the transport's goroutine), in ns.
 	connect atomic.Int64
 	// serverCut: the server cut the response body.
@@ -156,6 +158,9 @@ func (h *loggedHandler) end(l *requestLog, r *http.Request, v any) {
 // failure the error path answered, else from how the response ended (v:
 // what the handler panicked with; gone: the client's context ended).
 func (l *requestLog) state(v any, gone bool) accesslog.State {
+	if l.refused != "" {
+		return l.refused
+	}
 	if l.err != nil {
 		return stateFor(l.err, gone)
 	}
