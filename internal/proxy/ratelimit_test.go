@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,6 +33,10 @@ func rateTest(h http.Handler, n int, addr, client string) (statuses map[int]int,
 func TestRateLimitedBySource(t *testing.T) {
 	reached := 0
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ })
+	addrs := make([]string, 4096)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.0.%d.%d:51000", i>>8, i&255)
+	}
 	rl := RateLimit{Limiter: ratelimit.New(ratelimit.Config{Requests: 3, Per: 10 * time.Second}), Key: ratelimit.Key{Kind: ratelimit.KeySource}}
 	h := RateLimited(next, rl, nil, "web")
 	got, retry := rateTest(h, 10, "192.0.2.1:1234", "")
@@ -53,6 +58,10 @@ func TestRateLimitedBySource(t *testing.T) {
 
 func TestRateLimitedByHeader(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	addrs := make([]string, 4096)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.0.%d.%d:51000", i>>8, i&255)
+	}
 	rl := RateLimit{Limiter: ratelimit.New(ratelimit.Config{Requests: 2, Per: time.Minute}), Key: ratelimit.Key{Kind: ratelimit.KeyHeader, Name: "X-Client"}}
 	h := RateLimited(next, rl, nil, "web")
 	if got, _ := rateTest(h, 5, "192.0.2.1:1", "a"); got[200] != 2 {
@@ -77,5 +86,46 @@ func TestRateLimitedOff(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
 	if h := RateLimited(next, RateLimit{}, nil, "web"); h == nil || func() bool { _, ok := h.(*rateLimited); return ok }() {
 		t.Fatal("no limiter: wrapped anyway")
+	}
+}
+
+// BenchmarkRateLimited is BenchmarkProxyGET with and without a
+// per-client rate limit that lets every request pass (4096 clients in
+// turn): what the limit costs a request. The limiter alone, on every
+// core, is ratelimit's BenchmarkAllow.
+func BenchmarkRateLimited(b *testing.B) {
+	addrs := make([]string, 4096)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.0.%d.%d:51000", i>>8, i&255)
+	}
+	rl := RateLimit{Limiter: ratelimit.New(ratelimit.Config{Requests: 1000000, Per: time.Millisecond, MaxClients: 1 << 16}), Key: ratelimit.Key{Kind: ratelimit.KeySource}}
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			var h http.Handler = benchHandler(b, []byte("ok"))
+			if on {
+				h = RateLimited(h, rl, nil, "web")
+			}
+			req, err := http.NewRequest("GET", "http://app.example.test/v1/users/42", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w := &discardWriter{h: http.Header{}}
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				req.RemoteAddr = addrs[i&4095]
+				i++
+				clear(w.h)
+				w.status, w.n = 0, 0
+				h.ServeHTTP(w, req)
+				if w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+		})
 	}
 }
