@@ -146,10 +146,13 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
 		}
 	}
+	pages, perrs := errorPages(cfg, fe, readFile)
+	errs = append(errs, perrs...)
+	f.ErrorPages = pages
 	for _, b := range fe.Bind {
 		limited := func(h http.Handler) http.Handler {
 			lim := proxy.Measured(proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name), f.Metrics)
-			return proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy})
+			return proxy.Paged(proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy}), pages)
 		}
 		l4b, l4errs := compileL4(cfg, fe, b, upstreams)
 		errs = append(errs, l4errs...)
