@@ -148,11 +148,14 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 	}
 	rl, rerrs := rateLimit(cfg, fe)
 	errs = append(errs, rerrs...)
+	pages, perrs := errorPages(cfg, fe, readFile)
+	errs = append(errs, perrs...)
+	f.ErrorPages = pages
 	for _, b := range fe.Bind {
 		limited := func(h http.Handler) http.Handler {
 			lim := proxy.RateLimited(proxy.Limited(h, requestLimits(fe.Limits), events, fe.Name), rl, events, fe.Name)
 			lim = proxy.Measured(lim, f.Metrics)
-			return proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy})
+			return proxy.Paged(proxy.Logged(lim, proxy.LogOptions{Log: f.AccessLog, Frontend: fe.Name, TrustRequestID: b.AcceptProxy}), pages)
 		}
 		l4b, l4errs := compileL4(cfg, fe, b, upstreams)
 		errs = append(errs, l4errs...)

@@ -83,6 +83,9 @@ type Frontend struct {
 	// Metrics counts the frontend's connections and requests; nil
 	// without metrics.
 	Metrics *metrics.Frontend
+	// ErrorPages are the bytes of the frontend's error pages, by
+	// status, read when the graph was compiled; nil without errors.
+	ErrorPages proxy.ErrorPages
 }
 
 // Bind is a compiled bind: its sockets and what serves them.

@@ -89,6 +89,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, what string) {
 		d.decodeDuration(n, v, what)
 		return
 	}
+	if v.Type() == errorPagesType {
+		d.decodeErrorPages(n, v, what)
+		return
+	}
 	switch v.Kind() {
 	case reflect.String, reflect.Bool, reflect.Int:
 		d.decodeScalar(n, v, what)

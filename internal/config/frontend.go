@@ -79,6 +79,7 @@ func (fe *Frontend) validate(backends map[string]*Backend, all []*Backend, bound
 	if fe.RateLimits != nil {
 		fe.RateLimits.validate(mode, where, add)
 	}
+	fe.Errors.validate(mode, where, fe.At.Key("errors"), add)
 	if a := fe.AccessLog; a != nil && a.At.Has("to") && a.To == "" {
 		add(a.At.Value("to"), "%s: access_log to is empty: write stdout, stderr or a file's path (leave it out for stdout)", where)
 	}

@@ -84,6 +84,9 @@ type Frontend struct {
 	// AccessLog, when set, logs one line per HTTP request, tcp connection
 	// or udp flow (docs/logging.md). Nil: no access log.
 	AccessLog *AccessLog `yaml:"access_log"`
+	// Errors are the pages of the errors portcullis answers itself
+	// (docs/configuration.md, errors). Default: none.
+	Errors ErrorPages `yaml:"errors"`
 
 	At Positions `yaml:"-"`
 }

@@ -199,8 +199,15 @@ func reason(err error) string {
 	return "server error"
 }
 
-// Error writes a short plain-text error response.
+// Error writes a short plain-text error response, or the frontend's
+// page for status when it has one (Paged).
 func Error(w http.ResponseWriter, status int) {
+	if pw := pageFor(w); pw != nil {
+		if page, ok := pw.pages[status]; ok {
+			writePage(w, status, page, pw.head)
+			return
+		}
+	}
 	body := http.StatusText(status) + "\n"
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
