@@ -27,6 +27,7 @@ var allowed = map[string][]string{
 	"proxyproto": {},
 	"limit":      {},
 	"ratelimit":  {},
+	"compress":   {},
 	"accesslog":  {},
 	"metrics":    {},
 	"quiclb":     {},
@@ -44,7 +45,7 @@ var allowed = map[string][]string{
 	"l4":         {"accesslog", "balance", "sni", "proxyproto", "limit", "upstream", "hostname", "accept", "metrics"},
 	"h3":         {"quiclb"},
 	// Configuration to graph, once.
-	"compile": {"accesslog", "metrics", "config", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "ratelimit", "httpserver", "l4", "h3", "quiclb"},
+	"compile": {"accesslog", "metrics", "config", "compress", "listen", "privilege", "balance", "health", "upstream", "hostname", "proxy", "proxyproto", "limit", "ratelimit", "httpserver", "l4", "h3", "quiclb"},
 	// The admin interface: what the runtime lets it see and do.
 	"admin": {"metrics"},
 	// The admin API's client (portcullis ctl): the API's JSON types only.
