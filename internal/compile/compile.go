@@ -143,7 +143,11 @@ func (g *Graph) compileHTTP(cfg *config.Config, fe *config.Frontend, f *Frontend
 			if err != nil {
 				errs = append(errs, cfg.Errorf(r.At.Value("host"), "frontend %q: host %v", fe.Name, err))
 			}
-			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]})
+			h, cerr := routeHandler(cfg, fe, r, backends[r.Backend])
+			if cerr != nil {
+				errs = append(errs, cerr)
+			}
+			router.Routes = append(router.Routes, proxy.Route{Host: host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend], Handler: h})
 		}
 	}
 	rl, rerrs := rateLimit(cfg, fe)

@@ -288,6 +288,7 @@ func (fe *Frontend) validateRoutes(mode, where string, backends map[string]*Back
 		if mode != ModeUDP {
 			r.validateSNI(mode, where, add)
 		}
+		r.validateCompress(mode, where, add)
 		if mode != ModeTCP && mode != ModeUDP {
 			if r.Host != "" {
 				host, err := HostPattern(r.Host)

@@ -301,6 +301,10 @@ type Route struct {
 	PathPrefix string `yaml:"path_prefix"`
 	// Backend is the name of a backend. Required.
 	Backend string `yaml:"backend"`
+	// Compress lists the codings the route's responses may be compressed
+	// with, in the server's order of preference: zstd, br, gzip (http
+	// frontends only; docs/configuration.md, "compress"). Empty: none.
+	Compress []string `yaml:"compress"`
 
 	At Positions `yaml:"-"`
 }

@@ -42,10 +42,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusNotImplemented)
 		return
 	}
-	b := h.Router.Match(r.Host, r.URL.Path)
-	if b == nil {
+	rt := h.Router.Lookup(r.Host, r.URL.Path)
+	switch {
+	case rt == nil:
 		Error(w, http.StatusNotFound)
-		return
+	case rt.Handler != nil:
+		rt.Handler.ServeHTTP(w, r)
+	default:
+		rt.Backend.ServeHTTP(w, r)
 	}
-	b.ServeHTTP(w, r)
 }
