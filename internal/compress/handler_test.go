@@ -260,6 +260,7 @@ func TestFlushStreams(t *testing.T) {
 				}
 			case <-time.After(10 * time.Second):
 				close(release) // let the handler end
+				pr.CloseWithError(io.ErrUnexpectedEOF)
 				t.Fatalf("the flushed first chunk did not decode within 10s")
 			}
 			close(release)

@@ -76,6 +76,7 @@ func TestFlushEachChunk(t *testing.T) {
 					t.Fatalf("%s: chunk %q, want %q", name, g, want)
 				}
 			case <-time.After(10 * time.Second):
+				pr.CloseWithError(errors.New("timed out")) // ends the decoder
 				t.Fatalf("%s: chunk %q did not arrive after its flush", name, want)
 			}
 			steps <- struct{}{}

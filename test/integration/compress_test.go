@@ -304,6 +304,7 @@ func TestCompressStreamed(t *testing.T) {
 				}
 			case <-time.After(scaled(5 * time.Second)):
 				close(be.releaseFor(id))
+				resp.Body.Close() // ends the decoder
 				t.Fatalf("%s %s: the first chunk did not arrive while the backend held the second", proto, coding)
 			}
 			close(be.releaseFor(id))
