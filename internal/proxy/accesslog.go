@@ -62,9 +62,6 @@ type requestLog struct {
 	server                    string
 	backend                   string
 	retries                   int
-	// upgraded: the server switched protocols (101), which ReverseProxy
-	// writes to the hijacked connection, past the ResponseWriter.
-	upgraded bool
 	// err is the failure the error path answered (Backend.fail).
 	err error
 	// refused is the state of a request a policy refused (RateLimited).
@@ -137,10 +134,7 @@ func (h *loggedHandler) end(l *requestLog, r *http.Request, v any) {
 	e := &l.e
 	e.Total = time.Since(l.start)
 	e.Status = l.w.status
-	switch {
-	case e.Status == 0 && l.upgraded:
-		e.Status = http.StatusSwitchingProtocols
-	case e.Status == 0 && l.w.bytes > 0:
+	if e.Status == 0 && l.w.bytes > 0 { // a 101 is noted at the hijack
 		e.Status = http.StatusOK
 	}
 	e.BytesIn, e.BytesOut = l.body.n.Load(), l.w.bytes

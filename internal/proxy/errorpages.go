@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"net"
 	"net/http"
-	"strconv"
 )
 
 // ErrorPages are a frontend's pages for the errors portcullis answers
@@ -68,20 +67,5 @@ func pageFor(w http.ResponseWriter) *pagedWriter {
 		default:
 			return nil
 		}
-	}
-}
-
-// writePage answers status with page: the headers set on w so far
-// (Retry-After, Connection: close) stay, the status is kept, and a HEAD
-// request gets the headers alone.
-func writePage(w http.ResponseWriter, status int, page []byte, head bool) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(page)))
-	w.WriteHeader(status)
-	if !head {
-		w.Write(page)
 	}
 }

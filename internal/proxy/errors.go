@@ -204,18 +204,26 @@ func reason(err error) string {
 func Error(w http.ResponseWriter, status int) {
 	if pw := pageFor(w); pw != nil {
 		if page, ok := pw.pages[status]; ok {
-			writePage(w, status, page, pw.head)
+			writeOwn(w, status, "text/html; charset=utf-8", page, pw.head)
 			return
 		}
 	}
-	body := http.StatusText(status) + "\n"
+	writeOwn(w, status, "text/plain; charset=utf-8", []byte(http.StatusText(status)+"\n"), false)
+}
+
+// writeOwn answers status with body of type ctype: the headers set on w
+// so far (Retry-After, Connection: close) stay; with head, the headers
+// alone.
+func writeOwn(w http.ResponseWriter, status int, ctype string, body []byte, head bool) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Type", ctype)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	w.Write([]byte(body))
+	if !head {
+		w.Write(body)
+	}
 }
 
 // serverFault reports whether a failed attempt is evidence against the

@@ -85,7 +85,6 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			if lg != nil {
 				lg.connected = time.Duration(lg.connect.Load())
 				lg.headers, lg.gotHeaders = time.Since(lg.start), true
-				lg.upgraded = resp.StatusCode == http.StatusSwitchingProtocols
 			}
 			return resp, nil
 		}
