@@ -97,9 +97,6 @@ func NewMetrics(f quiclb.CIDFormat, shards int) *Metrics {
 	return &Metrics{format: f, shards: make([]shardCounters, max(shards, 1))}
 }
 
-// Shards returns the number of shards counted.
-func (m *Metrics) Shards() int { return len(m.shards) }
-
 func (m *Metrics) shard(i int) *shardCounters {
 	if i < 0 || i >= len(m.shards) {
 		return nil

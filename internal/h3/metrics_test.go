@@ -101,8 +101,8 @@ func TestTransportTracer(t *testing.T) {
 
 func TestSnapshot(t *testing.T) {
 	m := NewMetrics(mustFormat(t, nil), 3)
-	if m.Shards() != 3 {
-		t.Fatalf("Shards() = %d", m.Shards())
+	if len(m.shards) != 3 {
+		t.Fatalf("%d shards, want 3", len(m.shards))
 	}
 	var wg sync.WaitGroup
 	for range 8 {
